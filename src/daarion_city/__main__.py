@@ -1,0 +1,5 @@
+import sys
+
+from daarion_city.cli import main
+
+sys.exit(main())

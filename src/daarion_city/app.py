@@ -1,0 +1,147 @@
+"""The application factory: the only module that knows every service.
+
+``create_app(settings, services=...)`` builds the shared resources once in the lifespan and
+includes only the routers asked for, so one codebase runs as one process or as several.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI
+
+from daarion_city import auth, ops
+from daarion_city.config import ALL_SERVICES, Settings
+from daarion_city.errors import install_error_handlers
+from daarion_city.feed import http as feed_http
+from daarion_city.feed.service import FeedService
+from daarion_city.metrics import Metrics
+from daarion_city.middleware import RequestContextMiddleware
+from daarion_city.pubsub import create_pubsub
+from daarion_city.ratelimit import MemoryRateLimiter
+from daarion_city.realtime.hub import RoomHub
+from daarion_city.resources import Resources
+from daarion_city.rooms import http as rooms_http
+from daarion_city.rooms import ws as rooms_ws
+from daarion_city.rooms.occupancy import MemoryRoomOccupancy
+from daarion_city.rooms.service import RoomService, load_frames, load_last_seq
+from daarion_city.storage.database import Database
+from daarion_city.storage.migrate import migrate
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class ConfigurationError(RuntimeError):
+    """The settings cannot work together; raised at start-up, before serving."""
+
+
+def check_settings(settings: Settings) -> None:
+    if settings.city_instances > 1:
+        if not settings.redis_url:
+            raise ConfigurationError(
+                f"CITY_INSTANCES={settings.city_instances} needs REDIS_URL: in-memory fan-out "
+                "and presence only reach the sockets of one process"
+            )
+        if settings.is_sqlite:
+            raise ConfigurationError(
+                f"CITY_INSTANCES={settings.city_instances} needs a shared PostgreSQL DATABASE_URL"
+            )
+
+
+@asynccontextmanager
+async def open_resources(
+    settings: Settings, services: frozenset[str], metrics: Metrics
+) -> AsyncIterator[Resources]:
+    """Build every shared resource; tear them down in reverse order."""
+    check_settings(settings)
+    instance_id = settings.city_instance_id or (
+        f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    )
+    async with AsyncExitStack() as stack:
+        db = Database(
+            settings.effective_database_url,
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout,
+        )
+        stack.push_async_callback(db.dispose)
+        await migrate(db)
+        bus = create_pubsub(settings.redis_url)
+        await bus.start()
+        stack.push_async_callback(bus.stop)
+        feed = FeedService(db, bus)
+        await feed.start()
+        stack.push_async_callback(feed.stop)
+        hub = RoomHub(
+            bus,
+            load_frames=functools.partial(load_frames, db),
+            load_last_seq=functools.partial(load_last_seq, db),
+        )
+        stack.push_async_callback(hub.close)
+        limiter = MemoryRateLimiter()
+        rooms = RoomService(
+            db=db,
+            hub=hub,
+            occupancy=MemoryRoomOccupancy(),
+            feed=feed,
+            limiter=limiter,
+            settings=settings,
+            metrics=metrics,
+            instance_id=instance_id,
+        )
+        stack.push_async_callback(rooms.stop)
+        if "city" in services:
+            await rooms.ensure_default_rooms()
+        yield Resources(
+            settings=settings,
+            auth=auth.TokenAuthority(auth.load_secret(settings)),
+            metrics=metrics,
+            db=db,
+            bus=bus,
+            limiter=limiter,
+            hub=hub,
+            feed=feed,
+            rooms=rooms,
+            instance_id=instance_id,
+            services=services,
+        )
+
+
+def create_app(settings: Settings, services: Iterable[str] | None = None) -> FastAPI:
+    enabled = frozenset(services or ALL_SERVICES)
+    unknown = enabled - set(ALL_SERVICES)
+    if unknown:
+        raise ConfigurationError(f"unknown services {sorted(unknown)}; known: {ALL_SERVICES}")
+    check_settings(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with open_resources(settings, enabled, metrics) as resources:
+            app.state.resources = resources
+            log.info("serving %s as instance %s", ",".join(sorted(enabled)), resources.instance_id)
+            yield
+
+    app = FastAPI(
+        title="DAARION City",
+        version=VERSION,
+        description="Public rooms with live chat, presence, the city feed, Second Me and Matrix.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(
+        RequestContextMiddleware, metrics=metrics, max_body=settings.city_max_body_bytes
+    )
+    app.include_router(ops.router)
+    app.include_router(auth.router)
+    if "city" in enabled:
+        app.include_router(rooms_http.router)
+        app.include_router(rooms_ws.router)
+        app.include_router(feed_http.router)
+    return app

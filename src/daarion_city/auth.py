@@ -1,0 +1,148 @@
+"""Identity: HS256 JWT bearer tokens (``sub`` = user id, ``name``, ``exp``), guest tokens, and the
+``CurrentUser`` dependency. Identity always comes from the token, never from a body or a frame."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import jwt
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from daarion_city.clock import from_epoch, iso, system_clock
+from daarion_city.config import Settings
+from daarion_city.errors import Forbidden, Unauthorized
+from daarion_city.ids import new_user_id
+from daarion_city.resources import get_resources
+
+ALGORITHM = "HS256"
+SECRET_FILE = "jwt_secret"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str
+    user_id: str
+    name: str
+    expires_at: datetime
+
+
+class TokenAuthority:
+    """Mints and verifies tokens with one secret."""
+
+    def __init__(self, secret: str) -> None:
+        if len(secret) < 16:
+            raise ValueError("CITY_JWT_SECRET must be at least 16 characters")
+        self._secret = secret
+
+    def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:
+        now = system_clock()
+        exp = int(now + ttl_seconds)
+        claims = {"sub": user_id, "name": name or user_id, "iat": int(now), "exp": exp}
+        token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+        return IssuedToken(token, user_id, name or user_id, from_epoch(exp))
+
+    def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise Unauthorized("missing bearer token")
+        try:
+            claims = jwt.decode(
+                token, self._secret, algorithms=[ALGORITHM], options={"require": ["sub", "exp"]}
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthorized("token expired") from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthorized("invalid token") from exc
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 80:
+            raise Unauthorized("invalid token subject")
+        name = claims.get("name")
+        if not isinstance(name, str) or not name.strip():
+            name = sub
+        return Principal(user_id=sub, name=name.strip()[:100])
+
+
+def load_secret(settings: Settings) -> str:
+    """``CITY_JWT_SECRET`` if set; else a secret generated once and kept in the data directory,
+    so tokens survive a restart."""
+    if settings.city_jwt_secret is not None and settings.city_jwt_secret.get_secret_value():
+        return settings.city_jwt_secret.get_secret_value()
+    path = Path(settings.city_data_dir) / SECRET_FILE
+    if path.exists():
+        return path.read_text("ascii").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    # O_EXCL: two processes starting at once agree on the first secret written.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text("ascii").strip()
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(secret)
+    return secret
+
+
+_bearer = HTTPBearer(auto_error=False, description="JWT (HS256) from POST /auth/guest or the CLI")
+
+
+def get_authority(request: Request) -> TokenAuthority:
+    return get_resources(request).auth
+
+
+async def current_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    token = credentials.credentials if credentials is not None else None
+    return get_authority(request).verify(token)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+# --- routes -------------------------------------------------------------------------------------
+router = APIRouter(tags=["auth"])
+
+
+class GuestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class GuestToken(BaseModel):
+    token: str
+    user_id: str
+    name: str
+    expires_at: str
+
+
+@router.post(
+    "/auth/guest",
+    status_code=201,
+    response_model=GuestToken,
+    responses={403: {"description": "guests are disabled (`guests_disabled`)"}},
+)
+async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
+    resources = get_resources(request)
+    if not resources.settings.city_allow_guests:
+        raise Forbidden("guest sign-in is disabled", code="guests_disabled")
+    issued = resources.auth.mint(new_user_id(), body.name, resources.settings.city_guest_token_ttl)
+    return {
+        "token": issued.token,
+        "user_id": issued.user_id,
+        "name": issued.name,
+        "expires_at": iso(issued.expires_at),
+    }

@@ -1,0 +1,138 @@
+"""Settings: one root object, read from the environment once by the CLI and passed down.
+
+Names follow the SPEC (``DATABASE_URL``, ``REDIS_URL``, ``CITY_JWT_SECRET``, ``PRESENCE_TTL`` ...).
+Nothing here is built at import time; ``Settings()`` is called by the CLI or by a test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# "city" is rooms, presence, the feed and the web client (port 7001); "secondme" (7003) and
+# "matrix" (7025) can run in their own processes or beside it.
+ALL_SERVICES = ("city", "secondme", "matrix")
+
+
+class Settings(BaseSettings):
+    """The effective configuration of one process."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    # --- process -----------------------------------------------------------------------------
+    city_host: str = "127.0.0.1"
+    city_port: int = 7001
+    city_data_dir: Path = Path("./data")
+    city_instances: int = Field(1, ge=1, description="How many instances share the database")
+    city_instance_id: str = ""
+    log_level: str = "info"
+
+    # --- storage -----------------------------------------------------------------------------
+    database_url: str = ""
+    database_pool_size: int = Field(10, ge=1, le=200)
+    database_timeout: float = Field(5.0, gt=0, description="Seconds for one database call")
+    redis_url: str = ""
+
+    # --- identity ----------------------------------------------------------------------------
+    city_jwt_secret: SecretStr | None = None
+    city_allow_guests: bool = True
+    city_guest_token_ttl: int = Field(7 * 24 * 3600, ge=60)
+    city_allowed_origins: str = ""
+
+    # --- rooms -------------------------------------------------------------------------------
+    city_default_rooms: str = "general,welcome,builders"
+    city_resume_limit: int = Field(1000, ge=1)
+    city_message_rate: float = Field(5.0, gt=0, description="Messages per second per user")
+    city_message_burst: int = Field(30, ge=1)
+    city_room_create_rate: float = Field(0.2, gt=0)
+    city_room_create_burst: int = Field(5, ge=1)
+    city_max_body_bytes: int = Field(64 * 1024, ge=1024)
+    city_ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
+    city_ws_send_queue: int = Field(1000, ge=1, description="Frames queued per socket before 4408")
+    city_ws_max_per_user: int = Field(20, ge=1)
+    city_typing_timeout: float = Field(10.0, gt=0)
+
+    # --- presence ----------------------------------------------------------------------------
+    presence_ttl: float = Field(40.0, gt=0)
+    presence_sweep_interval: float = Field(5.0, gt=0)
+    presence_away_after: float = Field(300.0, gt=0)
+    presence_heartbeat_interval: float = Field(15.0, gt=0)
+
+    # --- second me ---------------------------------------------------------------------------
+    secondme_agent_id: str = "ag_secondme_global"
+    agents_service_url: str = ""
+    secondme_llm_base_url: str = ""
+    secondme_llm_model: str = ""
+    secondme_llm_api_key: SecretStr | None = None
+    secondme_context_messages: int = Field(10, ge=0, le=100)
+
+    # --- matrix ------------------------------------------------------------------------------
+    matrix_homeserver_url: str = ""
+    matrix_server_name: str = ""
+    matrix_as_token: SecretStr | None = None
+    matrix_hs_token: SecretStr | None = None
+    matrix_as_url: str = ""
+    matrix_gateway_internal_token: SecretStr | None = None
+
+    @field_validator("database_url")
+    @classmethod
+    def _normalise_db_url(cls, value: str) -> str:
+        return value.strip()
+
+    # --- derived -----------------------------------------------------------------------------
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy async URL: SQLite under the data directory unless DATABASE_URL is set."""
+        url = self.database_url
+        if not url:
+            return f"sqlite+aiosqlite:///{(self.city_data_dir / 'city.sqlite3').resolve()}"
+        for plain, driver in (
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+            ("sqlite://", "sqlite+aiosqlite://"),
+        ):
+            if url.startswith(plain):
+                return driver + url[len(plain) :]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def default_room_slugs(self) -> list[str]:
+        return [s.strip() for s in self.city_default_rooms.split(",") if s.strip()]
+
+    @property
+    def allowed_origins(self) -> list[str]:
+        return [o.strip() for o in self.city_allowed_origins.split(",") if o.strip()]
+
+    def masked(self) -> dict[str, Any]:
+        """The configuration as a dict with secrets and URL passwords masked."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump().items():
+            if isinstance(value, SecretStr):
+                out[name] = "********" if value.get_secret_value() else ""
+            elif name.endswith("_url") and isinstance(value, str):
+                out[name] = mask_url(value)
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        out["effective_database_url"] = mask_url(self.effective_database_url)
+        return out
+
+
+def mask_url(url: str) -> str:
+    """Hide the password of ``scheme://user:password@host``."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    if ":" in creds:
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:****@{host}"
+    return url

@@ -1,0 +1,132 @@
+"""One error root for the whole service.
+
+Services raise a :class:`CityError` subclass carrying a machine ``code`` and an HTTP ``status``;
+:func:`install_error_handlers` maps them to ``{"detail", "code"}`` answers, and the WebSocket
+handlers map them to ``{"event": "error", "code", "message"}`` frames. No service raises
+``HTTPException``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class CityError(Exception):
+    """Base of every domain error: ``code`` is stable, ``detail`` is for humans."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
+        self.detail = detail or self.code.replace("_", " ")
+        if code is not None:
+            self.code = code
+        super().__init__(self.detail)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail, "code": self.code}
+
+
+class BadRequest(CityError):
+    status, code = 400, "bad_request"
+
+
+class Unauthorized(CityError):
+    status, code = 401, "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(CityError):
+    status, code = 403, "forbidden"
+
+
+class NotFound(CityError):
+    status, code = 404, "not_found"
+
+
+class Conflict(CityError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(CityError):
+    status, code = 413, "payload_too_large"
+
+
+class Unprocessable(CityError):
+    status, code = 422, "validation_error"
+
+
+class RateLimited(CityError):
+    status, code = 429, "rate_limited"
+
+    def __init__(self, retry_after: float, detail: str | None = None) -> None:
+        self.retry_after = max(0.0, retry_after)
+        super().__init__(detail or "too many requests, slow down")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(max(1, int(self.retry_after + 0.999)))}
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "retry_after": round(self.retry_after, 3)}
+
+
+class Unavailable(CityError):
+    status, code = 503, "unavailable"
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map domain errors, validation errors and framework errors to the SPEC's error shape."""
+
+    async def city_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, CityError)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
+        ]
+        return JSONResponse({"detail": errors, "code": "validation_error"}, status_code=422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return JSONResponse(
+            {"detail": str(exc.detail), "code": code},
+            status_code=exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"detail": "internal error", "code": "internal"}, status_code=500)
+
+    app.add_exception_handler(CityError, city_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

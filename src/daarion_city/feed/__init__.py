@@ -1,0 +1,1 @@
+"""The city feed: events written in the same transaction as the change they describe."""

@@ -1,0 +1,174 @@
+"""Feed policy: recording events inside other services' transactions, listing, and live streams.
+
+Live delivery: after a commit the writer publishes each event on the bus channel ``city:feed``;
+every instance fans it out to its local stream subscribers. A subscriber has a bounded queue
+(``max_queue`` events); one that falls behind is ended, and its client resumes with
+``Last-Event-ID``, which replays from the database what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daarion_city.clock import utcnow
+from daarion_city.errors import NotFound
+from daarion_city.feed.schemas import event_wire
+from daarion_city.ids import new_id
+from daarion_city.pubsub import PubSub
+from daarion_city.storage import feed as store
+from daarion_city.storage.database import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "city:feed"
+REPLAY_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    pos: int
+    wire: dict[str, Any]
+
+
+class _Subscriber:
+    def __init__(self, max_queue: int) -> None:
+        self.queue: asyncio.Queue[RecordedEvent | None] = asyncio.Queue(max_queue)
+
+    def offer(self, event: RecordedEvent) -> bool:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            return False
+        return True
+
+
+class FeedService:
+    def __init__(self, db: Database, bus: PubSub, *, max_queue: int = 1000) -> None:
+        self.db = db
+        self.bus = bus
+        self.max_queue = max_queue
+        self._subscribers: set[_Subscriber] = set()
+
+    async def start(self) -> None:
+        await self.bus.subscribe(CHANNEL, self._on_bus)
+
+    async def stop(self) -> None:
+        await self.bus.unsubscribe(CHANNEL, self._on_bus)
+        for sub in list(self._subscribers):
+            self._end(sub)
+
+    # --- writing ------------------------------------------------------------------------------
+    async def record(
+        self,
+        conn: AsyncConnection,
+        kind: str,
+        *,
+        room_id: str | None = None,
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        payload: dict[str, Any],
+    ) -> RecordedEvent:
+        """Write one event in the caller's transaction; publish it after the commit."""
+        row = SimpleNamespace(
+            id=new_id("evt"),
+            kind=kind,
+            room_id=room_id,
+            user_id=user_id,
+            agent_id=agent_id,
+            payload=payload,
+            created_at=utcnow(),
+        )
+        pos = await store.insert_event(
+            conn,
+            event_id=row.id,
+            kind=kind,
+            room_id=room_id,
+            user_id=user_id,
+            agent_id=agent_id,
+            payload=payload,
+            created_at=row.created_at,
+        )
+        return RecordedEvent(pos, event_wire(row))
+
+    async def publish(self, event: RecordedEvent) -> None:
+        data = b"%d\n" % event.pos + orjson.dumps(event.wire)
+        try:
+            await self.bus.publish(CHANNEL, data)
+        except Exception:
+            # Committed already; streams resume from the database with Last-Event-ID.
+            log.warning("could not publish feed event %s", event.wire["id"], exc_info=True)
+
+    # --- reading ------------------------------------------------------------------------------
+    async def list(
+        self, *, limit: int, before: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            before_pos = None
+            if before is not None:
+                before_pos = await store.position_of(conn, before)
+                if before_pos is None:
+                    raise NotFound(f"no feed event {before!r}", code="event_not_found")
+            rows = await store.list_events(conn, limit=limit, before_pos=before_pos, kind=kind)
+        return [event_wire(row) for row in rows]
+
+    async def stream(
+        self, last_event_id: str | None, *, keepalive: float = 15.0
+    ) -> AsyncIterator[RecordedEvent | None]:
+        """Events after ``last_event_id`` (from the database), then live ones, each once;
+        ``None`` after ``keepalive`` seconds without an event."""
+        sub = _Subscriber(self.max_queue)
+        self._subscribers.add(sub)
+        try:
+            replayed: set[str] = set()
+            if last_event_id:
+                async with self.db.read() as conn:
+                    after = await store.position_of(conn, last_event_id)
+                    rows = (
+                        await store.list_events(
+                            conn, limit=REPLAY_LIMIT, after_pos=after, ascending=True
+                        )
+                        if after is not None
+                        else []
+                    )
+                for row in rows:
+                    replayed.add(row.id)
+                    yield RecordedEvent(int(row.pos), event_wire(row))
+            while True:
+                try:
+                    event = await asyncio.wait_for(sub.queue.get(), keepalive)
+                except TimeoutError:
+                    yield None
+                    continue
+                if event is None:
+                    return
+                if event.wire["id"] in replayed:
+                    continue
+                yield event
+        finally:
+            self._subscribers.discard(sub)
+
+    def _on_bus(self, data: bytes) -> None:
+        head, _, body = data.partition(b"\n")
+        event = RecordedEvent(int(head), orjson.loads(body))
+        for sub in list(self._subscribers):
+            if not sub.offer(event):
+                log.info("feed stream subscriber fell behind; ending its stream")
+                self._end(sub)
+
+    def _end(self, sub: _Subscriber) -> None:
+        self._subscribers.discard(sub)
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
+        sub.queue.put_nowait(None)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscribers)

@@ -1,0 +1,39 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "city_http_requests", "HTTP requests answered", ["method", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "city_http_request_seconds",
+            "HTTP request latency",
+            ["method"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.room_sockets = Gauge("city_room_sockets", "Open room WebSockets", registry=r)
+        self.presence_sockets = Gauge(
+            "city_presence_sockets", "Open presence WebSockets", registry=r
+        )
+        self.messages = Counter("city_messages", "Room messages committed", registry=r)
+        self.deliveries = Gauge(
+            "city_deliveries", "Room message frames queued to sockets (since start)", registry=r
+        )
+        self.ws_errors = Counter(
+            "city_ws_errors", "Error events sent on WebSockets", ["code"], registry=r
+        )
+        self.online_users = Gauge("city_presence_online", "Users online or away", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

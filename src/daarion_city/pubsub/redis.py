@@ -1,0 +1,142 @@
+"""Redis pub/sub fan-out for several instances.
+
+One subscriber connection per process, read by one owned task. Redis pub/sub is at-most-once:
+while the connection is down, publishes are lost for this subscriber. When the reader reconnects
+it re-subscribes every channel and then runs the reconnect listeners, which heal from the database
+(room hubs read every message after the last ``seq`` they delivered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from daarion_city.pubsub.base import Handler, ReconnectListener
+
+log = logging.getLogger(__name__)
+
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError)
+
+
+class RedisPubSub:
+    distributed = True
+
+    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+        self.url = url
+        self.timeout = timeout
+        self.client: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
+        )
+        self._handlers: dict[str, list[Handler]] = {}
+        self._listeners: list[ReconnectListener] = []
+        self._pubsub: aioredis.client.PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self.connected = False
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_loop(), name="redis-pubsub-reader")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        if self._pubsub is not None:
+            await self._close_pubsub()
+        await self.client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout):
+                return bool(await self.client.ping())
+        except (*_DOWN, RedisError, TimeoutError):
+            return False
+
+    async def publish(self, channel: str, data: bytes) -> None:
+        await self.client.publish(channel, data)
+
+    async def subscribe(self, channel: str, handler: Handler) -> None:
+        handlers = self._handlers.setdefault(channel, [])
+        handlers.append(handler)
+        if len(handlers) == 1 and self._pubsub is not None and self.connected:
+            try:
+                await self._pubsub.subscribe(channel)
+            except _DOWN:
+                # The reader re-subscribes every channel when it reconnects.
+                log.warning("subscribing %s failed; will retry on reconnect", channel)
+        self._wake.set()
+
+    async def unsubscribe(self, channel: str, handler: Handler) -> None:
+        handlers = self._handlers.get(channel)
+        if not handlers:
+            return
+        if handler in handlers:
+            handlers.remove(handler)
+        if not handlers:
+            del self._handlers[channel]
+            if self._pubsub is not None and self.connected:
+                try:
+                    await self._pubsub.unsubscribe(channel)
+                except _DOWN:
+                    log.debug("unsubscribe of %s failed while redis is down", channel)
+
+    def add_reconnect_listener(self, listener: ReconnectListener) -> None:
+        self._listeners.append(listener)
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        self.connected = False
+        if pubsub is not None:
+            try:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            except (*_DOWN, RedisError):
+                log.debug("closing the redis subscriber failed", exc_info=True)
+
+    async def _connect(self) -> None:
+        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        channels = list(self._handlers)
+        # A placeholder channel keeps the connection subscribed (and so readable) when idle.
+        await pubsub.subscribe("city:__alive__", *channels)
+        self._pubsub = pubsub
+        self.connected = True
+
+    async def _read_loop(self) -> None:
+        backoff = 0.1
+        first = True
+        while True:
+            try:
+                if self._pubsub is None:
+                    await self._connect()
+                    if not first:
+                        log.info("redis pub/sub reconnected; healing from the database")
+                        for listener in list(self._listeners):
+                            await listener()
+                    first = False
+                    backoff = 0.1
+                assert self._pubsub is not None
+                message = await self._pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=1.0
+                )
+                if message is None or message.get("type") != "message":
+                    continue
+                channel = message["channel"].decode()
+                data = message["data"]
+                for handler in tuple(self._handlers.get(channel, ())):
+                    try:
+                        handler(data)
+                    except Exception:
+                        log.exception("subscriber of %s failed", channel)
+            except asyncio.CancelledError:
+                raise
+            except (*_DOWN, RedisError) as exc:
+                if self.connected or first:
+                    log.warning("redis pub/sub lost: %r", exc)
+                await self._close_pubsub()
+                first = False if self._listeners else first
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)

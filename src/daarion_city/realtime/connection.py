@@ -1,0 +1,170 @@
+"""One live WebSocket: a bounded send queue drained by one writer task.
+
+Delivery guarantees (per connection):
+- frames are written in the order they were queued;
+- room messages are queued in ``seq`` order, each at most once (``last_seq`` filters repeats);
+- while the connection is *catching up* (sending ``room.state`` and the ``since_seq`` replay),
+  live room messages are held aside and released after the replay, skipping those the replay
+  already carried, so the client sees no gap and no duplicate.
+
+Overflow policy: a reader that stops reading lets its queue fill; at ``max_queue`` frames the
+connection is closed with 4408 ("too slow") and its queue dropped. Other sockets are never
+slowed: queueing is ``put_nowait`` and never awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from daarion_city.auth import Principal
+
+log = logging.getLogger(__name__)
+
+CLOSE_TOO_SLOW = 4408
+_ids = itertools.count(1)
+
+
+class Connection:
+    """A socket registered with the hub. Owns its writer task."""
+
+    __slots__ = (
+        "_closing",
+        "_held",
+        "_queue",
+        "_wakeup",
+        "_writer",
+        "catching_up",
+        "id",
+        "last_seq",
+        "max_queue",
+        "on_overflow",
+        "room_id",
+        "user",
+        "websocket",
+    )
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        user: Principal,
+        room_id: str,
+        *,
+        max_queue: int,
+        on_overflow: Callable[[Connection], None] | None = None,
+    ) -> None:
+        self.id = next(_ids)
+        self.websocket = websocket
+        self.user = user
+        self.room_id = room_id
+        self.max_queue = max_queue
+        self.on_overflow = on_overflow
+        self.last_seq = 0
+        self.catching_up = True
+        self._held: list[tuple[int, str]] = []
+        self._queue: deque[str] = deque()
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    # --- queueing (never awaits) ---------------------------------------------------------------
+    def send(self, frame: str) -> None:
+        """Queue a frame; on overflow close the connection with 4408."""
+        if self._closing:
+            return
+        if len(self._queue) >= self.max_queue:
+            self._overflow()
+            return
+        self._queue.append(frame)
+        self._wakeup.set()
+
+    def send_message(self, seq: int, frame: str) -> None:
+        """Queue a room message in ``seq`` order, at most once."""
+        if self.catching_up:
+            self._held.append((seq, frame))
+            if len(self._held) > self.max_queue:
+                self._overflow()
+            return
+        if seq <= self.last_seq:
+            return
+        self.last_seq = seq
+        self.send(frame)
+
+    def go_live(self, last_seq: int) -> None:
+        """End catch-up: everything up to ``last_seq`` has been queued by the replay."""
+        self.last_seq = max(self.last_seq, last_seq)
+        self.catching_up = False
+        held, self._held = self._held, []
+        for seq, frame in held:
+            self.send_message(seq, frame)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # --- writer --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
+
+    async def _write_loop(self) -> None:
+        queue, ws = self._queue, self.websocket
+        try:
+            while True:
+                while queue:
+                    await ws.send_text(queue.popleft())
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+        except (OSError, RuntimeError, WebSocketDisconnect) as exc:
+            # The peer went away under us; the reader notices and cleans up.
+            log.debug("writer of connection %s stopped: %r", self.id, exc)
+
+    def _overflow(self) -> None:
+        if self._closing:
+            return
+        log.warning(
+            "closing connection %s of %s: send queue over %s frames",
+            self.id,
+            self.user.user_id,
+            self.max_queue,
+        )
+        self._queue.clear()
+        self._held.clear()
+        self._closing = True
+        if self.on_overflow is not None:
+            self.on_overflow(self)
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.create_task(self._close(CLOSE_TOO_SLOW, "send queue overflow"))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(5):
+                if self.websocket.application_state != WebSocketState.DISCONNECTED:
+                    await self.websocket.close(code, reason)
+
+    async def stop(self, flush_timeout: float = 1.0) -> None:
+        """Flush what is queued (bounded in time), then stop the writer."""
+        self._closing = True
+        self._wakeup.set()
+        task = self._writer
+        if task is None:
+            return
+        try:
+            async with asyncio.timeout(flush_timeout):
+                await asyncio.shield(task)
+        except (TimeoutError, asyncio.CancelledError):
+            task.cancel()
+        except Exception:
+            log.debug("writer of connection %s ended with an error", self.id, exc_info=True)

@@ -1,0 +1,233 @@
+"""The local hub: which sockets of this instance are in which room, and in-order delivery to them.
+
+Every room with a local socket has a :class:`RoomChannel` subscribed to the bus channel
+``room:{room_id}``. Room messages travel the bus with their ``seq``; the channel hands them to its
+sockets strictly in ``seq`` order with no gap:
+
+- a message with ``seq`` below the next expected one is a repeat and is dropped;
+- one above it is held, and if the missing ones do not arrive within ``gap_grace`` seconds
+  (the bus is at-most-once, and concurrent publishers may race) they are read from the database;
+- when the bus reconnects after an outage every channel reads what it missed from the database.
+
+Ephemeral events (join/leave, typing, membership, presence) carry no ``seq`` and are delivered as
+they come. Each frame is encoded once by the publisher and the same text is queued on every socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from daarion_city.errors import Unavailable
+from daarion_city.pubsub import PubSub
+from daarion_city.realtime.connection import Connection
+from daarion_city.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+FramesLoader = Callable[[str, int, int], Awaitable[list[tuple[int, str]]]]
+"""``(room_id, after_seq, limit) -> [(seq, frame), ...]`` in ``seq`` order, from the database."""
+LastSeqLoader = Callable[[str], Awaitable[int]]
+
+MAX_HELD = 10_000
+HEAL_BATCH = 500
+
+
+def channel_name(room_id: str) -> str:
+    return f"room:{room_id}"
+
+
+def message_envelope(seq: int, frame: str) -> bytes:
+    return b"m:%d\n" % seq + frame.encode()
+
+
+def event_envelope(frame: str, exclude_user: str | None) -> bytes:
+    return b"e:" + (exclude_user or "").encode() + b"\n" + frame.encode()
+
+
+class RoomChannel:
+    """The sockets of one room on this instance, fed in ``seq`` order."""
+
+    def __init__(self, hub: RoomHub, room_id: str) -> None:
+        self.hub = hub
+        self.room_id = room_id
+        self.connections: set[Connection] = set()
+        self.expected: int | None = None  # next seq to deliver; None until initialised
+        self._held: dict[int, str] = {}
+        self._heal_task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    # --- bus input --------------------------------------------------------------------------
+    def on_bus(self, data: bytes) -> None:
+        head, _, body = data.partition(b"\n")
+        if head[:2] == b"m:":
+            self.on_message(int(head[2:]), body.decode())
+        elif head[:2] == b"e:":
+            self.on_event(body.decode(), head[2:].decode() or None)
+        else:
+            log.warning("room %s: unknown envelope %r", self.room_id, head[:16])
+
+    def on_event(self, frame: str, exclude_user: str | None) -> None:
+        for conn in self.connections:
+            if conn.user.user_id != exclude_user:
+                conn.send(frame)
+
+    def on_message(self, seq: int, frame: str) -> None:
+        expected = self.expected
+        if expected is None or seq > expected:
+            self._held[seq] = frame
+            if expected is not None:
+                self._schedule_heal(0.0 if len(self._held) > MAX_HELD else self.hub.gap_grace)
+            return
+        if seq < expected:
+            return
+        self._deliver(seq, frame)
+        self._release_held()
+
+    def _deliver(self, seq: int, frame: str) -> None:
+        self.expected = seq + 1
+        for conn in self.connections:
+            conn.send_message(seq, frame)
+        self.hub.delivered += len(self.connections)
+
+    def _release_held(self) -> None:
+        held = self._held
+        while held and self.expected is not None:
+            frame = held.pop(self.expected, None)
+            if frame is None:
+                # Drop repeats below expected; anything above waits for the heal.
+                for seq in [s for s in held if s < self.expected]:
+                    del held[seq]
+                break
+            self._deliver(self.expected, frame)
+
+    # --- initialisation and healing -----------------------------------------------------------
+    def initialise(self, last_seq: int) -> None:
+        self.expected = last_seq + 1
+        self._release_held()
+        if self._held:
+            self._schedule_heal(self.hub.gap_grace)
+        self.ready.set()
+
+    def _schedule_heal(self, delay: float) -> None:
+        if self._heal_task is None or self._heal_task.done():
+            self._heal_task = asyncio.create_task(self.heal(delay), name=f"heal-{self.room_id}")
+
+    async def heal(self, delay: float = 0.0, *, catch_up: bool = False) -> None:
+        """Read missing messages from the database until no gap is left.
+
+        With ``catch_up`` (after a bus outage) it also reads past the last message seen."""
+        if delay:
+            await asyncio.sleep(delay)
+        backoff = 0.05
+        while self.expected is not None and (self._held or catch_up):
+            after = self.expected - 1
+            try:
+                rows = await self.hub.load_frames(self.room_id, after, HEAL_BATCH)
+            except Exception:
+                log.warning(
+                    "room %s: healing from the database failed", self.room_id, exc_info=True
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            for seq, frame in rows:
+                self.on_message(seq, frame)
+            if len(rows) < HEAL_BATCH:
+                if self._held and self.expected == after + 1:
+                    # The database has nothing newer yet: the commit is not visible; wait a bit.
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                if not self._held:
+                    break
+        self.hub.healed += 1
+
+    def close(self) -> None:
+        if self._heal_task is not None:
+            self._heal_task.cancel()
+
+
+class RoomHub:
+    """All room channels of this instance."""
+
+    def __init__(
+        self,
+        bus: PubSub,
+        *,
+        load_frames: FramesLoader,
+        load_last_seq: LastSeqLoader,
+        gap_grace: float = 0.2,
+    ) -> None:
+        self.bus = bus
+        self.load_frames = load_frames
+        self.load_last_seq = load_last_seq
+        self.gap_grace = gap_grace
+        self._channels: dict[str, RoomChannel] = {}
+        self._tasks = TaskSet("hub")
+        self.delivered = 0
+        self.healed = 0
+        bus.add_reconnect_listener(self.heal_all)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(ch.connections) for ch in self._channels.values())
+
+    def connections(self, room_id: str) -> set[Connection]:
+        channel = self._channels.get(room_id)
+        return set(channel.connections) if channel is not None else set()
+
+    async def attach(self, conn: Connection) -> None:
+        """Register a connection (in catch-up mode) and make sure its room channel is live."""
+        channel = self._channels.get(conn.room_id)
+        if channel is None:
+            channel = RoomChannel(self, conn.room_id)
+            self._channels[conn.room_id] = channel
+            channel.connections.add(conn)
+            try:
+                await self.bus.subscribe(channel_name(conn.room_id), channel.on_bus)
+                channel.initialise(await self.load_last_seq(conn.room_id))
+            except BaseException:
+                self._drop_channel(channel)
+                channel.ready.set()
+                raise
+        else:
+            channel.connections.add(conn)
+            await channel.ready.wait()
+            if self._channels.get(conn.room_id) is not channel:
+                channel.connections.discard(conn)
+                raise Unavailable("the room channel could not be opened")
+
+    def detach(self, conn: Connection) -> None:
+        channel = self._channels.get(conn.room_id)
+        if channel is None:
+            return
+        channel.connections.discard(conn)
+        if not channel.connections and channel.ready.is_set():
+            self._drop_channel(channel)
+
+    def _drop_channel(self, channel: RoomChannel) -> None:
+        if self._channels.get(channel.room_id) is channel:
+            del self._channels[channel.room_id]
+        channel.close()
+        self._tasks.spawn(self.bus.unsubscribe(channel_name(channel.room_id), channel.on_bus))
+
+    async def publish_message(self, room_id: str, seq: int, frame: str) -> None:
+        await self.bus.publish(channel_name(room_id), message_envelope(seq, frame))
+
+    async def publish_event(
+        self, room_id: str, frame: str, exclude_user: str | None = None
+    ) -> None:
+        await self.bus.publish(channel_name(room_id), event_envelope(frame, exclude_user))
+
+    async def heal_all(self) -> None:
+        """After a bus outage: every channel reads what it may have missed."""
+        for channel in list(self._channels.values()):
+            await channel.heal(catch_up=True)
+
+    async def close(self) -> None:
+        for channel in list(self._channels.values()):
+            channel.close()
+        self._channels.clear()
+        await self._tasks.close()

@@ -1,0 +1,121 @@
+"""WebSocket frames: every frame, both ways, is one JSON object with an ``event`` key.
+
+Client frames are parsed into typed models here; anything else becomes a :class:`FrameError`
+carrying the machine code the client gets in its ``error`` event. Server frames are encoded
+once (``encode``) and the same text is written to every socket that receives it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from daarion_city.rooms.schemas import ClientMsgId, MessageBody
+
+MAX_NESTING = 16
+
+
+class FrameError(Exception):
+    """A client frame that cannot be handled; the socket stays open."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class MessageSend(_Frame):
+    event: Literal["room.message.send"]
+    body: MessageBody
+    client_msg_id: ClientMsgId | None = None
+
+
+class Typing(_Frame):
+    event: Literal["room.typing"]
+    typing: bool
+
+
+class Ping(_Frame):
+    event: Literal["ping"]
+
+
+class LegacyMembership(_Frame):
+    """``room.join`` / ``room.leave`` from old clients: accepted and ignored."""
+
+    event: Literal["room.join", "room.leave"]
+
+
+class Heartbeat(_Frame):
+    event: Literal["presence.heartbeat"]
+    status: Literal["online", "away"] | None = None
+    last_active_ago_ms: Annotated[int, Field(ge=0)] | None = None
+
+
+RoomClientFrame = Annotated[
+    MessageSend | Typing | Ping | LegacyMembership, Field(discriminator="event")
+]
+_room_frames: TypeAdapter[RoomClientFrame] = TypeAdapter(RoomClientFrame)
+ROOM_EVENTS = frozenset({"room.message.send", "room.typing", "ping", "room.join", "room.leave"})
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialise a server frame once; the text is shared by every recipient."""
+    return orjson.dumps(frame).decode()
+
+
+def error_frame(code: str, message: str) -> str:
+    return encode({"event": "error", "code": code, "message": message})
+
+
+PONG = encode({"event": "pong"})
+
+
+def _depth(value: Any, limit: int) -> int:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def decode_object(text: str | bytes | None) -> dict[str, Any]:
+    """Parse one frame into a JSON object with a string ``event``, or raise :class:`FrameError`."""
+    if text is None:
+        raise FrameError("invalid_frame", "binary frames are not supported; send JSON text")
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise FrameError("invalid_json", "the frame is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise FrameError("invalid_frame", "a frame must be a JSON object")
+    if _depth(data, MAX_NESTING) > MAX_NESTING:
+        raise FrameError("invalid_frame", f"a frame may nest at most {MAX_NESTING} levels")
+    event = data.get("event")
+    if not isinstance(event, str):
+        raise FrameError("invalid_frame", 'a frame needs a string "event"')
+    return data
+
+
+def parse_room_frame(text: str | bytes | None) -> RoomClientFrame:
+    data = decode_object(text)
+    if data["event"] not in ROOM_EVENTS:
+        raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
+    try:
+        return _room_frames.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc

@@ -1,0 +1,1 @@
+"""City rooms: public rooms, their messages (per-room ``seq``), membership and live sockets."""

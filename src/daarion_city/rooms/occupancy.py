@@ -1,0 +1,61 @@
+"""Who has a room socket open right now: the source of ``room.join`` / ``room.leave``,
+``members_online`` and ``online_members``.
+
+A user is *in* a room while at least one of their sockets to it is open (several tabs count once).
+``add`` answers whether this socket is the user's first in the room, ``remove`` whether it was the
+last, so join and leave are announced once per user, not once per socket.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Protocol
+
+
+class RoomOccupancy(Protocol):
+    async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool: ...
+
+    async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool: ...
+
+    async def members(self, room_id: str) -> dict[str, str]:
+        """``user_id -> name`` of the users with a socket open to the room."""
+        ...
+
+    async def counts(self, room_ids: list[str]) -> dict[str, int]: ...
+
+
+class MemoryRoomOccupancy:
+    """Single-instance occupancy kept in process."""
+
+    def __init__(self) -> None:
+        self._sockets: dict[str, dict[str, set[str]]] = {}
+        self._names: dict[str, dict[str, str]] = {}
+
+    async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
+        users = self._sockets.setdefault(room_id, {})
+        sockets = users.setdefault(user_id, set())
+        first = not sockets
+        sockets.add(conn_id)
+        self._names.setdefault(room_id, {})[user_id] = name
+        return first
+
+    async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        users = self._sockets.get(room_id)
+        if not users or user_id not in users:
+            return False
+        sockets = users[user_id]
+        sockets.discard(conn_id)
+        if sockets:
+            return False
+        del users[user_id]
+        self._names.get(room_id, {}).pop(user_id, None)
+        if not users:
+            self._sockets.pop(room_id, None)
+            self._names.pop(room_id, None)
+        return True
+
+    async def members(self, room_id: str) -> dict[str, str]:
+        return dict(self._names.get(room_id, {}))
+
+    async def counts(self, room_ids: list[str]) -> dict[str, int]:
+        return Counter({rid: len(self._sockets.get(rid, {})) for rid in room_ids})

@@ -1,0 +1,119 @@
+"""Wire shapes of rooms and messages (pydantic at the edges; rows never leave the stores)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from daarion_city.clock import iso
+
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
+MAX_BODY_CHARS = 10_000
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+MessageBody = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_BODY_CHARS), AfterValidator(_not_blank)
+]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class RoomCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+    name: Annotated[
+        str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
+    ]
+    description: Annotated[str, StringConstraints(max_length=500)] = ""
+
+
+class MessageCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: MessageBody
+    client_msg_id: ClientMsgId | None = None
+
+
+class Message(BaseModel):
+    id: str
+    room_id: str
+    seq: int
+    author_user_id: str | None
+    author_agent_id: str | None
+    username: str
+    body: str
+    client_msg_id: str | None
+    created_at: str = Field(examples=["2026-11-24T22:43:16.123Z"])
+
+
+class OnlineMember(BaseModel):
+    user_id: str
+    name: str
+    status: str
+
+
+class Room(BaseModel):
+    id: str
+    slug: str
+    name: str
+    description: str
+    is_default: bool
+    created_at: str
+    created_by: str | None
+    member_count: int
+    members_online: int
+    last_message: Message | None
+
+
+class RoomDetail(Room):
+    messages: list[Message]
+    online_members: list[OnlineMember]
+
+
+class MessagePage(BaseModel):
+    messages: list[Message]
+    has_more: bool
+
+
+class MembershipAnswer(BaseModel):
+    status: str
+    room_id: str
+
+
+def message_wire(row: Any) -> dict[str, Any]:
+    """A message row as the SPEC's Message object."""
+    return {
+        "id": row.id,
+        "room_id": row.room_id,
+        "seq": row.seq,
+        "author_user_id": row.author_user_id,
+        "author_agent_id": row.author_agent_id,
+        "username": row.username,
+        "body": row.body,
+        "client_msg_id": row.client_msg_id,
+        "created_at": iso(row.created_at),
+    }
+
+
+def room_wire(
+    row: Any, *, members_online: int, last_message: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "slug": row.slug,
+        "name": row.name,
+        "description": row.description,
+        "is_default": bool(row.is_default),
+        "created_at": iso(row.created_at),
+        "created_by": row.created_by,
+        "member_count": row.member_count,
+        "members_online": members_online,
+        "last_message": last_message,
+    }

@@ -1,0 +1,473 @@
+"""Room policy: rooms, messages with a gapless per-room ``seq``, membership, and live sockets.
+
+A message, whichever way it came in, takes one path (``post``): one transaction writes the
+message row with the room's next ``seq`` and its ``room_message`` feed event (a repeated
+``client_msg_id`` returns the stored message and writes nothing); only after the commit is it
+acknowledged and published on the bus, from which every instance's hub delivers it to its sockets
+in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from daarion_city.auth import Principal
+from daarion_city.clock import utcnow
+from daarion_city.config import Settings
+from daarion_city.errors import CityError, Conflict, NotFound
+from daarion_city.feed.service import FeedService, RecordedEvent
+from daarion_city.ids import new_id
+from daarion_city.metrics import Metrics
+from daarion_city.ratelimit import RateLimiter
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.hub import RoomHub
+from daarion_city.realtime.protocol import encode, error_frame
+from daarion_city.rooms.occupancy import RoomOccupancy
+from daarion_city.rooms.schemas import RoomCreate, message_wire, room_wire
+from daarion_city.storage import rooms as store
+from daarion_city.storage.database import Database
+from daarion_city.storage.tables import rooms as rooms_table
+from daarion_city.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+DETAIL_MESSAGES = 50
+StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+async def _all_online(user_ids: list[str]) -> dict[str, str]:
+    return dict.fromkeys(user_ids, "online")
+
+
+class _Duplicate(Exception):
+    """Raised inside a transaction to roll it back and answer with the stored message."""
+
+    def __init__(self, row: Any) -> None:
+        super().__init__("duplicate client_msg_id")
+        self.row = row
+
+
+class TooManySockets(CityError):
+    status, code = 429, "too_many_connections"
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    message: dict[str, Any]
+    created: bool
+
+
+class RoomService:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: RoomHub,
+        occupancy: RoomOccupancy,
+        feed: FeedService,
+        limiter: RateLimiter,
+        settings: Settings,
+        metrics: Metrics,
+        instance_id: str,
+        status_of: StatusLookup = _all_online,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.occupancy = occupancy
+        self.feed = feed
+        self.limiter = limiter
+        self.settings = settings
+        self.metrics = metrics
+        self.instance_id = instance_id
+        self.status_of = status_of
+        self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
+        self._sockets_per_user: dict[str, int] = {}
+        self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._tasks = TaskSet("rooms")
+
+    # --- start-up -------------------------------------------------------------------------------
+    async def ensure_default_rooms(self) -> None:
+        """Create the rooms named by ``CITY_DEFAULT_ROOMS`` that are missing, and mark exactly
+        those as default."""
+        slugs = self.settings.default_room_slugs
+        async with self.db.begin() as conn:
+            missing = [s for s in slugs if s not in await store.existing_slugs(conn, slugs)]
+            for slug in missing:
+                name = slug.replace("-", " ").replace("_", " ").title()
+                await store.insert_room(
+                    conn,
+                    room_id=f"room_city_{slug}",
+                    slug=slug,
+                    name=name,
+                    description="",
+                    created_by=None,
+                    created_at=utcnow(),
+                    is_default=True,
+                )
+                await self.feed.record(
+                    conn,
+                    "room_created",
+                    room_id=f"room_city_{slug}",
+                    agent_id="ag_system",
+                    payload={"slug": slug, "name": name},
+                )
+            await store.set_default_rooms(conn, slugs)
+
+    # --- rooms ----------------------------------------------------------------------------------
+    async def resolve(self, ref: str) -> str:
+        """The id of the room named by id or slug, or ``room_not_found``."""
+        room_id = self._room_ids.get(ref)
+        if room_id is not None:
+            return room_id
+        if len(ref) > 80:
+            raise NotFound(f"no room {ref[:80]!r}", code="room_not_found")
+        async with self.db.read() as conn:
+            row = await store.find_room(conn, ref)
+        if row is None:
+            raise NotFound(f"no room {ref!r}", code="room_not_found")
+        self._room_ids[row.id] = row.id
+        self._room_ids[row.slug] = row.id
+        return str(row.id)
+
+    async def _rooms_wire(self, rows: list[Any]) -> list[dict[str, Any]]:
+        ids = [str(r.id) for r in rows]
+        async with self.db.read() as conn:
+            last = await store.last_messages(conn, ids)
+        counts = await self.occupancy.counts(ids)
+        return [
+            room_wire(
+                row,
+                members_online=counts.get(row.id, 0),
+                last_message=message_wire(last[row.id]) if row.id in last else None,
+            )
+            for row in rows
+        ]
+
+    async def list_rooms(self, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        slugs = self.settings.default_room_slugs
+        rank = sa.case(
+            {slug: i for i, slug in enumerate(slugs)}, value=rooms_table.c.slug, else_=len(slugs)
+        )
+        query = (
+            sa.select(rooms_table)
+            .order_by(rooms_table.c.is_default.desc(), rank, rooms_table.c.created_at.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        async with self.db.read() as conn:
+            rows = list((await conn.execute(query)).all())
+        return await self._rooms_wire(rows)
+
+    async def get_room(self, ref: str) -> dict[str, Any]:
+        room_id = await self.resolve(ref)
+        async with self.db.read() as conn:
+            row = await store.find_room(conn, room_id)
+            messages, _ = await store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
+        assert row is not None
+        (room,) = await self._rooms_wire([row])
+        room["messages"] = [message_wire(m) for m in messages]
+        room["online_members"] = await self.online_members(room_id)
+        return room
+
+    async def create_room(self, user: Principal, data: RoomCreate) -> dict[str, Any]:
+        await self.limiter.hit(
+            f"room:{user.user_id}",
+            rate=self.settings.city_room_create_rate,
+            burst=self.settings.city_room_create_burst,
+        )
+        room_id = f"room_city_{data.slug}"
+        try:
+            async with self.db.begin() as conn:
+                if await store.existing_slugs(conn, [data.slug]):
+                    raise Conflict(f"room {data.slug!r} exists", code="room_exists")
+                await store.insert_room(
+                    conn,
+                    room_id=room_id,
+                    slug=data.slug,
+                    name=data.name.strip(),
+                    description=data.description,
+                    created_by=user.user_id,
+                    created_at=utcnow(),
+                )
+                event = await self.feed.record(
+                    conn,
+                    "room_created",
+                    room_id=room_id,
+                    user_id=user.user_id,
+                    payload={"slug": data.slug, "name": data.name.strip()},
+                )
+        except IntegrityError as exc:  # two creators raced past the check
+            raise Conflict(f"room {data.slug!r} exists", code="room_exists") from exc
+        await self.feed.publish(event)
+        return await self.get_room(room_id)
+
+    async def online_members(self, room_id: str) -> list[dict[str, str]]:
+        members = await self.occupancy.members(room_id)
+        statuses = await self.status_of(list(members))
+        return [
+            {"user_id": uid, "name": name, "status": statuses.get(uid, "online")}
+            for uid, name in sorted(members.items(), key=lambda kv: kv[1].lower())
+        ]
+
+    # --- messages -------------------------------------------------------------------------------
+    async def messages(
+        self, ref: str, *, before_seq: int | None, after_seq: int | None, limit: int
+    ) -> dict[str, Any]:
+        room_id = await self.resolve(ref)
+        async with self.db.read() as conn:
+            rows, has_more = await store.messages_page(
+                conn, room_id, before_seq=before_seq, after_seq=after_seq, limit=limit
+            )
+        return {"messages": [message_wire(r) for r in rows], "has_more": has_more}
+
+    async def post(
+        self, user: Principal, ref: str, body: str, client_msg_id: str | None = None
+    ) -> PostResult:
+        """Store a message (idempotent on ``client_msg_id``), then broadcast it."""
+        room_id = await self.resolve(ref)
+        await self.limiter.hit(
+            f"msg:{user.user_id}",
+            rate=self.settings.city_message_rate,
+            burst=self.settings.city_message_burst,
+        )
+        message_id, now = new_id("m"), utcnow()
+        try:
+            async with self.db.begin() as conn:
+                seq = await store.next_seq(conn, room_id)
+                if client_msg_id is not None:
+                    # After next_seq: the room's row lock makes this check race-free.
+                    existing = await store.find_by_client_msg_id(
+                        conn, room_id, user.user_id, client_msg_id
+                    )
+                    if existing is not None:
+                        raise _Duplicate(existing)
+                await store.insert_message(
+                    conn,
+                    message_id=message_id,
+                    room_id=room_id,
+                    seq=seq,
+                    author_user_id=user.user_id,
+                    author_agent_id=None,
+                    username=user.name,
+                    body=body,
+                    client_msg_id=client_msg_id,
+                    created_at=now,
+                )
+                event = await self.feed.record(
+                    conn,
+                    "room_message",
+                    room_id=room_id,
+                    user_id=user.user_id,
+                    payload={"message_id": message_id, "snippet": body[:100]},
+                )
+        except _Duplicate as dup:
+            return PostResult(message_wire(dup.row), created=False)
+        self.metrics.messages.inc()
+        message = message_wire(
+            SimpleNamespace(
+                id=message_id,
+                room_id=room_id,
+                seq=seq,
+                author_user_id=user.user_id,
+                author_agent_id=None,
+                username=user.name,
+                body=body,
+                client_msg_id=client_msg_id,
+                created_at=now,
+            )
+        )
+        frame = message_frame(room_id, message)
+        await self._publish(self.hub.publish_message(room_id, seq, frame))
+        self._clear_typing(room_id, user)
+        await self.feed.publish(event)
+        return PostResult(message, created=True)
+
+    async def _publish(self, publishing: Awaitable[None]) -> None:
+        """Publishing happens after a commit: a bus failure is logged, never turned into a
+        failed request (the hubs heal gaps from the database)."""
+        try:
+            await publishing
+        except Exception:
+            log.warning("publishing on the bus failed", exc_info=True)
+
+    # --- membership -----------------------------------------------------------------------------
+    async def set_membership(self, user: Principal, ref: str, *, join: bool) -> str:
+        room_id = await self.resolve(ref)
+        event: RecordedEvent | None = None
+        async with self.db.begin() as conn:
+            if join:
+                changed = await store.add_member(conn, room_id, user.user_id, user.name, utcnow())
+            else:
+                changed = await store.remove_member(conn, room_id, user.user_id)
+            if changed:
+                event = await self.feed.record(
+                    conn,
+                    "member_joined" if join else "member_left",
+                    room_id=room_id,
+                    user_id=user.user_id,
+                    payload={"name": user.name},
+                )
+        if event is not None:
+            frame = encode(
+                {
+                    "event": "room.member",
+                    "room_id": room_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                    "membership": "join" if join else "leave",
+                }
+            )
+            await self._publish(self.hub.publish_event(room_id, frame))
+            await self.feed.publish(event)
+        return room_id
+
+    # --- sockets --------------------------------------------------------------------------------
+    def _socket_key(self, conn: Connection) -> str:
+        return f"{self.instance_id}:{conn.id}"
+
+    def reserve_socket(self, user: Principal) -> None:
+        count = self._sockets_per_user.get(user.user_id, 0)
+        if count >= self.settings.city_ws_max_per_user:
+            raise TooManySockets(f"at most {self.settings.city_ws_max_per_user} sockets per user")
+        self._sockets_per_user[user.user_id] = count + 1
+
+    def release_socket(self, user: Principal) -> None:
+        count = self._sockets_per_user.get(user.user_id, 0) - 1
+        if count > 0:
+            self._sockets_per_user[user.user_id] = count
+        else:
+            self._sockets_per_user.pop(user.user_id, None)
+
+    async def open_socket(self, conn: Connection, since_seq: int | None) -> None:
+        """Attach a socket: ``room.state``, the ``since_seq`` replay, then live delivery."""
+        room_id, user = conn.room_id, conn.user
+        await self.hub.attach(conn)
+        first = await self.occupancy.add(room_id, user.user_id, user.name, self._socket_key(conn))
+        async with self.db.read() as db_conn:
+            last = await store.last_seq(db_conn, room_id)
+            replay: list[Any] = []
+            resync = since_seq is not None and (
+                since_seq > last or last - since_seq > self.settings.city_resume_limit
+            )
+            if since_seq is not None and not resync and since_seq < last:
+                replay, _ = await store.messages_page(
+                    db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
+                )
+        conn.send(
+            encode(
+                {
+                    "event": "room.state",
+                    "room_id": room_id,
+                    "last_seq": last,
+                    "online_members": await self.online_members(room_id),
+                }
+            )
+        )
+        if resync:
+            conn.send(
+                error_frame(
+                    "resync_required",
+                    f"cannot resume from seq {since_seq}: reload the history over HTTP",
+                )
+            )
+        top = last
+        for row in replay:
+            conn.send(message_frame(room_id, message_wire(row)))
+            top = max(top, int(row.seq))
+        conn.go_live(top)
+        conn.start()
+        if first:
+            frame = encode(
+                {
+                    "event": "room.join",
+                    "room_id": room_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                }
+            )
+            await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+
+    async def close_socket(self, conn: Connection) -> None:
+        room_id, user = conn.room_id, conn.user
+        self.hub.detach(conn)
+        last = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
+        if last:
+            self._clear_typing(room_id, user)
+            frame = encode(
+                {
+                    "event": "room.leave",
+                    "room_id": room_id,
+                    "user_id": user.user_id,
+                    "name": user.name,
+                }
+            )
+            await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+
+    # --- typing ---------------------------------------------------------------------------------
+    async def set_typing(self, conn: Connection, typing: bool) -> None:
+        """Typing is ephemeral: announced on change, never stored, expiring after the timeout."""
+        key = (conn.room_id, conn.user.user_id)
+        handle = self._typing.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        if typing:
+            loop = asyncio.get_running_loop()
+            self._typing[key] = loop.call_later(
+                self.settings.city_typing_timeout, self._expire_typing, conn.room_id, conn.user
+            )
+        if typing != (handle is not None):
+            await self._publish_typing(conn.room_id, conn.user, typing)
+
+    def _expire_typing(self, room_id: str, user: Principal) -> None:
+        self._typing.pop((room_id, user.user_id), None)
+        self._tasks.spawn(self._publish_typing(room_id, user, False))
+
+    def _clear_typing(self, room_id: str, user: Principal) -> None:
+        handle = self._typing.pop((room_id, user.user_id), None)
+        if handle is not None:
+            handle.cancel()
+            self._tasks.spawn(self._publish_typing(room_id, user, False))
+
+    async def _publish_typing(self, room_id: str, user: Principal, typing: bool) -> None:
+        frame = encode(
+            {
+                "event": "room.typing",
+                "room_id": room_id,
+                "user_id": user.user_id,
+                "name": user.name,
+                "typing": typing,
+            }
+        )
+        await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+
+    async def stop(self) -> None:
+        for handle in self._typing.values():
+            handle.cancel()
+        self._typing.clear()
+        await self._tasks.close()
+
+
+async def load_frames(
+    db: Database, room_id: str, after_seq: int, limit: int
+) -> list[tuple[int, str]]:
+    """Room messages after ``after_seq`` as ready-to-send frames (the hub heals gaps with it)."""
+    async with db.read() as conn:
+        rows, _ = await store.messages_page(conn, room_id, after_seq=after_seq, limit=limit)
+    return [(int(r.seq), message_frame(room_id, message_wire(r))) for r in rows]
+
+
+async def load_last_seq(db: Database, room_id: str) -> int:
+    async with db.read() as conn:
+        return await store.last_seq(conn, room_id)
+
+
+def message_frame(room_id: str, message: dict[str, Any]) -> str:
+    return encode({"event": "room.message", "room_id": room_id, "message": message})

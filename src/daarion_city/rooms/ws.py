@@ -1,0 +1,119 @@
+"""The room WebSocket ``/ws/city/rooms/{room}?token=...&since_seq=N``: parse frames, call the
+room service, answer with frames. Close codes: 4400 bad query, 4401 auth, 4404 no such room,
+4408 too slow, 4429 too many sockets; 1009 (frame over the limit) comes from the server."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from daarion_city.errors import CityError, NotFound
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.endpoint import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_MANY,
+    accept_user,
+    close,
+    error_event,
+)
+from daarion_city.realtime.protocol import (
+    PONG,
+    FrameError,
+    MessageSend,
+    Ping,
+    Typing,
+    encode,
+    error_frame,
+    parse_room_frame,
+)
+from daarion_city.resources import Resources
+from daarion_city.rooms.service import TooManySockets
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+
+def _since_seq(websocket: WebSocket) -> int | None:
+    raw = websocket.query_params.get("since_seq")
+    if raw is None or raw == "":
+        return None
+    value = int(raw)  # ValueError is handled by the caller
+    if value < 0:
+        raise ValueError("since_seq must be >= 0")
+    return value
+
+
+@router.websocket("/ws/city/rooms/{room}")
+async def room_socket(websocket: WebSocket, room: str) -> None:
+    accepted = await accept_user(websocket)
+    if accepted is None:
+        return
+    resources, user = accepted
+    try:
+        since_seq = _since_seq(websocket)
+    except ValueError:
+        await close(websocket, CLOSE_BAD_REQUEST, "since_seq must be a non-negative integer")
+        return
+    try:
+        room_id = await resources.rooms.resolve(room)
+    except NotFound:
+        await close(websocket, CLOSE_NOT_FOUND, "room not found")
+        return
+    try:
+        resources.rooms.reserve_socket(user)
+    except TooManySockets as exc:
+        await close(websocket, CLOSE_TOO_MANY, exc.detail)
+        return
+    conn = Connection(websocket, user, room_id, max_queue=resources.settings.city_ws_send_queue)
+    try:
+        await resources.rooms.open_socket(conn, since_seq)
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            await _handle(resources, conn, message.get("text"))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    except CityError as exc:  # the database went away while opening, for example
+        conn.send(error_event(exc))
+        await conn.stop()
+        await close(websocket, 1011, exc.detail)
+    finally:
+        await conn.stop()
+        await resources.rooms.close_socket(conn)
+        resources.rooms.release_socket(user)
+
+
+async def _handle(resources: Resources, conn: Connection, text: str | None) -> None:
+    try:
+        frame = parse_room_frame(text)
+    except FrameError as exc:
+        resources.metrics.ws_errors.labels(exc.code).inc()
+        conn.send(error_frame(exc.code, exc.message))
+        return
+    if isinstance(frame, MessageSend):
+        try:
+            result = await resources.rooms.post(
+                conn.user, conn.room_id, frame.body, frame.client_msg_id
+            )
+        except CityError as exc:
+            resources.metrics.ws_errors.labels(exc.code).inc()
+            conn.send(error_event(exc, client_msg_id=frame.client_msg_id))
+            return
+        conn.send(
+            encode(
+                {
+                    "event": "room.message.ack",
+                    "client_msg_id": frame.client_msg_id,
+                    "message": result.message,
+                }
+            )
+        )
+    elif isinstance(frame, Typing):
+        await resources.rooms.set_typing(conn, frame.typing)
+    elif isinstance(frame, Ping):
+        conn.send(PONG)
+    # Legacy room.join / room.leave frames: accepted and ignored.

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy Core tables, one query layer for SQLite and PostgreSQL, migrations."""

@@ -1,0 +1,101 @@
+"""The database handle: one async engine per process, built in the lifespan.
+
+SQLite (the zero-configuration default) allows one writer at a time, so write transactions are
+serialised by an asyncio lock in this process; readers run beside them thanks to WAL. PostgreSQL
+uses a connection pool and row locks. The same Core queries serve both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from daarion_city.errors import Unavailable
+
+
+class Database:
+    """Owns the engine; hands out transactions (``begin``) and read connections (``read``)."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, timeout: float = 5.0) -> None:
+        self.url = make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.timeout = timeout
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.is_sqlite else None
+        kwargs: dict[str, Any] = {"pool_pre_ping": False}
+        if self.is_sqlite:
+            database = self.url.database
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": 30}
+        else:
+            kwargs.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=timeout,
+                connect_args={"command_timeout": timeout, "timeout": timeout},
+            )
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """One write transaction: committed when the block ends, rolled back on error."""
+        lock = self._write_lock if self._write_lock is not None else nullcontext()
+        async with lock, _translate_errors(), self.engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for reads (no write lock)."""
+        async with _translate_errors(), self.engine.connect() as conn:
+            yield conn
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout), self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (OSError, DBAPIError, PoolTimeoutError, TimeoutError):
+            return False
+        return True
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+@asynccontextmanager
+async def _translate_errors() -> AsyncIterator[None]:
+    """A database that does not answer becomes a typed 503, never a hang or a 500."""
+    try:
+        yield
+    except (OSError, PoolTimeoutError, TimeoutError) as exc:
+        raise Unavailable("the database is unavailable") from exc
+    except OperationalError as exc:
+        raise Unavailable("the database is unavailable") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise Unavailable("the database connection was lost") from exc
+        raise
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()

@@ -1,0 +1,205 @@
+"""SQL for rooms, room messages and room membership (one query layer for SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daarion_city.storage.tables import room_members, room_messages, rooms
+
+RoomRow = Row[tuple[str, str, str, str, bool, datetime, str | None, int, int]]
+
+
+async def find_room(conn: AsyncConnection, ref: str) -> Row[tuple[object, ...]] | None:
+    """A room by id or by slug."""
+    result = await conn.execute(
+        sa.select(rooms).where(sa.or_(rooms.c.id == ref, rooms.c.slug == ref))
+    )
+    return result.first()
+
+
+async def list_rooms(
+    conn: AsyncConnection, limit: int, offset: int
+) -> Sequence[Row[tuple[object, ...]]]:
+    """Default rooms first (in the configured order), then the newest."""
+    query = (
+        sa.select(rooms)
+        .order_by(rooms.c.is_default.desc(), rooms.c.created_at.desc(), rooms.c.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return (await conn.execute(query)).all()
+
+
+async def insert_room(
+    conn: AsyncConnection,
+    *,
+    room_id: str,
+    slug: str,
+    name: str,
+    description: str,
+    created_by: str | None,
+    created_at: datetime,
+    is_default: bool = False,
+) -> None:
+    await conn.execute(
+        rooms.insert().values(
+            id=room_id,
+            slug=slug,
+            name=name,
+            description=description,
+            is_default=is_default,
+            created_at=created_at,
+            created_by=created_by,
+            last_seq=0,
+            member_count=0,
+        )
+    )
+
+
+async def set_default_rooms(conn: AsyncConnection, slugs: list[str]) -> None:
+    await conn.execute(rooms.update().where(rooms.c.slug.not_in(slugs)).values(is_default=False))
+    if slugs:
+        await conn.execute(rooms.update().where(rooms.c.slug.in_(slugs)).values(is_default=True))
+
+
+async def existing_slugs(conn: AsyncConnection, slugs: list[str]) -> set[str]:
+    result = await conn.execute(sa.select(rooms.c.slug).where(rooms.c.slug.in_(slugs)))
+    return set(result.scalars())
+
+
+async def next_seq(conn: AsyncConnection, room_id: str) -> int:
+    """Take the room's next ``seq``. The row lock it holds until commit makes commits happen in
+    ``seq`` order and a rollback give the number back, so ``seq`` has no gaps."""
+    result = await conn.execute(
+        rooms.update()
+        .where(rooms.c.id == room_id)
+        .values(last_seq=rooms.c.last_seq + 1)
+        .returning(rooms.c.last_seq)
+    )
+    return int(result.scalar_one())
+
+
+async def last_seq(conn: AsyncConnection, room_id: str) -> int:
+    result = await conn.execute(sa.select(rooms.c.last_seq).where(rooms.c.id == room_id))
+    return int(result.scalar_one_or_none() or 0)
+
+
+async def insert_message(
+    conn: AsyncConnection,
+    *,
+    message_id: str,
+    room_id: str,
+    seq: int,
+    author_user_id: str | None,
+    author_agent_id: str | None,
+    username: str,
+    body: str,
+    client_msg_id: str | None,
+    created_at: datetime,
+) -> None:
+    await conn.execute(
+        room_messages.insert().values(
+            id=message_id,
+            room_id=room_id,
+            seq=seq,
+            author_user_id=author_user_id,
+            author_agent_id=author_agent_id,
+            username=username,
+            body=body,
+            client_msg_id=client_msg_id,
+            created_at=created_at,
+        )
+    )
+
+
+async def find_by_client_msg_id(
+    conn: AsyncConnection, room_id: str, user_id: str, client_msg_id: str
+) -> Row[tuple[object, ...]] | None:
+    result = await conn.execute(
+        sa.select(room_messages).where(
+            room_messages.c.room_id == room_id,
+            room_messages.c.author_user_id == user_id,
+            room_messages.c.client_msg_id == client_msg_id,
+        )
+    )
+    return result.first()
+
+
+async def messages_page(
+    conn: AsyncConnection,
+    room_id: str,
+    *,
+    before_seq: int | None = None,
+    after_seq: int | None = None,
+    limit: int = 50,
+) -> tuple[list[Row[tuple[object, ...]]], bool]:
+    """One page, oldest first, and whether more lie beyond it in the reading direction.
+
+    With ``after_seq`` the page starts right after it (reading forward); otherwise it is the newest
+    ``limit`` messages before ``before_seq`` (or the end)."""
+    query = sa.select(room_messages).where(room_messages.c.room_id == room_id)
+    if before_seq is not None:
+        query = query.where(room_messages.c.seq < before_seq)
+    if after_seq is not None:
+        query = query.where(room_messages.c.seq > after_seq)
+        query = query.order_by(room_messages.c.seq.asc()).limit(limit + 1)
+        rows = list((await conn.execute(query)).all())
+        return rows[:limit], len(rows) > limit
+    query = query.order_by(room_messages.c.seq.desc()).limit(limit + 1)
+    rows = list((await conn.execute(query)).all())
+    has_more = len(rows) > limit
+    return rows[:limit][::-1], has_more
+
+
+async def last_messages(
+    conn: AsyncConnection, room_ids: list[str]
+) -> dict[str, Row[tuple[object, ...]]]:
+    """The newest message of each room (one indexed lookup per room)."""
+    if not room_ids:
+        return {}
+    pairs = sa.select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(room_ids)).subquery()
+    query = sa.select(room_messages).join(
+        pairs,
+        sa.and_(room_messages.c.room_id == pairs.c.id, room_messages.c.seq == pairs.c.last_seq),
+    )
+    return {str(row.room_id): row for row in (await conn.execute(query)).all()}
+
+
+async def add_member(
+    conn: AsyncConnection, room_id: str, user_id: str, name: str, joined_at: datetime
+) -> bool:
+    """Persist membership; True when it is new (then the room's member_count grows).
+    Safe under concurrent joins: the insert is ON CONFLICT DO NOTHING."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    result = await conn.execute(
+        insert(room_members)
+        .values(room_id=room_id, user_id=user_id, name=name, joined_at=joined_at)
+        .on_conflict_do_nothing()
+    )
+    if not result.rowcount:
+        return False
+    await conn.execute(
+        rooms.update().where(rooms.c.id == room_id).values(member_count=rooms.c.member_count + 1)
+    )
+    return True
+
+
+async def remove_member(conn: AsyncConnection, room_id: str, user_id: str) -> bool:
+    result = await conn.execute(
+        room_members.delete().where(
+            room_members.c.room_id == room_id, room_members.c.user_id == user_id
+        )
+    )
+    if not result.rowcount:
+        return False
+    await conn.execute(
+        rooms.update().where(rooms.c.id == room_id).values(member_count=rooms.c.member_count - 1)
+    )
+    return True

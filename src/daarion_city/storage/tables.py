@@ -1,0 +1,121 @@
+"""The schema as SQLAlchemy Core tables (the query layer's view; migrations own the DDL)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+from daarion_city.clock import as_utc
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp that is always timezone-aware UTC in Python, whatever the database keeps."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        value = as_utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return as_utc(value)
+
+
+# An auto-incrementing 64-bit key that is also SQLite's rowid alias.
+BigAutoInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+metadata = sa.MetaData()
+
+rooms = sa.Table(
+    "city_rooms",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("slug", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("description", sa.Text(), nullable=False, server_default=""),
+    sa.Column("is_default", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("created_by", sa.String(80), nullable=True),
+    sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("member_count", sa.Integer(), nullable=False, server_default="0"),
+)
+
+room_messages = sa.Table(
+    "city_room_messages",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("author_user_id", sa.String(80), nullable=True),
+    sa.Column("author_agent_id", sa.String(80), nullable=True),
+    sa.Column("username", sa.String(100), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("client_msg_id", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("room_id", "seq", name="uq_room_messages_room_seq"),
+    sa.UniqueConstraint(
+        "room_id", "author_user_id", "client_msg_id", name="uq_room_messages_idempotency"
+    ),
+)
+
+room_members = sa.Table(
+    "city_room_members",
+    metadata,
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("joined_at", UTCDateTime(), nullable=False),
+)
+
+feed_events = sa.Table(
+    "city_feed_events",
+    metadata,
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("room_id", sa.String(80), nullable=True),
+    sa.Column("user_id", sa.String(80), nullable=True),
+    sa.Column("agent_id", sa.String(80), nullable=True),
+    sa.Column("payload", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_feed_events_kind_pos", "kind", "pos"),
+)
+
+secondme_sessions = sa.Table(
+    "secondme_sessions",
+    metadata,
+    sa.Column("id", sa.String(80), primary_key=True),
+    sa.Column("user_id", sa.String(80), nullable=False, unique=True),
+    sa.Column("agent_id", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("total_interactions", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("last_interaction", UTCDateTime(), nullable=True),
+)
+
+secondme_messages = sa.Table(
+    "secondme_messages",
+    metadata,
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),
+    sa.Column("session_id", sa.String(80), sa.ForeignKey("secondme_sessions.id"), nullable=False),
+    sa.Column("user_id", sa.String(80), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("content", sa.Text(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="ok"),
+    sa.Column("tokens_used", sa.Integer(), nullable=True),
+    sa.Column("token_source", sa.String(16), nullable=True),
+    sa.Column("latency_ms", sa.Integer(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_secondme_messages_user_pos", "user_id", "pos"),
+)
