@@ -43,8 +43,8 @@ class TokenAuthority:
     """Mints and verifies tokens with one secret."""
 
     def __init__(self, secret: str) -> None:
-        if len(secret) < 16:
-            raise ValueError("CITY_JWT_SECRET must be at least 16 characters")
+        if len(secret.encode()) < 32:
+            raise ValueError("CITY_JWT_SECRET must be at least 32 bytes (RFC 7518, HS256)")
         self._secret = secret
 
     def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:

@@ -1,0 +1,247 @@
+"""Rooms over HTTP, on SQLite and on PostgreSQL, through a real server socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from importlib import resources
+
+import pytest
+
+from tests.support import Api
+
+SEED = json.loads(resources.files("daarion_city.storage").joinpath("seed_data.json").read_text())
+
+
+async def test_seed_rooms_are_listed_with_defaults_first(api: Api) -> None:
+    r = await api.http.get("/city/rooms")
+    assert r.status_code == 200
+    rooms = r.json()
+    assert [room["slug"] for room in rooms] == ["general", "welcome", "builders", "science", "energy"]
+    by_slug = {room["slug"]: room for room in rooms}
+    for seed in SEED["rooms"]:
+        room = by_slug[seed["slug"]]
+        assert room["id"] == seed["id"]
+        assert room["name"] == seed["name"]
+        assert room["description"] == seed["description"]
+        assert room["is_default"] is seed["is_default"]
+        assert room["created_at"].endswith("Z")
+    assert by_slug["energy"]["name"] == "Energy Union"
+    welcome = by_slug["welcome"]["last_message"]
+    assert welcome["author_agent_id"] == "ag_system"
+    assert welcome["author_user_id"] is None
+    assert welcome["body"].startswith("Вітаємо в DAARION City!")
+    assert by_slug["science"]["last_message"] is None
+
+
+async def test_room_detail_by_id_and_slug(api: Api) -> None:
+    by_slug = (await api.http.get("/city/rooms/general")).json()
+    by_id = (await api.http.get("/city/rooms/room_city_general")).json()
+    assert by_slug["id"] == by_id["id"] == "room_city_general"
+    assert [m["id"] for m in by_slug["messages"]] == ["m_city_general_001"]
+    assert by_slug["online_members"] == []
+    r = await api.http.get("/city/rooms/nowhere")
+    assert r.status_code == 404
+    assert r.json()["code"] == "room_not_found"
+
+
+async def test_list_pagination(api: Api) -> None:
+    first = (await api.http.get("/city/rooms", params={"limit": 2})).json()
+    rest = (await api.http.get("/city/rooms", params={"limit": 10, "offset": 2})).json()
+    assert [r["slug"] for r in first + rest] == ["general", "welcome", "builders", "science", "energy"]
+    for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}, {"limit": "x"}):
+        assert (await api.http.get("/city/rooms", params=bad)).status_code == 422
+
+
+async def test_create_room(api: Api) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post("/city/rooms", {"slug": "garden", "name": "Garden", "description": "Сад"})
+    assert r.status_code == 201, r.text
+    room = r.json()
+    assert room["id"] == "room_city_garden"
+    assert room["created_by"] == alice.user_id
+    assert room["is_default"] is False
+    assert room["messages"] == []
+    again = await alice.post("/city/rooms", {"slug": "garden", "name": "Other"})
+    assert again.status_code == 409
+    assert again.json()["code"] == "room_exists"
+    listed = [x["slug"] for x in (await api.http.get("/city/rooms")).json()]
+    # Default rooms first, then the newest.
+    assert listed[:4] == ["general", "welcome", "builders", "garden"]
+
+
+async def test_create_room_race_gives_one_room_and_one_feed_event(api: Api) -> None:
+    users = [await api.guest(f"U{i}") for i in range(8)]
+    answers = await asyncio.gather(
+        *(u.post("/city/rooms", {"slug": "contested", "name": "Contested"}) for u in users)
+    )
+    codes = sorted(a.status_code for a in answers)
+    assert codes == [201] + [409] * 7, [a.text for a in answers]
+    assert {a.json()["code"] for a in answers if a.status_code == 409} == {"room_exists"}
+    feed = (await api.http.get("/city/feed", params={"kind": "room_created", "limit": 100})).json()
+    assert [e["payload"]["slug"] for e in feed].count("contested") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"slug": "A", "name": "x"},
+        {"slug": "-abc", "name": "x"},
+        {"slug": "a", "name": "x"},
+        {"slug": "a" * 65, "name": "x"},
+        {"slug": "ok-slug", "name": ""},
+        {"slug": "ok-slug", "name": "   "},
+        {"slug": "ok-slug", "name": "x" * 101},
+        {"slug": "ok-slug", "name": "x", "description": "d" * 501},
+        {"slug": "ok-slug"},
+        {"slug": "ok-slug", "name": "x", "user_id": "u_evil"},
+    ],
+)
+async def test_create_room_rejects_bad_input(api: Api, body: dict[str, str]) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post("/city/rooms", body)
+    assert r.status_code == 422, r.text
+    assert r.json()["code"] == "validation_error"
+    assert (await api.http.get("/city/rooms/ok-slug")).status_code == 404
+
+
+async def test_protected_routes_need_a_valid_token(api: Api) -> None:
+    alice = api.user("u_alice", "Alice")
+    forged = alice.token[:-4] + ("AAAA" if not alice.token.endswith("AAAA") else "BBBB")
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": f"Bearer {forged}"}):
+        for method, path, body in (
+            ("POST", "/city/rooms", {"slug": "x1", "name": "x"}),
+            ("POST", "/city/rooms/general/messages", {"body": "hi"}),
+            ("POST", "/city/rooms/general/join", None),
+            ("POST", "/city/rooms/general/leave", None),
+        ):
+            r = await api.http.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (path, headers, r.text)
+            assert r.json()["code"] == "unauthorized"
+    expired = api.server.resources.auth.mint("u_alice", "Alice", -10).token
+    r = await api.http.post(
+        "/city/rooms/general/messages",
+        json={"body": "hi"},
+        headers={"Authorization": f"Bearer {expired}"},
+    )
+    assert r.status_code == 401
+
+
+async def test_post_message_and_read_history(api: Api) -> None:
+    alice = await api.guest("Alice")
+    m = await alice.say("science", "перше повідомлення")
+    assert m["seq"] == 1
+    assert m["room_id"] == "room_city_science"
+    assert m["author_user_id"] == alice.user_id
+    assert m["author_agent_id"] is None
+    assert m["username"] == "Alice"
+    assert m["created_at"].endswith("Z")
+    for i in range(2, 8):
+        assert (await alice.say("room_city_science", f"m{i}"))["seq"] == i
+    page = (await api.http.get("/city/rooms/science/messages", params={"limit": 3})).json()
+    assert [x["seq"] for x in page["messages"]] == [5, 6, 7]
+    assert page["has_more"] is True
+    older = await api.http.get("/city/rooms/science/messages", params={"before_seq": 5, "limit": 3})
+    assert [x["seq"] for x in older.json()["messages"]] == [2, 3, 4]
+    oldest = await api.http.get("/city/rooms/science/messages", params={"before_seq": 2})
+    assert [x["seq"] for x in oldest.json()["messages"]] == [1]
+    assert oldest.json()["has_more"] is False
+    newer = await api.http.get("/city/rooms/science/messages", params={"after_seq": 5})
+    assert [x["seq"] for x in newer.json()["messages"]] == [6, 7]
+    assert newer.json()["has_more"] is False
+    room = (await api.http.get("/city/rooms/science")).json()
+    assert room["last_message"]["seq"] == 7
+    assert [x["seq"] for x in room["messages"]] == list(range(1, 8))
+
+
+async def test_message_identity_comes_from_the_token(api: Api) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post(
+        "/city/rooms/general/messages", {"body": "hi", "author_user_id": "u_mallory"}
+    )
+    assert r.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"body": ""}, 422),
+        ({"body": "   \n\t "}, 422),
+        ({"body": "x" * 10_001}, 422),
+        ({}, 422),
+        ({"body": 5}, 422),
+        ({"body": "ok", "client_msg_id": "c" * 65}, 422),
+        ({"body": "x" * 70_000}, 413),
+    ],
+)
+async def test_bad_messages_are_refused_and_nothing_is_stored(
+    api: Api, body: dict[str, object], status: int
+) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post("/city/rooms/science/messages", body)
+    assert r.status_code == status, r.text
+    assert r.json()["code"] in ("validation_error", "payload_too_large")
+    page = (await api.http.get("/city/rooms/science/messages")).json()
+    assert page["messages"] == []
+    feed = (await api.http.get("/city/feed", params={"kind": "room_message"})).json()
+    assert feed == []
+
+
+async def test_message_limits_accept_the_maximum(api: Api) -> None:
+    alice = await api.guest("Alice")
+    m = await alice.say("science", "я" * 10_000, client_msg_id="c" * 64)
+    assert len(m["body"]) == 10_000
+
+
+async def test_post_to_unknown_room(api: Api) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post("/city/rooms/nowhere/messages", {"body": "hi"})
+    assert r.status_code == 404
+    assert r.json() == {"detail": "no room 'nowhere'", "code": "room_not_found"}
+
+
+async def test_repeated_client_msg_id_stores_one_message(api: Api) -> None:
+    alice = await api.guest("Alice")
+    bob = await api.guest("Bob")
+    first = await alice.say("science", "once", client_msg_id="c-1")
+    again = await alice.post("/city/rooms/science/messages", {"body": "once", "client_msg_id": "c-1"})
+    assert again.status_code == 201
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json() == first
+    # Concurrent retries of the same key still store one row.
+    retries = await asyncio.gather(*(alice.say("science", "twice", client_msg_id="c-2") for _ in range(10)))
+    assert len({(m["id"], m["seq"]) for m in retries}) == 1
+    # The key is per user: Bob's c-1 is a different message.
+    bobs = await bob.say("science", "bob's", client_msg_id="c-1")
+    assert bobs["id"] != first["id"]
+    page = (await api.http.get("/city/rooms/science/messages")).json()
+    assert [m["seq"] for m in page["messages"]] == [1, 2, 3]
+    feed = (await api.http.get("/city/feed", params={"kind": "room_message"})).json()
+    assert len(feed) == 3
+
+
+async def test_fifty_concurrent_posts_get_gapless_seq(api: Api) -> None:
+    users = [await api.guest(f"U{i}") for i in range(5)]
+    posts = [users[i % 5].say("energy", f"n{i}") for i in range(50)]
+    results = await asyncio.gather(*posts)
+    assert sorted(m["seq"] for m in results) == list(range(1, 51))
+    page = (await api.http.get("/city/rooms/energy/messages", params={"limit": 200})).json()
+    assert [m["seq"] for m in page["messages"]] == list(range(1, 51))
+    assert len({m["id"] for m in page["messages"]}) == 50
+
+
+async def test_join_and_leave_are_persisted_and_idempotent(api: Api) -> None:
+    alice = await api.guest("Alice")
+    for _ in range(2):
+        r = await alice.post("/city/rooms/builders/join")
+        assert r.status_code == 200
+        assert r.json() == {"status": "joined", "room_id": "room_city_builders"}
+    assert (await api.http.get("/city/rooms/builders")).json()["member_count"] == 1
+    for _ in range(2):
+        r = await alice.post("/city/rooms/room_city_builders/leave")
+        assert r.json() == {"status": "left", "room_id": "room_city_builders"}
+    assert (await api.http.get("/city/rooms/builders")).json()["member_count"] == 0
+    kinds = [e["kind"] for e in (await api.http.get("/city/feed")).json()]
+    assert kinds.count("member_joined") == 1
+    assert kinds.count("member_left") == 1
+    assert (await alice.post("/city/rooms/nowhere/join")).status_code == 404
