@@ -35,7 +35,9 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def run_server(settings: Settings, services: list[str] | None = None) -> AsyncIterator[Server]:
+async def run_server(
+    settings: Settings, services: list[str] | None = None
+) -> AsyncIterator[Server]:
     app = create_app(settings, services)
     config = uvicorn.Config(
         app,
@@ -113,7 +115,9 @@ class User:
 
     @contextlib.asynccontextmanager
     async def socket(self, room: str, **query: Any) -> AsyncIterator[Socket]:
-        async with open_socket(self.api.server, f"/ws/city/rooms/{room}", token=self.token, **query) as ws:
+        async with open_socket(
+            self.api.server, f"/ws/city/rooms/{room}", token=self.token, **query
+        ) as ws:
             yield ws
 
 

@@ -17,7 +17,13 @@ async def test_seed_rooms_are_listed_with_defaults_first(api: Api) -> None:
     r = await api.http.get("/city/rooms")
     assert r.status_code == 200
     rooms = r.json()
-    assert [room["slug"] for room in rooms] == ["general", "welcome", "builders", "science", "energy"]
+    assert [room["slug"] for room in rooms] == [
+        "general",
+        "welcome",
+        "builders",
+        "science",
+        "energy",
+    ]
     by_slug = {room["slug"]: room for room in rooms}
     for seed in SEED["rooms"]:
         room = by_slug[seed["slug"]]
@@ -48,7 +54,13 @@ async def test_room_detail_by_id_and_slug(api: Api) -> None:
 async def test_list_pagination(api: Api) -> None:
     first = (await api.http.get("/city/rooms", params={"limit": 2})).json()
     rest = (await api.http.get("/city/rooms", params={"limit": 10, "offset": 2})).json()
-    assert [r["slug"] for r in first + rest] == ["general", "welcome", "builders", "science", "energy"]
+    assert [r["slug"] for r in first + rest] == [
+        "general",
+        "welcome",
+        "builders",
+        "science",
+        "energy",
+    ]
     for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}, {"limit": "x"}):
         assert (await api.http.get("/city/rooms", params=bad)).status_code == 422
 
@@ -204,12 +216,16 @@ async def test_repeated_client_msg_id_stores_one_message(api: Api) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")
     first = await alice.say("science", "once", client_msg_id="c-1")
-    again = await alice.post("/city/rooms/science/messages", {"body": "once", "client_msg_id": "c-1"})
+    again = await alice.post(
+        "/city/rooms/science/messages", {"body": "once", "client_msg_id": "c-1"}
+    )
     assert again.status_code == 201
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.json() == first
     # Concurrent retries of the same key still store one row.
-    retries = await asyncio.gather(*(alice.say("science", "twice", client_msg_id="c-2") for _ in range(10)))
+    retries = await asyncio.gather(
+        *(alice.say("science", "twice", client_msg_id="c-2") for _ in range(10))
+    )
     assert len({(m["id"], m["seq"]) for m in retries}) == 1
     # The key is per user: Bob's c-1 is a different message.
     bobs = await bob.say("science", "bob's", client_msg_id="c-1")

@@ -34,7 +34,11 @@ async def test_http_post_reaches_room_subscribers_only(api: Api) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")
     carol = await api.guest("Carol")
-    async with alice.socket("science") as a, bob.socket("science") as b, carol.socket("energy") as c:
+    async with (
+        alice.socket("science") as a,
+        bob.socket("science") as b,
+        carol.socket("energy") as c,
+    ):
         for ws in (a, b, c):
             await ws.expect("room.state")
         sent = await alice.say("science", "hello science")
@@ -52,7 +56,9 @@ async def test_websocket_send_is_acked_broadcast_and_stored(api: Api) -> None:
         await a.expect("room.state")
         await b.expect("room.state")
         await a.expect("room.join")
-        await a.send({"event": "room.message.send", "body": "over the socket", "client_msg_id": "k1"})
+        await a.send(
+            {"event": "room.message.send", "body": "over the socket", "client_msg_id": "k1"}
+        )
         # The sender gets the broadcast like everyone, and the ack.
         frames = {f["event"]: f for f in [await a.recv(), await a.recv()]}
         ack = frames["room.message.ack"]
@@ -63,7 +69,9 @@ async def test_websocket_send_is_acked_broadcast_and_stored(api: Api) -> None:
         got = await b.expect("room.message")
         assert got["message"] == ack["message"]
         # A retry of the same client_msg_id is acked with the same message and not re-broadcast.
-        await a.send({"event": "room.message.send", "body": "over the socket", "client_msg_id": "k1"})
+        await a.send(
+            {"event": "room.message.send", "body": "over the socket", "client_msg_id": "k1"}
+        )
         again = await a.expect("room.message.ack")
         assert again["message"] == ack["message"]
         await b.silent(0.3)
@@ -199,7 +207,9 @@ async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(
         await ws.send({"event": "room.leave"})
         await ws.send({"event": "room.message.send", "body": "still here"})
         assert (await ws.expect("room.message.ack"))["message"]["body"] == "still here"
-    assert (await api.http.get("/city/rooms/science/messages")).json()["messages"][-1]["body"] == "still here"
+    assert (await api.http.get("/city/rooms/science/messages")).json()["messages"][-1][
+        "body"
+    ] == "still here"
 
 
 async def test_close_codes(api: Api) -> None:

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install what the tests need, start PostgreSQL and Redis if they are down, then run the linters,
+# the type checker and the whole test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh dev
+scripts/services.sh
+echo "== ruff" >&2
+.venv/bin/ruff check src tests bench
+.venv/bin/ruff format --check src tests bench
+echo "== mypy --strict" >&2
+.venv/bin/mypy
+echo "== pytest" >&2
+.venv/bin/pytest "$@"

@@ -1,0 +1,132 @@
+"""Health, readiness, metrics, the client config, guests, the CLI and configuration."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jwt
+import pytest
+
+from daarion_city.app import ConfigurationError, create_app
+from daarion_city.auth import TokenAuthority, load_secret
+from daarion_city.config import Settings
+from tests.conftest import make_settings
+from tests.support import Api, run_server
+
+
+async def test_health_ready_metrics(api: Api) -> None:
+    assert (await api.http.get("/healthz")).json() == {"status": "ok"}
+    ready = await api.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"database": True}
+    alice = await api.guest("Alice")
+    await alice.say("science", "count me")
+    async with alice.socket("science") as ws:
+        await ws.expect("room.state")
+        text = (await api.http.get("/metrics")).text
+    assert "city_messages_total 1.0" in text
+    assert 'city_http_requests_total{method="POST",status="201"}' in text
+    assert "city_http_request_seconds_bucket" in text
+
+
+async def test_request_ids_are_echoed(api: Api) -> None:
+    r = await api.http.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await api.http.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
+    assert r.headers["x-request-id"] != "bad id with spaces"
+
+
+async def test_unknown_routes_and_methods_have_typed_errors(api: Api) -> None:
+    r = await api.http.get("/nowhere")
+    assert r.status_code == 404
+    assert r.json()["code"] == "not_found"
+    r = await api.http.delete("/city/rooms")
+    assert r.status_code == 405
+    assert r.json()["code"] == "method_not_allowed"
+
+
+async def test_guest_tokens(api: Api) -> None:
+    r = await api.http.post("/auth/guest", json={"name": "  Олена  "})
+    assert r.status_code == 201
+    data = r.json()
+    assert data["name"] == "Олена"
+    assert data["user_id"].startswith("u_")
+    assert data["expires_at"].endswith("Z")
+    claims = jwt.decode(data["token"], options={"verify_signature": False})
+    assert claims["sub"] == data["user_id"]
+    for bad in ({"name": ""}, {"name": "   "}, {"name": "x" * 65}, {}):
+        assert (await api.http.post("/auth/guest", json=bad)).status_code == 422
+    assert (await api.http.post("/auth/guest", content=b"not json")).status_code == 422
+
+
+async def test_guests_can_be_disabled(database_url: str, tmp_path: Path) -> None:
+    settings = make_settings(database_url, tmp_path, city_allow_guests=False)
+    async with run_server(settings) as server:
+        api = Api(server)
+        r = await api.http.post("/auth/guest", json={"name": "Alice"})
+        assert r.status_code == 403
+        assert r.json()["code"] == "guests_disabled"
+        await api.aclose()
+
+
+async def test_client_config(api: Api) -> None:
+    config = (await api.http.get("/city/config")).json()
+    assert config["presence_away_after"] == 300
+    assert config["presence_ttl"] == 40
+    assert 15 <= config["presence_heartbeat_interval"] <= 20
+
+
+def test_generated_secret_survives_a_restart(tmp_path: Path) -> None:
+    settings = Settings(city_data_dir=tmp_path, city_jwt_secret=None)
+    first = load_secret(settings)
+    assert load_secret(settings) == first
+    assert (tmp_path / "jwt_secret").stat().st_mode & 0o777 == 0o600
+    token = TokenAuthority(first).mint("u_a", "A", 60).token
+    assert TokenAuthority(load_secret(settings)).verify(token).user_id == "u_a"
+
+
+def test_instances_need_shared_backends(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="REDIS_URL"):
+        create_app(Settings(city_data_dir=tmp_path, city_instances=2))
+    with pytest.raises(ConfigurationError, match="PostgreSQL"):
+        create_app(Settings(city_data_dir=tmp_path, city_instances=2, redis_url="redis://x"))
+    with pytest.raises(ConfigurationError, match="unknown services"):
+        create_app(Settings(city_data_dir=tmp_path), ["nope"])
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "daarion_city", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def test_cli_token_migrate_and_check_config(database_url: str, tmp_path: Path) -> None:
+    env = {
+        "DATABASE_URL": database_url,
+        "CITY_DATA_DIR": str(tmp_path),
+        "CITY_JWT_SECRET": "cli-secret-0123456789-0123456789-xyz",
+        "REDIS_URL": "",
+    }
+    out = _cli("token", "--user-id", "u_alice", "--name", "Alice", env=env)
+    assert out.returncode == 0, out.stderr
+    claims = jwt.decode(out.stdout.strip(), env["CITY_JWT_SECRET"], algorithms=["HS256"])
+    assert claims["sub"] == "u_alice"
+    assert claims["name"] == "Alice"
+    migrated = _cli("migrate", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert "revision 0001" in migrated.stdout
+    assert _cli("migrate", env=env).returncode == 0  # idempotent
+    config = _cli("check-config", env=env)
+    assert config.returncode == 0, config.stderr
+    assert "cli-secret" not in config.stdout
+    assert '"city_jwt_secret": "********"' in config.stdout
+    bad = _cli("check-config", env={**env, "CITY_INSTANCES": "3"})
+    assert bad.returncode == 2
