@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
 
+import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from daarion_city import auth, ops
@@ -23,13 +24,19 @@ from daarion_city.feed import http as feed_http
 from daarion_city.feed.service import FeedService
 from daarion_city.metrics import Metrics
 from daarion_city.middleware import RequestContextMiddleware
+from daarion_city.presence import http as presence_http
+from daarion_city.presence import ws as presence_ws
+from daarion_city.presence.service import PresenceService
+from daarion_city.presence.store import MemoryPresenceStore, PresenceStore
+from daarion_city.presence.store.redis import RedisPresenceStore
 from daarion_city.pubsub import create_pubsub
 from daarion_city.ratelimit import MemoryRateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.resources import Resources
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
-from daarion_city.rooms.occupancy import MemoryRoomOccupancy
+from daarion_city.rooms.occupancy import MemoryRoomOccupancy, RoomOccupancy
+from daarion_city.rooms.occupancy_redis import RedisRoomOccupancy
 from daarion_city.rooms.service import RoomService, load_frames, load_last_seq
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
@@ -72,9 +79,15 @@ async def open_resources(
         )
         stack.push_async_callback(db.dispose)
         await migrate(db)
-        bus = create_pubsub(settings.redis_url)
+        bus = create_pubsub(settings.redis_url, settings.city_redis_prefix)
         await bus.start()
         stack.push_async_callback(bus.stop)
+        redis_client = None
+        if settings.redis_url:
+            redis_client = aioredis.Redis.from_url(
+                settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+            )
+            stack.push_async_callback(redis_client.aclose)
         feed = FeedService(db, bus)
         await feed.start()
         stack.push_async_callback(feed.stop)
@@ -85,19 +98,45 @@ async def open_resources(
         )
         stack.push_async_callback(hub.close)
         limiter = MemoryRateLimiter()
+        occupancy: RoomOccupancy
+        presence_store: PresenceStore
+        if redis_client is not None:
+            prefix = settings.city_redis_prefix
+            occupancy = RedisRoomOccupancy(
+                redis_client, instance_id=instance_id, ttl=settings.presence_ttl, prefix=prefix
+            )
+            presence_store = RedisPresenceStore(
+                redis_client, ttl=settings.presence_ttl, prefix=prefix
+            )
+        else:
+            occupancy = MemoryRoomOccupancy()
+            presence_store = MemoryPresenceStore(settings.presence_ttl)
+        stack.push_async_callback(occupancy.close)
+        presence = PresenceService(
+            store=presence_store,
+            bus=bus,
+            hub=hub,
+            rooms_of=occupancy.rooms_of,
+            settings=settings,
+            metrics=metrics,
+        )
         rooms = RoomService(
             db=db,
             hub=hub,
-            occupancy=MemoryRoomOccupancy(),
+            occupancy=occupancy,
             feed=feed,
             limiter=limiter,
             settings=settings,
             metrics=metrics,
             instance_id=instance_id,
+            status_of=presence.statuses,
         )
         stack.push_async_callback(rooms.stop)
         if "city" in services:
             await rooms.ensure_default_rooms()
+            await rooms.start()
+            await presence.start()
+            stack.push_async_callback(presence.stop)
         yield Resources(
             settings=settings,
             auth=auth.TokenAuthority(auth.load_secret(settings)),
@@ -108,6 +147,7 @@ async def open_resources(
             hub=hub,
             feed=feed,
             rooms=rooms,
+            presence=presence,
             instance_id=instance_id,
             services=services,
         )
@@ -144,4 +184,6 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(rooms_http.router)
         app.include_router(rooms_ws.router)
         app.include_router(feed_http.router)
+        app.include_router(presence_http.router)
+        app.include_router(presence_ws.router)
     return app

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(10, ge=1, le=200)
     database_timeout: float = Field(5.0, gt=0, description="Seconds for one database call")
     redis_url: str = ""
+    city_redis_prefix: str = Field("", description="Prefix of every Redis key and channel")
 
     # --- identity ----------------------------------------------------------------------------
     city_jwt_secret: SecretStr | None = None

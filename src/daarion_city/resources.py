@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from daarion_city.config import Settings
     from daarion_city.feed.service import FeedService
     from daarion_city.metrics import Metrics
+    from daarion_city.presence.service import PresenceService
     from daarion_city.pubsub import PubSub
     from daarion_city.ratelimit import RateLimiter
     from daarion_city.realtime.hub import RoomHub
@@ -30,6 +31,7 @@ class Resources:
     hub: RoomHub
     feed: FeedService
     rooms: RoomService
+    presence: PresenceService
     instance_id: str
     services: frozenset[str] = field(default_factory=frozenset)
 

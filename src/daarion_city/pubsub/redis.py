@@ -26,8 +26,9 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError)
 class RedisPubSub:
     distributed = True
 
-    def __init__(self, url: str, *, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, *, prefix: str = "", timeout: float = 2.0) -> None:
         self.url = url
+        self.prefix = prefix
         self.timeout = timeout
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
@@ -58,14 +59,14 @@ class RedisPubSub:
             return False
 
     async def publish(self, channel: str, data: bytes) -> None:
-        await self.client.publish(channel, data)
+        await self.client.publish(self.prefix + channel, data)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])
         handlers.append(handler)
         if len(handlers) == 1 and self._pubsub is not None and self.connected:
             try:
-                await self._pubsub.subscribe(channel)
+                await self._pubsub.subscribe(self.prefix + channel)
             except _DOWN:
                 # The reader re-subscribes every channel when it reconnects.
                 log.warning("subscribing %s failed; will retry on reconnect", channel)
@@ -81,7 +82,7 @@ class RedisPubSub:
             del self._handlers[channel]
             if self._pubsub is not None and self.connected:
                 try:
-                    await self._pubsub.unsubscribe(channel)
+                    await self._pubsub.unsubscribe(self.prefix + channel)
                 except _DOWN:
                     log.debug("unsubscribe of %s failed while redis is down", channel)
 
@@ -99,9 +100,9 @@ class RedisPubSub:
 
     async def _connect(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        channels = list(self._handlers)
+        channels = [self.prefix + c for c in self._handlers]
         # A placeholder channel keeps the connection subscribed (and so readable) when idle.
-        await pubsub.subscribe("city:__alive__", *channels)
+        await pubsub.subscribe(self.prefix + "city:__alive__", *channels)
         self._pubsub = pubsub
         self.connected = True
 
@@ -124,7 +125,7 @@ class RedisPubSub:
                 )
                 if message is None or message.get("type") != "message":
                     continue
-                channel = message["channel"].decode()
+                channel = message["channel"].decode()[len(self.prefix) :]
                 data = message["data"]
                 for handler in tuple(self._handlers.get(channel, ())):
                     try:

@@ -3,13 +3,23 @@
 
 A user is *in* a room while at least one of their sockets to it is open (several tabs count once).
 ``add`` answers whether this socket is the user's first in the room, ``remove`` whether it was the
-last, so join and leave are announced once per user, not once per socket.
+last, so join and leave are announced once per user, not once per socket. With several instances
+(Redis), an instance that dies without closing its sockets is noticed by the others within
+``PRESENCE_TTL + PRESENCE_SWEEP_INTERVAL``: ``maintain`` removes its sockets and returns the users
+that thereby left, for the caller to announce (exactly one instance gets each).
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from dataclasses import dataclass
 from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    room_id: str
+    user_id: str
+    name: str
 
 
 class RoomOccupancy(Protocol):
@@ -23,6 +33,16 @@ class RoomOccupancy(Protocol):
 
     async def counts(self, room_ids: list[str]) -> dict[str, int]: ...
 
+    async def rooms_of(self, user_id: str) -> list[str]:
+        """The rooms the user has a socket open to."""
+        ...
+
+    async def maintain(self, now: float) -> list[Departure]:
+        """Keep this instance marked alive; clear the sockets of instances that died."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 class MemoryRoomOccupancy:
     """Single-instance occupancy kept in process."""
@@ -30,6 +50,7 @@ class MemoryRoomOccupancy:
     def __init__(self) -> None:
         self._sockets: dict[str, dict[str, set[str]]] = {}
         self._names: dict[str, dict[str, str]] = {}
+        self._rooms_of: dict[str, set[str]] = {}
 
     async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
         users = self._sockets.setdefault(room_id, {})
@@ -37,6 +58,7 @@ class MemoryRoomOccupancy:
         first = not sockets
         sockets.add(conn_id)
         self._names.setdefault(room_id, {})[user_id] = name
+        self._rooms_of.setdefault(user_id, set()).add(room_id)
         return first
 
     async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool:
@@ -49,6 +71,10 @@ class MemoryRoomOccupancy:
             return False
         del users[user_id]
         self._names.get(room_id, {}).pop(user_id, None)
+        rooms = self._rooms_of.get(user_id, set())
+        rooms.discard(room_id)
+        if not rooms:
+            self._rooms_of.pop(user_id, None)
         if not users:
             self._sockets.pop(room_id, None)
             self._names.pop(room_id, None)
@@ -58,4 +84,13 @@ class MemoryRoomOccupancy:
         return dict(self._names.get(room_id, {}))
 
     async def counts(self, room_ids: list[str]) -> dict[str, int]:
-        return Counter({rid: len(self._sockets.get(rid, {})) for rid in room_ids})
+        return {rid: len(self._sockets.get(rid, {})) for rid in room_ids}
+
+    async def rooms_of(self, user_id: str) -> list[str]:
+        return sorted(self._rooms_of.get(user_id, ()))
+
+    async def maintain(self, now: float) -> list[Departure]:
+        return []
+
+    async def close(self) -> None:
+        return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -120,6 +121,31 @@ class RoomService:
                     payload={"slug": slug, "name": name},
                 )
             await store.set_default_rooms(conn, slugs)
+
+    async def start(self) -> None:
+        await self.maintain()
+        self._tasks.spawn(self._maintain_loop(), name="room-occupancy")
+
+    async def maintain(self) -> None:
+        """Mark this instance alive; announce the departures of sockets of dead instances."""
+        for gone in await self.occupancy.maintain(time.time()):
+            frame = encode(
+                {
+                    "event": "room.leave",
+                    "room_id": gone.room_id,
+                    "user_id": gone.user_id,
+                    "name": gone.name,
+                }
+            )
+            await self._publish(self.hub.publish_event(gone.room_id, frame))
+
+    async def _maintain_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.presence_sweep_interval)
+            try:
+                await self.maintain()
+            except Exception:
+                log.warning("room occupancy upkeep failed; retrying", exc_info=True)
 
     # --- rooms ----------------------------------------------------------------------------------
     async def resolve(self, ref: str) -> str:

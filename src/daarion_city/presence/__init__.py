@@ -1,0 +1,1 @@
+"""Presence: online / away / offline per user, across tabs, devices and instances."""

@@ -1,0 +1,178 @@
+"""Presence policy: events from sockets and HTTP go through the store; changes are announced once.
+
+Announcement: the instance whose store call returned a change (``old != new``) publishes one
+``presence.update`` frame on the bus channel ``city:presence`` (every instance relays it to its
+presence sockets) and on the room channel of every room the user has a socket in (room sockets
+get updates for users in the room). A heartbeat that changes nothing announces nothing.
+
+The sweeper runs on every instance every ``PRESENCE_SWEEP_INTERVAL`` seconds; the store hands
+each expiry to exactly one of them, so a user whose instance died is announced offline once,
+within ``PRESENCE_TTL + PRESENCE_SWEEP_INTERVAL``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from daarion_city.auth import Principal
+from daarion_city.clock import Clock, from_epoch, iso, system_clock
+from daarion_city.config import Settings
+from daarion_city.metrics import Metrics
+from daarion_city.presence.model import HTTP_CONNECTION, Transition, reported_status
+from daarion_city.presence.store import PresenceStore
+from daarion_city.pubsub import PubSub
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.hub import RoomHub
+from daarion_city.realtime.protocol import encode
+from daarion_city.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "city:presence"
+ChangeListener = Callable[[Transition], Awaitable[None]]
+RoomsOf = Callable[[str], Awaitable[list[str]]]
+
+
+def record(t: Transition) -> dict[str, Any]:
+    """The SPEC's presence record."""
+    return {
+        "user_id": t.user_id,
+        "name": t.name,
+        "status": t.new,
+        "last_seen": iso(from_epoch(t.last_seen)),
+    }
+
+
+def update_frame(t: Transition) -> str:
+    return encode({"event": "presence.update", **record(t)})
+
+
+class PresenceService:
+    def __init__(
+        self,
+        *,
+        store: PresenceStore,
+        bus: PubSub,
+        hub: RoomHub,
+        rooms_of: RoomsOf,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.store = store
+        self.bus = bus
+        self.hub = hub
+        self.rooms_of = rooms_of
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.sockets: set[Connection] = set()
+        self._listeners: list[ChangeListener] = []
+        self._tasks = TaskSet("presence")
+
+    def add_listener(self, listener: ChangeListener) -> None:
+        """Called once per change, on the instance that made it (the Matrix bridge uses it)."""
+        self._listeners.append(listener)
+
+    async def start(self) -> None:
+        await self.bus.subscribe(CHANNEL, self._on_bus)
+        self._tasks.spawn(self._sweep_loop(), name="presence-sweeper")
+
+    async def stop(self) -> None:
+        await self._tasks.close()
+        await self.bus.unsubscribe(CHANNEL, self._on_bus)
+
+    # --- events -------------------------------------------------------------------------------
+    async def heartbeat(
+        self,
+        user: Principal,
+        conn_id: str,
+        *,
+        status: str | None = None,
+        last_active_ago_ms: int | None = None,
+    ) -> Transition:
+        reported = reported_status(status, last_active_ago_ms, self.settings.presence_away_after)
+        change = await self.store.refresh_ttl(
+            user.user_id, user.name, conn_id, now=self.clock(), status=reported
+        )
+        await self._announce(change)
+        return change
+
+    async def disconnect(self, user: Principal, conn_id: str) -> Transition:
+        change = await self.store.disconnect(user.user_id, conn_id, now=self.clock())
+        await self._announce(change)
+        return change
+
+    async def offline(self, user: Principal, conn_id: str | None = None) -> Transition:
+        """``POST /city/presence/offline``: the HTTP client (and the named socket) are gone."""
+        change = await self.store.disconnect(user.user_id, HTTP_CONNECTION, now=self.clock())
+        if conn_id and conn_id != HTTP_CONNECTION:
+            then = await self.store.disconnect(user.user_id, conn_id, now=self.clock())
+            change = Transition(then.user_id, then.name, change.old, then.new, then.last_seen)
+        await self._announce(change)
+        return change
+
+    async def sweep(self) -> list[Transition]:
+        changes = await self.store.sweep(now=self.clock())
+        for change in changes:
+            await self._announce(change)
+        return changes
+
+    async def _sweep_loop(self) -> None:
+        interval = self.settings.presence_sweep_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.sweep()
+                self.metrics.online_users.set(await self.store.get_online_count())
+            except Exception:
+                log.warning("presence sweep failed; retrying next interval", exc_info=True)
+
+    async def _announce(self, change: Transition) -> None:
+        if not change.changed:
+            return
+        frame = update_frame(change)
+        try:
+            await self.bus.publish(CHANNEL, frame.encode())
+            for room_id in await self.rooms_of(change.user_id):
+                await self.hub.publish_event(room_id, frame)
+        except Exception:
+            log.warning("could not announce presence of %s", change.user_id, exc_info=True)
+        for listener in self._listeners:
+            try:
+                await listener(change)
+            except Exception:
+                log.warning("presence listener failed", exc_info=True)
+
+    def _on_bus(self, data: bytes) -> None:
+        frame = data.decode()
+        for conn in self.sockets:
+            conn.send(frame)
+
+    # --- reads --------------------------------------------------------------------------------
+    async def online(self) -> dict[str, Any]:
+        users = await self.store.get_all_online()
+        return {"online_count": len(users), "users": [record(u) for u in users]}
+
+    async def get(self, user_id: str) -> dict[str, Any]:
+        found = await self.store.get([user_id])
+        if user_id in found:
+            return record(found[user_id])
+        return {"user_id": user_id, "name": user_id, "status": "offline", "last_seen": None}
+
+    async def statuses(self, user_ids: list[str]) -> dict[str, str]:
+        found = await self.store.get(user_ids)
+        return {u: t.new for u, t in found.items()}
+
+    async def bulk_frame(self, connection_id: str) -> str:
+        users = await self.store.get_all_online()
+        return encode(
+            {
+                "event": "presence.bulk_update",
+                "users": [record(u) for u in users],
+                "connection_id": connection_id,
+            }
+        )

@@ -1,0 +1,87 @@
+"""The presence WebSocket ``/ws/city/presence?token=...``.
+
+On connect the socket counts as a heartbeat and gets ``presence.bulk_update``; then
+``presence.heartbeat`` frames refresh its TTL (recommended every 15-20 s) and ``presence.update``
+frames arrive whenever anyone's status changes. Closing the user's last connection takes them
+offline at once."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter
+from pydantic import Field, TypeAdapter, ValidationError
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from daarion_city.errors import CityError
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.endpoint import accept_user, error_event
+from daarion_city.realtime.protocol import (
+    PONG,
+    FrameError,
+    Heartbeat,
+    Ping,
+    decode_object,
+    error_frame,
+)
+
+router = APIRouter()
+
+PresenceFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
+_frames: TypeAdapter[PresenceFrame] = TypeAdapter(PresenceFrame)
+
+
+def parse_presence_frame(text: str | None) -> PresenceFrame:
+    data = decode_object(text)
+    if data["event"] not in ("presence.heartbeat", "ping"):
+        raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
+    try:
+        return _frames.validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
+        raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc
+
+
+@router.websocket("/ws/city/presence")
+async def presence_socket(websocket: WebSocket) -> None:
+    accepted = await accept_user(websocket)
+    if accepted is None:
+        return
+    resources, user = accepted
+    presence = resources.presence
+    conn = Connection(websocket, user, "", max_queue=resources.settings.city_ws_send_queue)
+    conn_id = f"{resources.instance_id}:p{conn.id}"
+    conn.go_live(0)
+    presence.sockets.add(conn)
+    resources.metrics.presence_sockets.inc()
+    try:
+        await presence.heartbeat(user, conn_id)
+        conn.send(await presence.bulk_frame(conn_id))
+        conn.start()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            try:
+                frame = parse_presence_frame(message.get("text"))
+            except FrameError as exc:
+                resources.metrics.ws_errors.labels(exc.code).inc()
+                conn.send(error_frame(exc.code, exc.message))
+                continue
+            if isinstance(frame, Ping):
+                conn.send(PONG)
+                continue
+            try:
+                await presence.heartbeat(
+                    user, conn_id, status=frame.status, last_active_ago_ms=frame.last_active_ago_ms
+                )
+            except CityError as exc:
+                conn.send(error_event(exc))
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    finally:
+        presence.sockets.discard(conn)
+        resources.metrics.presence_sockets.dec()
+        await conn.stop()
+        await presence.disconnect(user, conn_id)
