@@ -131,3 +131,19 @@ async def api(server: Server) -> AsyncIterator[Api]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own on the machine's Redis, cleaned afterwards."""
+    import redis.asyncio as aioredis
+
+    prefix = f"t{os.getpid()}_{secrets.token_hex(4)}:"
+    yield prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()

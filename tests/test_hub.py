@@ -23,7 +23,7 @@ class Recorder:
     def send_message(self, seq: int, frame: str) -> None:
         self.seqs.append(seq)
 
-    def send(self, frame: str) -> None:
+    def send_event(self, frame: str) -> None:
         self.events.append(frame)
 
 

@@ -1,27 +1,53 @@
-"""Owned background tasks: every task started outside a request has an owner that cancels it."""
+"""Owned background tasks: every task started outside a request has an owner that stops it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 
 class TaskSet:
-    """Spawn fire-and-forget work that is still cancelled, and its failures logged, on close."""
+    """Spawn background work that is still stopped, and its failures logged, on close."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping: asyncio.Event | None = None
+
+    @property
+    def stopping(self) -> asyncio.Event:
+        if self._stopping is None:
+            self._stopping = asyncio.Event()
+        return self._stopping
 
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name or self.name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
         return task
+
+    def every(
+        self, interval: float, work: Callable[[], Awaitable[None]], name: str
+    ) -> asyncio.Task[Any]:
+        """Run ``work`` every ``interval`` seconds until close; a failure is logged and retried."""
+
+        async def loop() -> None:
+            stopping = self.stopping
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), interval)
+                    return
+                try:
+                    await work()
+                except Exception:
+                    log.warning("%s failed; retrying in %ss", name, interval, exc_info=True)
+
+        return self.spawn(loop(), name=name)
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
@@ -31,10 +57,15 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def close(self) -> None:
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
+    async def close(self, grace: float = 5.0) -> None:
+        self.stopping.set()
+        for _ in range(3):
+            tasks = list(self._tasks)
+            if not tasks:
+                return
+            for task in tasks:
+                task.cancel()
+            # A client library may swallow one cancellation; ask again, boundedly.
+            await asyncio.wait(tasks, timeout=grace / 3)
+        if self._tasks:
+            log.warning("%s: %d tasks did not stop", self.name, len(self._tasks))

@@ -12,7 +12,6 @@ within ``PRESENCE_TTL + PRESENCE_SWEEP_INTERVAL``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -79,7 +78,9 @@ class PresenceService:
 
     async def start(self) -> None:
         await self.bus.subscribe(CHANNEL, self._on_bus)
-        self._tasks.spawn(self._sweep_loop(), name="presence-sweeper")
+        self._tasks.every(
+            self.settings.presence_sweep_interval, self._sweep_and_count, name="presence-sweeper"
+        )
 
     async def stop(self) -> None:
         await self._tasks.close()
@@ -121,15 +122,9 @@ class PresenceService:
             await self._announce(change)
         return changes
 
-    async def _sweep_loop(self) -> None:
-        interval = self.settings.presence_sweep_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.sweep()
-                self.metrics.online_users.set(await self.store.get_online_count())
-            except Exception:
-                log.warning("presence sweep failed; retrying next interval", exc_info=True)
+    async def _sweep_and_count(self) -> None:
+        await self.sweep()
+        self.metrics.online_users.set(await self.store.get_online_count())
 
     async def _announce(self, change: Transition) -> None:
         if not change.changed:
@@ -150,7 +145,24 @@ class PresenceService:
     def _on_bus(self, data: bytes) -> None:
         frame = data.decode()
         for conn in self.sockets:
-            conn.send(frame)
+            conn.send_event(frame)
+
+    # --- sockets ------------------------------------------------------------------------------
+    async def open_socket(self, conn: Connection, conn_id: str) -> None:
+        """Count the socket as a heartbeat, then send ``presence.bulk_update`` followed by every
+        update published since the socket registered (each is a whole state, so replaying them
+        after the snapshot ends on the latest state)."""
+        self.sockets.add(conn)  # catching up: updates are held until the snapshot is queued
+        await self.heartbeat(conn.user, conn_id)
+        conn.send(await self.bulk_frame(conn_id))
+        conn.go_live()
+
+    async def close_socket(self, conn: Connection, conn_id: str, *, clean: bool) -> None:
+        self.sockets.discard(conn)
+        if clean:
+            await self.disconnect(conn.user, conn_id)
+        # A socket that dropped without a close frame counts as missed heartbeats: the user
+        # stays as they were until the TTL runs out, so a quick reconnect does not flap.
 
     # --- reads --------------------------------------------------------------------------------
     async def online(self) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 On connect the socket counts as a heartbeat and gets ``presence.bulk_update``; then
 ``presence.heartbeat`` frames refresh its TTL (recommended every 15-20 s) and ``presence.update``
-frames arrive whenever anyone's status changes. Closing the user's last connection takes them
-offline at once."""
+frames arrive whenever anyone's status changes. Closing the user's last connection (with a close
+frame) takes them offline at once; a connection that just drops is left to its TTL."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ from daarion_city.realtime.protocol import (
 )
 
 router = APIRouter()
+# No close status (1005: a dropped TCP connection as uvicorn reports it) or an abnormal closure
+# (1006): the client did not say goodbye and will likely reconnect.
+ABRUPT_CLOSES = frozenset({1005, 1006})
 
 PresenceFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
 _frames: TypeAdapter[PresenceFrame] = TypeAdapter(PresenceFrame)
@@ -52,16 +55,15 @@ async def presence_socket(websocket: WebSocket) -> None:
     presence = resources.presence
     conn = Connection(websocket, user, "", max_queue=resources.settings.city_ws_send_queue)
     conn_id = f"{resources.instance_id}:p{conn.id}"
-    conn.go_live(0)
-    presence.sockets.add(conn)
     resources.metrics.presence_sockets.inc()
+    clean_close = False
     try:
-        await presence.heartbeat(user, conn_id)
-        conn.send(await presence.bulk_frame(conn_id))
+        await presence.open_socket(conn, conn_id)
         conn.start()
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
+                clean_close = message.get("code", 1000) not in ABRUPT_CLOSES
                 break
             try:
                 frame = parse_presence_frame(message.get("text"))
@@ -81,7 +83,6 @@ async def presence_socket(websocket: WebSocket) -> None:
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
     finally:
-        presence.sockets.discard(conn)
         resources.metrics.presence_sockets.dec()
         await conn.stop()
-        await presence.disconnect(user, conn_id)
+        await presence.close_socket(conn, conn_id, clean=clean_close)

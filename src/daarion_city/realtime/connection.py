@@ -3,9 +3,10 @@
 Delivery guarantees (per connection):
 - frames are written in the order they were queued;
 - room messages are queued in ``seq`` order, each at most once (``last_seq`` filters repeats);
-- while the connection is *catching up* (sending ``room.state`` and the ``since_seq`` replay),
-  live room messages are held aside and released after the replay, skipping those the replay
-  already carried, so the client sees no gap and no duplicate.
+- while the connection is *catching up* (sending its opening snapshot: ``room.state`` and the
+  ``since_seq`` replay, or ``presence.bulk_update``), live frames are held aside and released
+  after the snapshot in the order they came, skipping room messages the replay already carried,
+  so the client sees the snapshot first, then no gap and no duplicate.
 
 Overflow policy: a reader that stops reading lets its queue fill; at ``max_queue`` frames the
 connection is closed with 4408 ("too slow") and its queue dropped. Other sockets are never
@@ -67,7 +68,7 @@ class Connection:
         self.on_overflow = on_overflow
         self.last_seq = 0
         self.catching_up = True
-        self._held: list[tuple[int, str]] = []
+        self._held: list[tuple[int | None, str]] = []
         self._queue: deque[str] = deque()
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -84,25 +85,38 @@ class Connection:
         self._queue.append(frame)
         self._wakeup.set()
 
+    def send_event(self, frame: str) -> None:
+        """Queue a live frame without ``seq``; held while the connection catches up."""
+        if self.catching_up:
+            self._hold(None, frame)
+        else:
+            self.send(frame)
+
     def send_message(self, seq: int, frame: str) -> None:
         """Queue a room message in ``seq`` order, at most once."""
         if self.catching_up:
-            self._held.append((seq, frame))
-            if len(self._held) > self.max_queue:
-                self._overflow()
+            self._hold(seq, frame)
             return
         if seq <= self.last_seq:
             return
         self.last_seq = seq
         self.send(frame)
 
-    def go_live(self, last_seq: int) -> None:
-        """End catch-up: everything up to ``last_seq`` has been queued by the replay."""
+    def _hold(self, seq: int | None, frame: str) -> None:
+        self._held.append((seq, frame))
+        if len(self._held) > self.max_queue:
+            self._overflow()
+
+    def go_live(self, last_seq: int = 0) -> None:
+        """End catch-up: the snapshot (and messages up to ``last_seq``) has been queued."""
         self.last_seq = max(self.last_seq, last_seq)
         self.catching_up = False
         held, self._held = self._held, []
         for seq, frame in held:
-            self.send_message(seq, frame)
+            if seq is None:
+                self.send(frame)
+            else:
+                self.send_message(seq, frame)
 
     @property
     def queued(self) -> int:

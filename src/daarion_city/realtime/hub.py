@@ -71,7 +71,7 @@ class RoomChannel:
     def on_event(self, frame: str, exclude_user: str | None) -> None:
         for conn in self.connections:
             if conn.user.user_id != exclude_user:
-                conn.send(frame)
+                conn.send_event(frame)
 
     def on_message(self, seq: int, frame: str) -> None:
         expected = self.expected

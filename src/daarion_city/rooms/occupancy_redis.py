@@ -92,9 +92,7 @@ class RedisRoomOccupancy:
         return {rid: int(n) for rid, n in zip(room_ids, values, strict=True)}
 
     async def rooms_of(self, user_id: str) -> list[str]:
-        return sorted(
-            text(r) for r in await self.client.smembers(f"{self.p}occ:rooms:{user_id}")
-        )
+        return sorted(text(r) for r in await self.client.smembers(f"{self.p}occ:rooms:{user_id}"))
 
     async def maintain(self, now: float) -> list[Departure]:
         p = self.p

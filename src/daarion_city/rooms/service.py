@@ -124,7 +124,9 @@ class RoomService:
 
     async def start(self) -> None:
         await self.maintain()
-        self._tasks.spawn(self._maintain_loop(), name="room-occupancy")
+        self._tasks.every(
+            self.settings.presence_sweep_interval, self.maintain, name="room-occupancy"
+        )
 
     async def maintain(self) -> None:
         """Mark this instance alive; announce the departures of sockets of dead instances."""
@@ -138,14 +140,6 @@ class RoomService:
                 }
             )
             await self._publish(self.hub.publish_event(gone.room_id, frame))
-
-    async def _maintain_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.presence_sweep_interval)
-            try:
-                await self.maintain()
-            except Exception:
-                log.warning("room occupancy upkeep failed; retrying", exc_info=True)
 
     # --- rooms ----------------------------------------------------------------------------------
     async def resolve(self, ref: str) -> str:

@@ -3,7 +3,8 @@
 Keys (after the configured prefix):
 - ``presence:user:{user_id}``  the record ``{"status", "name", "last_seen_ms"}``, written with
   (P)SETEX so it disappears when the user's last connection runs out;
-- ``presence:conns:{user_id}`` a hash ``conn_id -> "status|expires_ms"`` (plus ``~name``);
+- ``presence:conns:{user_id}`` a hash ``conn_id -> "status|expires_ms"`` (plus ``~name``,
+  ``~status`` and ``~seen``: the last derived status, kept a grace period past the record);
 - ``presence:index``           a sorted set ``user_id -> earliest connection expiry`` of every user
   not offline: listing and counting read it, and the sweeper takes the users due by ``now`` from
   it, never scanning the key space.
@@ -28,13 +29,10 @@ local ukey, ckey, ikey = KEYS[1], KEYS[2], KEYS[3]
 local op, conn, st = ARGV[1], ARGV[2], ARGV[3]
 local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local name, uid, grace = ARGV[6], ARGV[7], tonumber(ARGV[8])
-local old, last_seen = 'offline', now
-local cur = redis.call('GET', ukey)
-if cur then
-  local rec = cjson.decode(cur)
-  old = rec['status']
-  last_seen = rec['last_seen_ms']
-end
+-- The last derived status lives in the connection hash, which outlives the record by a grace
+-- period: the sweeper must still see "online" after the record itself has run out.
+local old = redis.call('HGET', ckey, '~status') or 'offline'
+local last_seen = tonumber(redis.call('HGET', ckey, '~seen') or now)
 if op == 'hb' then
   redis.call('HSET', ckey, conn, st .. '|' .. tostring(now + ttl))
   last_seen = now
@@ -47,7 +45,7 @@ local new, minexp, maxexp = 'offline', nil, 0
 local fields = redis.call('HGETALL', ckey)
 for i = 1, #fields, 2 do
   local f, v = fields[i], fields[i + 1]
-  if f ~= '~name' then
+  if string.sub(f, 1, 1) ~= '~' then
     local sep = string.find(v, '|', 1, true)
     local s, e = string.sub(v, 1, sep - 1), tonumber(string.sub(v, sep + 1))
     if e <= now then
@@ -63,6 +61,7 @@ if new == 'offline' then
   redis.call('DEL', ukey, ckey)
   redis.call('ZREM', ikey, uid)
 else
+  redis.call('HSET', ckey, '~status', new, '~seen', tostring(last_seen))
   redis.call('PSETEX', ukey, maxexp - now,
     cjson.encode({status = new, name = name, last_seen_ms = last_seen}))
   redis.call('PEXPIRE', ckey, maxexp - now + grace)
