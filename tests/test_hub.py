@@ -6,6 +6,7 @@ produces only by chance; sockets are replaced by recorders of what would be queu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from daarion_city.auth import Principal
@@ -102,4 +103,58 @@ async def test_channel_starts_after_the_last_committed_message() -> None:
     hub.detach(rec)  # type: ignore[arg-type]
     await asyncio.sleep(0)
     assert hub.connection_count == 0
+    await hub.close()
+
+
+async def test_a_heal_announcement_brings_the_tail_that_was_never_published() -> None:
+    store = Store()
+    hub, bus = await make_hub(store)
+    rec = Recorder()
+    await hub.attach(rec)  # type: ignore[arg-type]
+    store.frames.update({1: "f1", 2: "f2"})  # committed while the publisher's bus was down
+    from daarion_city.realtime.hub import heal_envelope
+
+    await bus.publish("room:r", heal_envelope(2))
+    await asyncio.sleep(0.1)
+    assert rec.seqs == [1, 2]
+    await hub.close()
+
+
+async def test_failed_publishes_are_announced_when_the_bus_is_back() -> None:
+    class FlakyBus(MemoryPubSub):
+        down = True
+
+        async def publish(self, channel: str, data: bytes) -> None:
+            if self.down:
+                raise ConnectionError("down")
+            await super().publish(channel, data)
+
+    store = Store()
+    bus = FlakyBus()
+    publisher = RoomHub(bus, load_frames=store.load_frames, load_last_seq=store.last_seq)
+    subscriber = RoomHub(bus, load_frames=store.load_frames, load_last_seq=store.last_seq)
+    rec = Recorder()
+    bus.down = False
+    await subscriber.attach(rec)  # type: ignore[arg-type]
+    bus.down = True
+    store.frames[1] = "f1"
+    with contextlib.suppress(ConnectionError):
+        await publisher.publish_message("r", 1, "f1")
+    bus.down = False
+    await publisher.heal_all()  # what the bus's reconnect listener runs
+    await asyncio.sleep(0.1)
+    assert rec.seqs == [1]
+    await publisher.close()
+    await subscriber.close()
+
+
+async def test_reconcile_catches_a_channel_left_behind() -> None:
+    store = Store()
+    hub, _ = await make_hub(store)
+    rec = Recorder()
+    await hub.attach(rec)  # type: ignore[arg-type]
+    store.frames.update({1: "f1"})  # the publisher died before publishing
+    await hub.reconcile()
+    await asyncio.sleep(0.1)
+    assert rec.seqs == [1]
     await hub.close()

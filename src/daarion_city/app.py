@@ -96,6 +96,7 @@ async def open_resources(
             load_frames=functools.partial(load_frames, db),
             load_last_seq=functools.partial(load_last_seq, db),
         )
+        hub.start()
         stack.push_async_callback(hub.close)
         limiter = MemoryRateLimiter()
         occupancy: RoomOccupancy

@@ -7,6 +7,7 @@ frame) takes them offline at once; a connection that just drops is left to its T
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter
@@ -15,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.errors import CityError
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.endpoint import accept_user, error_event
+from daarion_city.realtime.endpoint import accept_user, close, error_event
 from daarion_city.realtime.protocol import (
     PONG,
     FrameError,
@@ -25,6 +26,7 @@ from daarion_city.realtime.protocol import (
     error_frame,
 )
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 # No close status (1005: a dropped TCP connection as uvicorn reports it) or an abnormal closure
 # (1006): the client did not say goodbye and will likely reconnect.
@@ -82,7 +84,16 @@ async def presence_socket(websocket: WebSocket) -> None:
                 conn.send(error_event(exc))
     except (WebSocketDisconnect, RuntimeError, OSError):
         pass
+    except CityError as exc:  # the presence store went away while opening
+        conn.send(error_event(exc))
+        conn.go_live()
+        conn.start()
+        await conn.stop()
+        await close(websocket, 1011, exc.detail)
     finally:
         resources.metrics.presence_sockets.dec()
         await conn.stop()
-        await presence.close_socket(conn, conn_id, clean=clean_close)
+        try:
+            await presence.close_socket(conn, conn_id, clean=clean_close)
+        except CityError:
+            log.warning("presence of %s not updated on close: store unavailable", user.user_id)

@@ -59,6 +59,9 @@ class RedisPubSub:
             return False
 
     async def publish(self, channel: str, data: bytes) -> None:
+        if not self.connected:
+            # Known to be down: fail fast; subscribers heal from the database on reconnect.
+            raise RedisConnectionError("redis pub/sub is reconnecting")
         await self.client.publish(self.prefix + channel, data)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:

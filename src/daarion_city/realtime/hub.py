@@ -7,7 +7,12 @@ sockets strictly in ``seq`` order with no gap:
 - a message with ``seq`` below the next expected one is a repeat and is dropped;
 - one above it is held, and if the missing ones do not arrive within ``gap_grace`` seconds
   (the bus is at-most-once, and concurrent publishers may race) they are read from the database;
-- when the bus reconnects after an outage every channel reads what it missed from the database.
+- when the bus reconnects after an outage every channel reads what it missed from the database;
+- a publisher whose publish failed (the bus was down) announces, once the bus is back, the newest
+  ``seq`` of each such room with a *heal* envelope, so subscribers that reconnected first still
+  learn about messages committed during the outage, even when no later message would show the gap;
+- every ``reconcile_interval`` seconds each channel compares its position with the database, a
+  last resort for a publisher that died between its commit and its publish.
 
 Ephemeral events (join/leave, typing, membership, presence) carry no ``seq`` and are delivered as
 they come. Each frame is encoded once by the publisher and the same text is queued on every socket.
@@ -46,6 +51,10 @@ def event_envelope(frame: str, exclude_user: str | None) -> bytes:
     return b"e:" + (exclude_user or "").encode() + b"\n" + frame.encode()
 
 
+def heal_envelope(seq: int) -> bytes:
+    return b"h:%d\n" % seq
+
+
 class RoomChannel:
     """The sockets of one room on this instance, fed in ``seq`` order."""
 
@@ -65,6 +74,8 @@ class RoomChannel:
             self.on_message(int(head[2:]), body.decode())
         elif head[:2] == b"e:":
             self.on_event(body.decode(), head[2:].decode() or None)
+        elif head[:2] == b"h:":
+            self.on_committed(int(head[2:]))
         else:
             log.warning("room %s: unknown envelope %r", self.room_id, head[:16])
 
@@ -84,6 +95,11 @@ class RoomChannel:
             return
         self._deliver(seq, frame)
         self._release_held()
+
+    def on_committed(self, seq: int) -> None:
+        """Messages up to ``seq`` are committed: read any this channel has not delivered."""
+        if self.expected is not None and seq >= self.expected:
+            self._schedule_heal(0.0, catch_up=True)
 
     def _deliver(self, seq: int, frame: str) -> None:
         self.expected = seq + 1
@@ -110,9 +126,11 @@ class RoomChannel:
             self._schedule_heal(self.hub.gap_grace)
         self.ready.set()
 
-    def _schedule_heal(self, delay: float) -> None:
+    def _schedule_heal(self, delay: float, *, catch_up: bool = False) -> None:
         if self._heal_task is None or self._heal_task.done():
-            self._heal_task = asyncio.create_task(self.heal(delay), name=f"heal-{self.room_id}")
+            self._heal_task = asyncio.create_task(
+                self.heal(delay, catch_up=catch_up), name=f"heal-{self.room_id}"
+            )
 
     async def heal(self, delay: float = 0.0, *, catch_up: bool = False) -> None:
         """Read missing messages from the database until no gap is left.
@@ -159,6 +177,7 @@ class RoomHub:
         load_frames: FramesLoader,
         load_last_seq: LastSeqLoader,
         gap_grace: float = 0.2,
+        reconcile_interval: float = 10.0,
     ) -> None:
         self.bus = bus
         self.load_frames = load_frames
@@ -166,6 +185,8 @@ class RoomHub:
         self.gap_grace = gap_grace
         self._channels: dict[str, RoomChannel] = {}
         self._tasks = TaskSet("hub")
+        self._unpublished: dict[str, int] = {}  # room -> newest seq whose publish failed
+        self.reconcile_interval = reconcile_interval
         self.delivered = 0
         self.healed = 0
         bus.add_reconnect_listener(self.heal_all)
@@ -213,8 +234,15 @@ class RoomHub:
         channel.close()
         self._tasks.spawn(self.bus.unsubscribe(channel_name(channel.room_id), channel.on_bus))
 
+    def start(self) -> None:
+        self._tasks.every(self.reconcile_interval, self.reconcile, name="hub-reconcile")
+
     async def publish_message(self, room_id: str, seq: int, frame: str) -> None:
-        await self.bus.publish(channel_name(room_id), message_envelope(seq, frame))
+        try:
+            await self.bus.publish(channel_name(room_id), message_envelope(seq, frame))
+        except Exception:
+            self._unpublished[room_id] = max(seq, self._unpublished.get(room_id, 0))
+            raise
 
     async def publish_event(
         self, room_id: str, frame: str, exclude_user: str | None = None
@@ -222,9 +250,27 @@ class RoomHub:
         await self.bus.publish(channel_name(room_id), event_envelope(frame, exclude_user))
 
     async def heal_all(self) -> None:
-        """After a bus outage: every channel reads what it may have missed."""
+        """After a bus outage: tell the others what was committed but not published, and read
+        what this instance's channels may have missed."""
+        unpublished, self._unpublished = self._unpublished, {}
+        for room_id, seq in unpublished.items():
+            try:
+                await self.bus.publish(channel_name(room_id), heal_envelope(seq))
+            except Exception:
+                self._unpublished[room_id] = max(seq, self._unpublished.get(room_id, 0))
+                log.warning("room %s: heal announcement failed; will retry", room_id)
         for channel in list(self._channels.values()):
             await channel.heal(catch_up=True)
+
+    async def reconcile(self) -> None:
+        """Compare every channel's position with the database; heal a channel left behind."""
+        if self._unpublished:
+            await self.heal_all()
+        for channel in list(self._channels.values()):
+            if channel.expected is None:
+                continue
+            if await self.load_last_seq(channel.room_id) >= channel.expected:
+                channel.on_committed(channel.expected)
 
     async def close(self) -> None:
         for channel in list(self._channels.values()):

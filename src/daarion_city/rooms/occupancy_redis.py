@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from daarion_city.redis_text import text
+from daarion_city.redisutil import text, unavailable_when_down
 from daarion_city.rooms.occupancy import Departure
 
 ADD = """
@@ -60,6 +60,7 @@ class RedisRoomOccupancy:
             f"{p}occ:inst:{instance}",
         ]
 
+    @unavailable_when_down
     async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
         keys = [*self._keys(room_id, user_id, self.instance_id), f"{self.p}occ:instances"]
         entry = SEP.join((room_id, user_id, conn_id))
@@ -75,13 +76,16 @@ class RedisRoomOccupancy:
         )
         return None if name is None else (text(name))
 
+    @unavailable_when_down
     async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool:
         return await self._remove_entry(self.instance_id, room_id, user_id, conn_id) is not None
 
+    @unavailable_when_down
     async def members(self, room_id: str) -> dict[str, str]:
         raw = await self.client.hgetall(f"{self.p}occ:members:{room_id}")
         return {text(k): text(v) for k, v in raw.items()}
 
+    @unavailable_when_down
     async def counts(self, room_ids: list[str]) -> dict[str, int]:
         if not room_ids:
             return {}
@@ -91,9 +95,11 @@ class RedisRoomOccupancy:
             values = await pipe.execute()
         return {rid: int(n) for rid, n in zip(room_ids, values, strict=True)}
 
+    @unavailable_when_down
     async def rooms_of(self, user_id: str) -> list[str]:
         return sorted(text(r) for r in await self.client.smembers(f"{self.p}occ:rooms:{user_id}"))
 
+    @unavailable_when_down
     async def maintain(self, now: float) -> list[Departure]:
         p = self.p
         await self.client.set(f"{p}occ:alive:{self.instance_id}", b"1", px=self.ttl_ms)

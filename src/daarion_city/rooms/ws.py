@@ -79,12 +79,17 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         pass
     except CityError as exc:  # the database went away while opening, for example
         conn.send(error_event(exc))
+        conn.go_live()
+        conn.start()
         await conn.stop()
         await close(websocket, 1011, exc.detail)
     finally:
         await conn.stop()
-        await resources.rooms.close_socket(conn)
         resources.rooms.release_socket(user)
+        try:
+            await resources.rooms.close_socket(conn)
+        except CityError:
+            log.warning("room socket of %s closed while its store was unavailable", user.user_id)
 
 
 async def _handle(resources: Resources, conn: Connection, text: str | None) -> None:

@@ -22,7 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from daarion_city.presence.model import Reported, Status, Transition
-from daarion_city.redis_text import text
+from daarion_city.redisutil import text, unavailable_when_down
 
 UPDATE = """
 local ukey, ckey, ikey = KEYS[1], KEYS[2], KEYS[3]
@@ -107,6 +107,7 @@ class RedisPresenceStore:
         )
         return _transition(user_id, result)
 
+    @unavailable_when_down
     async def set_online(
         self, user_id: str, name: str, conn_id: str, *, now: float, status: Reported = "online"
     ) -> Transition:
@@ -114,9 +115,11 @@ class RedisPresenceStore:
 
     refresh_ttl = set_online
 
+    @unavailable_when_down
     async def disconnect(self, user_id: str, conn_id: str, *, now: float) -> Transition:
         return await self._run("bye", user_id, now=now, conn_id=conn_id)
 
+    @unavailable_when_down
     async def sweep(self, *, now: float, limit: int = 1000) -> list[Transition]:
         due = await self.client.zrangebyscore(
             self.index_key, "-inf", math.floor(now * 1000), start=0, num=limit
@@ -128,20 +131,24 @@ class RedisPresenceStore:
                 changes.append(change)
         return changes
 
+    @unavailable_when_down
     async def is_online(self, user_id: str) -> bool:
         return bool(await self.client.exists(self.user_key(user_id)))
 
+    @unavailable_when_down
     async def get(self, user_ids: list[str]) -> dict[str, Transition]:
         if not user_ids:
             return {}
         values = await self.client.mget([self.user_key(u) for u in user_ids])
         return {u: _record(u, v) for u, v in zip(user_ids, values, strict=True) if v is not None}
 
+    @unavailable_when_down
     async def get_all_online(self) -> list[Transition]:
         users = [text(u) for u in await self.client.zrange(self.index_key, 0, -1)]
         found = await self.get(users)
         return [found[u] for u in users if u in found]
 
+    @unavailable_when_down
     async def get_online_count(self) -> int:
         return int(await self.client.zcard(self.index_key))
 
