@@ -84,9 +84,16 @@ async def open_resources(
         stack.push_async_callback(bus.stop)
         redis_client = None
         if settings.redis_url:
-            redis_client = aioredis.Redis.from_url(
-                settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+            # A blocking pool: more concurrent calls than connections wait for one (bounded by
+            # the timeout) instead of failing at once with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_pool_size,
+                timeout=settings.database_timeout,
+                socket_timeout=settings.database_timeout,
+                socket_connect_timeout=settings.database_timeout,
             )
+            redis_client = aioredis.Redis(connection_pool=pool)
             stack.push_async_callback(redis_client.aclose)
         feed = FeedService(db, bus)
         await feed.start()

@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     database_timeout: float = Field(5.0, gt=0, description="Seconds for one database call")
     redis_url: str = ""
     city_redis_prefix: str = Field("", description="Prefix of every Redis key and channel")
+    redis_pool_size: int = Field(64, ge=1, le=1000)
 
     # --- identity ----------------------------------------------------------------------------
     city_jwt_secret: SecretStr | None = None

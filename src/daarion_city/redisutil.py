@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -10,6 +11,7 @@ from redis.exceptions import RedisError
 
 from daarion_city.errors import Unavailable
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -30,6 +32,7 @@ def unavailable_when_down(
         try:
             return await fn(*args, **kwargs)
         except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("redis call %s failed: %r (%r)", fn.__qualname__, exc, exc.__cause__)
             raise Unavailable("redis is unavailable") from exc
 
     return wrapper
