@@ -1,7 +1,7 @@
 """Presence benchmark: heartbeats per second on one instance, and the time a status change takes
 to reach a presence socket on another instance.
 
-    .venv/bin/python bench/presence.py [--sockets 200] [--seconds 10] [--changes 200]
+    .venv/bin/python -m bench.presence [--sockets 200] [--seconds 10] [--changes 200]
 
 It starts its own instances (`daarion-city serve` processes) on PostgreSQL (a database it creates
 and drops) and Redis (a key prefix it cleans), and prints one JSON line per scenario:
@@ -24,7 +24,6 @@ import json
 import os
 import secrets
 import statistics
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,10 +32,8 @@ import asyncpg
 import jwt
 import orjson
 import redis.asyncio as aioredis
+from tests.cluster import Instance
 from websockets.asyncio.client import ClientConnection, connect
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.cluster import Instance  # noqa: E402
 
 PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -213,7 +210,7 @@ async def main() -> None:
     parser.add_argument("--changes", type=int, default=200)
     args = parser.parse_args()
     workdir = Path(os.environ.get("BENCH_WORKDIR", "bench/out"))
-    workdir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
     async with cluster(workdir, 2) as (a, b):
         print(json.dumps(await heartbeats(a, args.sockets, args.seconds)), flush=True)
         print(json.dumps(await propagation(a, b, args.changes)), flush=True)
