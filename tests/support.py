@@ -35,20 +35,10 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def run_server(
-    settings: Settings, services: list[str] | None = None
-) -> AsyncIterator[Server]:
-    app = create_app(settings, services)
+async def serve_app(app: Any, *, port: int = 0, **options: Any) -> AsyncIterator[uvicorn.Server]:
+    """Serve an ASGI app with uvicorn on a loopback port for the duration of the block."""
     config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        ws="websockets-sansio",
-        ws_max_size=settings.city_ws_max_frame_bytes,
-        ws_per_message_deflate=False,
-        lifespan="on",
-        log_config=None,
-        access_log=False,
+        app, host="127.0.0.1", port=port, log_config=None, access_log=False, **options
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -58,12 +48,27 @@ async def run_server(
                 task.result()
                 raise RuntimeError("server stopped before starting")
             await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield Server(settings, "127.0.0.1", port, server, app.state.resources)
+        yield server
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def run_server(
+    settings: Settings, services: list[str] | None = None
+) -> AsyncIterator[Server]:
+    app = create_app(settings, services)
+    async with serve_app(
+        app,
+        ws="websockets-sansio",
+        ws_max_size=settings.city_ws_max_frame_bytes,
+        ws_per_message_deflate=False,
+        lifespan="on",
+    ) as server:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield Server(settings, "127.0.0.1", port, server, app.state.resources)
 
 
 class Api:

@@ -13,6 +13,7 @@ import pytest
 from daarion_city.app import ConfigurationError, create_app
 from daarion_city.auth import TokenAuthority, load_secret
 from daarion_city.config import Settings
+from daarion_city.storage.migrate import head_revision
 from tests.conftest import make_settings
 from tests.support import Api, run_server
 
@@ -122,7 +123,7 @@ def test_cli_token_migrate_and_check_config(database_url: str, tmp_path: Path) -
     assert claims["name"] == "Alice"
     migrated = _cli("migrate", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert "revision 0001" in migrated.stdout
+    assert f"revision {head_revision()}" in migrated.stdout
     assert _cli("migrate", env=env).returncode == 0  # idempotent
     config = _cli("check-config", env=env)
     assert config.returncode == 0, config.stderr

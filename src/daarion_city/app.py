@@ -38,6 +38,9 @@ from daarion_city.rooms import ws as rooms_ws
 from daarion_city.rooms.occupancy import MemoryRoomOccupancy, RoomOccupancy
 from daarion_city.rooms.occupancy_redis import RedisRoomOccupancy
 from daarion_city.rooms.service import RoomService, load_frames, load_last_seq
+from daarion_city.secondme import http as secondme_http
+from daarion_city.secondme.providers import create_provider
+from daarion_city.secondme.service import SecondMeService
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
 
@@ -145,6 +148,8 @@ async def open_resources(
             await rooms.start()
             await presence.start()
             stack.push_async_callback(presence.stop)
+        secondme = SecondMeService(db, create_provider(settings), settings)
+        stack.push_async_callback(secondme.close)
         yield Resources(
             settings=settings,
             auth=auth.TokenAuthority(auth.load_secret(settings)),
@@ -156,6 +161,7 @@ async def open_resources(
             feed=feed,
             rooms=rooms,
             presence=presence,
+            secondme=secondme,
             instance_id=instance_id,
             services=services,
         )
@@ -194,4 +200,6 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(feed_http.router)
         app.include_router(presence_http.router)
         app.include_router(presence_ws.router)
+    if "secondme" in enabled:
+        app.include_router(secondme_http.router)
     return app

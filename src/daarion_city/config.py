@@ -70,6 +70,23 @@ class Settings(BaseSettings):
     secondme_llm_model: str = ""
     secondme_llm_api_key: SecretStr | None = None
     secondme_context_messages: int = Field(10, ge=0, le=100)
+    secondme_context_tokens: int = Field(1024, ge=64, description="Token budget of the context")
+    secondme_system_prompt: str = (
+        "Ти — Second Me, персональний агент користувача в DAARION City. Відповідай коротко, "
+        "мовою користувача. You are Second Me, the user's personal agent in DAARION City. "
+        "Answer briefly, in the user's language."
+    )
+    secondme_max_tokens: int = Field(256, ge=1, le=8192)
+    secondme_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    secondme_connect_timeout: float = Field(5.0, gt=0)
+    secondme_first_token_timeout: float = Field(60.0, gt=0)
+    secondme_idle_timeout: float = Field(30.0, gt=0)
+    secondme_daily_tokens: int = Field(200_000, ge=1, description="Per user and UTC day")
+    secondme_local_model_path: str = ""
+    secondme_local_context: int = Field(2048, ge=256)
+    secondme_local_threads: int = Field(2, ge=1)
+    secondme_breaker_failures: int = Field(5, ge=1)
+    secondme_breaker_cooldown: float = Field(30.0, gt=0)
 
     # --- matrix ------------------------------------------------------------------------------
     matrix_homeserver_url: str = ""

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from daarion_city.ratelimit import RateLimiter
     from daarion_city.realtime.hub import RoomHub
     from daarion_city.rooms.service import RoomService
+    from daarion_city.secondme.service import SecondMeService
     from daarion_city.storage.database import Database
 
 
@@ -32,6 +33,7 @@ class Resources:
     feed: FeedService
     rooms: RoomService
     presence: PresenceService
+    secondme: SecondMeService
     instance_id: str
     services: frozenset[str] = field(default_factory=frozenset)
 

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daarion_city.clock import iso
+from daarion_city.validation import NotBlank
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
 MAX_BODY_CHARS = 10_000
 
 
-def _not_blank(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be blank")
-    return value
-
-
-MessageBody = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_BODY_CHARS), AfterValidator(_not_blank)
-]
+MessageBody = Annotated[str, StringConstraints(min_length=1, max_length=MAX_BODY_CHARS), NotBlank]
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 
@@ -28,9 +21,7 @@ class RoomCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-    name: Annotated[
-        str, StringConstraints(min_length=1, max_length=100), AfterValidator(_not_blank)
-    ]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), NotBlank]
     description: Annotated[str, StringConstraints(max_length=500)] = ""
 
 

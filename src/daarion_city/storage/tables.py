@@ -101,6 +101,7 @@ secondme_sessions = sa.Table(
     sa.Column("total_interactions", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("last_interaction", UTCDateTime(), nullable=True),
+    sa.Column("busy_until", UTCDateTime(), nullable=True),
 )
 
 secondme_messages = sa.Table(
@@ -116,6 +117,7 @@ secondme_messages = sa.Table(
     sa.Column("tokens_used", sa.Integer(), nullable=True),
     sa.Column("token_source", sa.String(16), nullable=True),
     sa.Column("latency_ms", sa.Integer(), nullable=True),
+    sa.Column("error_code", sa.String(40), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_secondme_messages_user_pos", "user_id", "pos"),
 )

