@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,local-llm
+scripts/setup-synapse.sh
 scripts/services.sh
 echo "== ruff" >&2
 .venv/bin/ruff check src tests bench

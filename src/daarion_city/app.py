@@ -22,6 +22,8 @@ from daarion_city.config import ALL_SERVICES, Settings
 from daarion_city.errors import install_error_handlers
 from daarion_city.feed import http as feed_http
 from daarion_city.feed.service import FeedService
+from daarion_city.matrix import http as matrix_http
+from daarion_city.matrix.service import MatrixGateway
 from daarion_city.metrics import Metrics
 from daarion_city.middleware import RequestContextMiddleware
 from daarion_city.presence import http as presence_http
@@ -150,6 +152,12 @@ async def open_resources(
             stack.push_async_callback(presence.stop)
         secondme = SecondMeService(db, create_provider(settings), settings)
         stack.push_async_callback(secondme.close)
+        matrix = MatrixGateway.create(settings)
+        if matrix is not None:
+            await matrix.start()
+            stack.push_async_callback(matrix.stop)
+            if matrix.bridge is not None:
+                presence.add_listener(matrix.bridge.on_change)
         yield Resources(
             settings=settings,
             auth=auth.TokenAuthority(auth.load_secret(settings)),
@@ -162,6 +170,7 @@ async def open_resources(
             rooms=rooms,
             presence=presence,
             secondme=secondme,
+            matrix=matrix,
             instance_id=instance_id,
             services=services,
         )
@@ -202,4 +211,6 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(presence_ws.router)
     if "secondme" in enabled:
         app.include_router(secondme_http.router)
+    if "matrix" in enabled:
+        app.include_router(matrix_http.router)
     return app

@@ -77,6 +77,33 @@ def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _matrix_registration(_: argparse.Namespace, settings: Settings) -> int:
+    from daarion_city.matrix.appservice import registration, registration_yaml
+
+    if not settings.matrix_server_name:
+        print(
+            "daarion-city: set MATRIX_SERVER_NAME (the homeserver's server name)", file=sys.stderr
+        )
+        return 2
+    reg = registration(settings)
+    print(registration_yaml(reg), end="")
+    generated = [
+        name
+        for name, setting in (
+            ("MATRIX_AS_TOKEN", "matrix_as_token"),
+            ("MATRIX_HS_TOKEN", "matrix_hs_token"),
+        )
+        if getattr(settings, setting) is None
+    ]
+    if generated:
+        print(
+            f"# generated {', '.join(generated)}: give the gateway the same values "
+            f"(as_token -> MATRIX_AS_TOKEN, hs_token -> MATRIX_HS_TOKEN)",
+            file=sys.stderr,
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daarion-city", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser(
         "check-config", help="print the effective configuration, secrets masked"
     ).set_defaults(func=_check_config)
+    sub.add_parser(
+        "matrix-registration", help="print the application-service registration YAML"
+    ).set_defaults(func=_matrix_registration)
     return parser
 
 

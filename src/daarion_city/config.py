@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     matrix_hs_token: SecretStr | None = None
     matrix_as_url: str = ""
     matrix_gateway_internal_token: SecretStr | None = None
+    matrix_presence_min_interval: float = Field(
+        10.0, gt=0, description="At most one presence write per user this often"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from daarion_city.auth import TokenAuthority
     from daarion_city.config import Settings
     from daarion_city.feed.service import FeedService
+    from daarion_city.matrix.service import MatrixGateway
     from daarion_city.metrics import Metrics
     from daarion_city.presence.service import PresenceService
     from daarion_city.pubsub import PubSub
@@ -34,6 +35,7 @@ class Resources:
     rooms: RoomService
     presence: PresenceService
     secondme: SecondMeService
+    matrix: MatrixGateway | None
     instance_id: str
     services: frozenset[str] = field(default_factory=frozenset)
 

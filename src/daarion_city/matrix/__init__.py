@@ -1,0 +1,1 @@
+"""The Matrix gateway: city presence mirrored to a homeserver as an application service."""

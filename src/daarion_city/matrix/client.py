@@ -1,0 +1,133 @@
+"""The homeserver client-server API calls the gateway needs, over one shared ``httpx`` client.
+
+Ids in paths are percent-encoded; every call has a timeout. A homeserver that cannot be reached
+raises :class:`HomeserverUnavailable` (503); one that answers with an error raises
+:class:`MatrixError` (502) carrying its HTTP status and ``errcode``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from daarion_city.errors import CityError
+
+
+class HomeserverUnavailable(CityError):
+    status, code = 503, "homeserver_unavailable"
+
+
+class MatrixError(CityError):
+    status, code = 502, "matrix_error"
+
+    def __init__(self, matrix_status: int, errcode: str, error: str) -> None:
+        self.matrix_status = matrix_status
+        self.errcode = errcode
+        super().__init__(f"the homeserver answered {matrix_status} {errcode}: {error}")
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "matrix_status": self.matrix_status, "errcode": self.errcode}
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+class HomeserverClient:
+    def __init__(self, base_url: str, *, as_token: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.as_token = as_token
+        self.http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        self.requests = 0  # calls made, for metrics and tests
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        params: dict[str, str] | None = None,
+        json: Any = None,
+    ) -> Any:
+        self.requests += 1
+        headers = {"Authorization": f"Bearer {token or self.as_token}"}
+        try:
+            response = await self.http.request(
+                method, path, params=params, json=json, headers=headers
+            )
+        except httpx.HTTPError as exc:
+            raise HomeserverUnavailable(
+                f"the homeserver is unreachable: {type(exc).__name__}"
+            ) from exc
+        try:
+            data = response.json()
+        except ValueError:
+            data = {}
+        if response.status_code >= 400:
+            if not isinstance(data, dict):
+                data = {}
+            raise MatrixError(
+                response.status_code,
+                str(data.get("errcode", "M_UNKNOWN")),
+                str(data.get("error", response.reason_phrase)),
+            )
+        return data
+
+    async def versions(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "/_matrix/client/versions")
+        return result
+
+    async def register_puppet(self, localpart: str) -> None:
+        """Register an application-service user; one that exists already is fine."""
+        try:
+            await self._call(
+                "POST",
+                "/_matrix/client/v3/register",
+                json={"type": "m.login.application_service", "username": localpart},
+            )
+        except MatrixError as exc:
+            if exc.errcode != "M_USER_IN_USE":
+                raise
+
+    async def set_presence(
+        self,
+        user_id: str,
+        presence: str,
+        *,
+        status_msg: str | None = None,
+        access_token: str | None = None,
+    ) -> None:
+        body: dict[str, Any] = {"presence": presence}
+        if status_msg is not None:
+            body["status_msg"] = status_msg
+        params = None if access_token else {"user_id": user_id}  # masquerade as the puppet
+        await self._call(
+            "PUT",
+            f"/_matrix/client/v3/presence/{_q(user_id)}/status",
+            token=access_token,
+            params=params,
+            json=body,
+        )
+
+    async def get_presence(
+        self, user_id: str, *, access_token: str | None = None
+    ) -> dict[str, Any]:
+        params = None if access_token else {"user_id": user_id}
+        result: dict[str, Any] = await self._call(
+            "GET",
+            f"/_matrix/client/v3/presence/{_q(user_id)}/status",
+            token=access_token,
+            params=params,
+        )
+        return result
+
+    async def resolve_alias(self, alias: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call(
+            "GET", f"/_matrix/client/v3/directory/room/{_q(alias)}"
+        )
+        return result

@@ -1,0 +1,73 @@
+"""The Matrix gateway's shared objects, built once in the lifespan when it is configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from daarion_city.config import Settings
+from daarion_city.matrix.appservice import AppService
+from daarion_city.matrix.bridge import PresenceBridge
+from daarion_city.matrix.client import HomeserverClient, HomeserverUnavailable, MatrixError
+from daarion_city.matrix.ids import city_user_of, is_valid_user_id, puppet_localpart
+
+__all__ = ["HomeserverUnavailable", "MatrixError", "MatrixGateway"]
+
+
+@dataclass
+class MatrixGateway:
+    settings: Settings
+    client: HomeserverClient
+    appservice: AppService
+    bridge: PresenceBridge | None
+
+    @classmethod
+    def create(cls, settings: Settings) -> MatrixGateway | None:
+        if not settings.matrix_homeserver_url:
+            return None
+        as_token = settings.matrix_as_token.get_secret_value() if settings.matrix_as_token else ""
+        hs_token = settings.matrix_hs_token.get_secret_value() if settings.matrix_hs_token else ""
+        client = HomeserverClient(settings.matrix_homeserver_url, as_token=as_token)
+        bridge = (
+            PresenceBridge(
+                client,
+                server_name=settings.matrix_server_name,
+                min_interval=settings.matrix_presence_min_interval,
+            )
+            if as_token
+            else None
+        )
+        appservice = AppService(hs_token=hs_token, server_name=settings.matrix_server_name)
+        return cls(settings, client, appservice, bridge)
+
+    async def start(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.start()
+
+    async def stop(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.stop()
+        await self.client.close()
+
+    async def set_presence(
+        self,
+        matrix_user_id: str,
+        status: str,
+        *,
+        status_msg: str | None = None,
+        access_token: str | None = None,
+    ) -> None:
+        """As the user (their access token) or, for puppets, through the application service."""
+        if access_token:
+            await self.client.set_presence(
+                matrix_user_id, status, status_msg=status_msg, access_token=access_token
+            )
+            return
+        city_user = city_user_of(matrix_user_id, self.settings.matrix_server_name)
+        if city_user is None:
+            raise ValueError("not_in_namespace")
+        await self.client.register_puppet(puppet_localpart(city_user))
+        await self.client.set_presence(matrix_user_id, status, status_msg=status_msg)
+
+    @staticmethod
+    def valid_user_id(matrix_user_id: str) -> bool:
+        return is_valid_user_id(matrix_user_id)
