@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,local-llm
 scripts/setup-synapse.sh
+scripts/setup-browser.sh
 scripts/services.sh
 echo "== ruff" >&2
 .venv/bin/ruff check src tests bench

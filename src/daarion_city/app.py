@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from daarion_city import auth, ops
 from daarion_city.config import ALL_SERVICES, Settings
@@ -44,6 +45,7 @@ from daarion_city.secondme import http as secondme_http
 from daarion_city.secondme.providers import create_provider
 from daarion_city.secondme.service import SecondMeService
 from daarion_city.storage.database import Database
+from daarion_city.web import STATIC_DIR
 from daarion_city.storage.migrate import migrate
 
 log = logging.getLogger(__name__)
@@ -213,4 +215,7 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(secondme_http.router)
     if "matrix" in enabled:
         app.include_router(matrix_http.router)
+    if "city" in enabled:
+        # Mounted last, so every API route above wins over a file of the same path.
+        app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")
     return app

@@ -1,0 +1,103 @@
+// The HTTP client of the city API. Every error becomes an ApiError with the server's code.
+export class ApiError extends Error {
+  constructor(status, code, detail) {
+    super(detail || code);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+export class Api {
+  constructor() {
+    this.token = localStorage.getItem("city.token") || "";
+  }
+
+  setToken(token) {
+    this.token = token;
+    if (token) localStorage.setItem("city.token", token);
+    else localStorage.removeItem("city.token");
+  }
+
+  headers(json = true) {
+    const h = {};
+    if (json) h["content-type"] = "application/json";
+    if (this.token) h.authorization = `Bearer ${this.token}`;
+    return h;
+  }
+
+  async request(method, path, body) {
+    const res = await fetch(path, {
+      method,
+      headers: this.headers(body !== undefined),
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    if (res.status === 204) return null;
+    const data = await res.json().catch(() => ({}));
+    if (!res.ok) {
+      const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail || "");
+      throw new ApiError(res.status, data.code || "error", detail);
+    }
+    return data;
+  }
+
+  config() { return this.request("GET", "/city/config"); }
+  guest(name) { return this.request("POST", "/auth/guest", { name }); }
+  rooms() { return this.request("GET", "/city/rooms"); }
+  room(ref) { return this.request("GET", `/city/rooms/${encodeURIComponent(ref)}`); }
+  createRoom(slug, name) { return this.request("POST", "/city/rooms", { slug, name }); }
+  messages(ref, params) {
+    const q = new URLSearchParams(params).toString();
+    return this.request("GET", `/city/rooms/${encodeURIComponent(ref)}/messages?${q}`);
+  }
+  post(ref, body, clientMsgId) {
+    return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/messages`, {
+      body, client_msg_id: clientMsgId,
+    });
+  }
+  presence() { return this.request("GET", "/city/presence"); }
+  feed() { return this.request("GET", "/city/feed?limit=30"); }
+  secondmeHistory() { return this.request("GET", "/secondme/history?limit=20"); }
+  secondmeClear() { return this.request("POST", "/secondme/history/clear"); }
+
+  // Second Me streams Server-Sent Events from a POST: read them from the response body.
+  async secondmeStream(prompt, onDelta) {
+    const res = await fetch("/secondme/invoke/stream", {
+      method: "POST", headers: this.headers(), body: JSON.stringify({ prompt }),
+    });
+    if (!res.ok) {
+      const data = await res.json().catch(() => ({}));
+      throw new ApiError(res.status, data.code || "error", data.detail);
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    let result = null;
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let event = "message";
+        let data = "";
+        for (const line of block.split("\n")) {
+          if (line.startsWith("event: ")) event = line.slice(7);
+          else if (line.startsWith("data: ")) data += line.slice(6);
+        }
+        if (!data) continue;
+        const payload = JSON.parse(data);
+        if (event === "delta") onDelta(payload.delta);
+        else if (event === "done") result = payload;
+        else if (event === "error") throw new ApiError(payload.status, payload.code, payload.detail);
+      }
+    }
+    return result;
+  }
+}
+
+export function wsUrl(path, params) {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${proto}//${location.host}${path}?${new URLSearchParams(params).toString()}`;
+}

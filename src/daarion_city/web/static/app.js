@@ -1,0 +1,437 @@
+// The DAARION City web client. Text from the server is always set with textContent: messages
+// are data, never HTML.
+import { Api, ApiError } from "./api.js";
+import { applyLabels, currentLang, setLang, t } from "./i18n.js";
+import { Presence } from "./presence.js";
+import { RoomSocket } from "./roomsocket.js";
+
+const $ = (id) => document.getElementById(id);
+const api = new Api();
+const state = {
+  config: null,
+  me: null,
+  presence: null,
+  room: null,            // the room object of the open room
+  socket: null,
+  messages: new Map(),   // seq -> <li>
+  pending: new Map(),    // client_msg_id -> <li>
+  oldestSeq: null,
+  hasMore: false,
+  members: new Map(),    // user_id -> {name, inRoom}
+  typing: new Map(),     // user_id -> {name, timer}
+  typingSent: 0,
+  typingStop: null,
+  feed: null,
+  roomsTimer: null,
+};
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null) continue;
+    if (k === "class") node.className = v;
+    else if (k.startsWith("data")) node.setAttribute(k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()), v);
+    else node.setAttribute(k, v);
+  }
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function tokenValid(token) {
+  try {
+    const payload = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+    return payload.exp * 1000 > Date.now() + 60_000;
+  } catch {
+    return false;
+  }
+}
+
+function timeOf(iso) {
+  const d = new Date(iso);
+  return isNaN(d) ? "" : d.toLocaleTimeString(currentLang(), { hour: "2-digit", minute: "2-digit" });
+}
+
+// --- sign-in -------------------------------------------------------------------------------
+async function start() {
+  applyLabels();
+  $("lang-toggle").textContent = currentLang() === "uk" ? "EN" : "UA";
+  $("lang-toggle").onclick = () => {
+    setLang(currentLang() === "uk" ? "en" : "uk");
+    $("lang-toggle").textContent = currentLang() === "uk" ? "EN" : "UA";
+    $("new-room-name").placeholder = t("roomName");
+  };
+  $("new-room-name").placeholder = t("roomName");
+  state.config = await api.config();
+  const me = JSON.parse(localStorage.getItem("city.me") || "null");
+  if (api.token && me && tokenValid(api.token)) enterCity(me);
+  else showSignIn();
+}
+
+function showSignIn() {
+  $("signin").hidden = false;
+  $("city").hidden = true;
+  $("signin-form").onsubmit = async (e) => {
+    e.preventDefault();
+    const name = $("guest-name").value.trim();
+    if (!name) return;
+    $("guest-submit").disabled = true;
+    try {
+      const g = await api.guest(name);
+      api.setToken(g.token);
+      const me = { user_id: g.user_id, name: g.name };
+      localStorage.setItem("city.me", JSON.stringify(me));
+      enterCity(me);
+    } catch (err) {
+      $("signin-error").textContent = err.message;
+    } finally {
+      $("guest-submit").disabled = false;
+    }
+  };
+}
+
+function enterCity(me) {
+  state.me = me;
+  $("signin").hidden = true;
+  $("city").hidden = false;
+  $("me").textContent = me.name;
+  $("signout").hidden = false;
+  $("signout").onclick = signOut;
+  state.presence = new Presence({
+    token: api.token,
+    heartbeatInterval: state.config.presence_heartbeat_interval,
+    awayAfter: state.config.presence_away_after,
+    onChange: renderPresence,
+  });
+  $("create-room").onsubmit = createRoom;
+  $("composer").onsubmit = (e) => { e.preventDefault(); sendMessage(); };
+  $("message-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); sendMessage(); }
+  });
+  $("message-input").addEventListener("input", typingActivity);
+  $("messages").addEventListener("scroll", () => {
+    if ($("messages").scrollTop < 40) loadOlder();
+  });
+  $("secondme-form").onsubmit = askSecondMe;
+  $("secondme-input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); askSecondMe(e); }
+  });
+  $("secondme-clear").onclick = clearSecondMe;
+  window.addEventListener("hashchange", route);
+  loadRooms().then(route);
+  state.roomsTimer = setInterval(loadRooms, 5000);
+  startFeed();
+  loadSecondMe();
+}
+
+function signOut() {
+  if (state.presence) state.presence.goOffline();
+  api.setToken("");
+  localStorage.removeItem("city.me");
+  location.hash = "";
+  location.reload();
+}
+
+// --- rooms ---------------------------------------------------------------------------------
+async function loadRooms() {
+  let rooms;
+  try { rooms = await api.rooms(); } catch { return; }
+  const list = $("room-list");
+  list.replaceChildren(...rooms.map((r) => {
+    const a = el("a", { href: `#/room/${r.slug}`, dataTestid: "room-link", dataSlug: r.slug });
+    if (state.room && state.room.id === r.id) a.classList.add("active");
+    a.append(el("span", {}, r.name), el("span", { class: "count", title: t("online") },
+      r.members_online ? String(r.members_online) : ""));
+    return el("li", {}, undefined).appendChild(a).parentNode;
+  }));
+  $("overview-rooms").replaceChildren(...rooms.map((r) => {
+    const a = el("a", { href: `#/room/${r.slug}`, dataTestid: "room-card", dataSlug: r.slug });
+    a.append(
+      el("div", { class: "name" }, r.name),
+      el("div", { class: "desc" }, r.description),
+      el("div", { class: "meta" },
+        `● ${r.members_online} ${t("online")} · ${r.member_count} ${t("members")}` +
+        (r.last_message ? ` · ${r.last_message.username}: ${r.last_message.body.slice(0, 60)}` : "")),
+    );
+    return el("li").appendChild(a).parentNode;
+  }));
+}
+
+async function createRoom(e) {
+  e.preventDefault();
+  $("create-error").textContent = "";
+  try {
+    const room = await api.createRoom($("new-room-slug").value.trim(), $("new-room-name").value.trim());
+    $("new-room-slug").value = "";
+    $("new-room-name").value = "";
+    await loadRooms();
+    location.hash = `#/room/${room.slug}`;
+  } catch (err) {
+    $("create-error").textContent = err instanceof ApiError ? `${err.code}: ${err.message}` : String(err);
+  }
+}
+
+function route() {
+  const m = location.hash.match(/^#\/room\/([^/]+)$/);
+  $("overview").hidden = Boolean(m);
+  $("room-view").hidden = !m;
+  if (m) {
+    openRoom(decodeURIComponent(m[1]));
+  } else {
+    if (state.socket) state.socket.close();
+    state.socket = null;
+    state.room = null;
+    state.members.clear();
+    renderPeople();
+    for (const a of document.querySelectorAll("[data-testid=room-link]")) a.classList.remove("active");
+  }
+}
+
+async function openRoom(slug) {
+  if (state.socket) state.socket.close();
+  state.socket = null;
+  state.messages.clear();
+  state.pending.clear();
+  state.members.clear();
+  state.typing.clear();
+  $("messages").replaceChildren();
+  $("people").replaceChildren();
+  $("typing").textContent = "";
+  let room;
+  try { room = await api.room(slug); } catch (err) { $("room-title").textContent = err.message; return; }
+  state.room = room;
+  $("room-title").textContent = room.name;
+  $("room-description").textContent = room.description;
+  for (const a of document.querySelectorAll("[data-testid=room-link]")) {
+    a.classList.toggle("active", a.dataset.slug === room.slug);
+  }
+  for (const msg of room.messages) addMessage(msg);
+  state.oldestSeq = room.messages.length ? room.messages[0].seq : null;
+  state.hasMore = state.oldestSeq !== null && state.oldestSeq > 1;
+  for (const m of room.online_members) state.members.set(m.user_id, { name: m.name, inRoom: true });
+  renderPeople();
+  scrollToEnd();
+  const lastSeq = room.messages.length ? room.messages[room.messages.length - 1].seq : room.last_message ? room.last_message.seq : 0;
+  state.socket = new RoomSocket({
+    room: room.id,
+    token: api.token,
+    lastSeq,
+    on: {
+      open: () => { $("room-offline").hidden = true; $("conn-state").hidden = true; },
+      down: () => { $("room-offline").hidden = false; $("conn-state").hidden = false; $("conn-state").textContent = t("offline"); },
+      "room.state": (f) => {
+        for (const m of f.online_members) {
+          const known = state.members.get(m.user_id);
+          state.members.set(m.user_id, { name: m.name, inRoom: true, ...(known ? { name: m.name } : {}) });
+        }
+        renderPeople();
+      },
+      "room.message": (f) => { addMessage(f.message); scrollToEnd(); },
+      "room.message.ack": (f) => addMessage(f.message),
+      "room.join": (f) => { state.members.set(f.user_id, { name: f.name, inRoom: true }); renderPeople(); },
+      "room.leave": (f) => { state.members.set(f.user_id, { name: f.name, inRoom: false }); renderPeople(); },
+      "room.typing": (f) => showTyping(f),
+      "presence.update": () => renderPeople(),
+      error: (f) => {
+        if (f.client_msg_id && state.pending.has(f.client_msg_id)) {
+          state.pending.get(f.client_msg_id).classList.add("failed");
+          state.pending.get(f.client_msg_id).title = f.message;
+        }
+        if (f.code === "resync_required") openRoom(slug);
+      },
+    },
+  });
+}
+
+function messageNode(msg) {
+  const li = el("li", { class: "message", dataTestid: "message", dataSeq: msg.seq ?? "" });
+  li.append(el("span", { class: "who" }, msg.username),
+            el("span", { class: "body" }, msg.body),
+            el("span", { class: "when" }, msg.created_at ? timeOf(msg.created_at) : ""));
+  return li;
+}
+
+function addMessage(msg) {
+  if (!state.room || msg.room_id !== state.room.id) return;
+  if (state.messages.has(msg.seq)) return;
+  const li = messageNode(msg);
+  const pending = msg.client_msg_id && state.pending.get(msg.client_msg_id);
+  if (pending) {
+    state.pending.delete(msg.client_msg_id);
+    pending.remove();
+  }
+  state.messages.set(msg.seq, li);
+  // Keep seq order: walk back from the end (new messages nearly always go last).
+  const list = $("messages");
+  let before = null;
+  for (let node = list.lastElementChild; node; node = node.previousElementSibling) {
+    const seq = Number(node.dataset.seq);
+    if (node.dataset.seq === "" ) { before = node; continue; }
+    if (seq < msg.seq) break;
+    before = node;
+  }
+  list.insertBefore(li, before);
+}
+
+function scrollToEnd() {
+  const list = $("messages");
+  list.scrollTop = list.scrollHeight;
+}
+
+async function loadOlder() {
+  if (!state.hasMore || state.loadingOlder || !state.room) return;
+  state.loadingOlder = true;
+  try {
+    const page = await api.messages(state.room.id, { before_seq: state.oldestSeq, limit: 50 });
+    const list = $("messages");
+    const height = list.scrollHeight;
+    for (const msg of page.messages) addMessage(msg);
+    if (page.messages.length) state.oldestSeq = page.messages[0].seq;
+    state.hasMore = page.has_more;
+    list.scrollTop = list.scrollHeight - height;
+  } finally {
+    state.loadingOlder = false;
+  }
+}
+
+async function sendMessage() {
+  const input = $("message-input");
+  const body = input.value;
+  if (!body.trim() || !state.room) return;
+  input.value = "";
+  const clientMsgId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
+  const li = messageNode({ username: state.me.name, body, seq: null, created_at: null });
+  li.classList.add("pending");
+  state.pending.set(clientMsgId, li);
+  $("messages").append(li);
+  scrollToEnd();
+  stopTyping();
+  const frame = { event: "room.message.send", body, client_msg_id: clientMsgId };
+  if (state.socket && state.socket.send(frame)) return;
+  try {
+    addMessage(await api.post(state.room.id, body, clientMsgId));   // offline socket: HTTP
+  } catch (err) {
+    li.classList.add("failed");
+    li.title = err.message;
+  }
+}
+
+// --- typing --------------------------------------------------------------------------------
+function typingActivity() {
+  if (!state.socket) return;
+  const now = Date.now();
+  if (now - state.typingSent > 3000) {
+    state.socket.send({ event: "room.typing", typing: true });
+    state.typingSent = now;
+  }
+  clearTimeout(state.typingStop);
+  state.typingStop = setTimeout(stopTyping, 4000);
+}
+
+function stopTyping() {
+  clearTimeout(state.typingStop);
+  if (state.typingSent && state.socket) state.socket.send({ event: "room.typing", typing: false });
+  state.typingSent = 0;
+}
+
+function showTyping(f) {
+  const known = state.typing.get(f.user_id);
+  if (known) clearTimeout(known.timer);
+  if (f.typing) {
+    const timer = setTimeout(() => { state.typing.delete(f.user_id); renderTyping(); }, 10000);
+    state.typing.set(f.user_id, { name: f.name, timer });
+  } else {
+    state.typing.delete(f.user_id);
+  }
+  renderTyping();
+}
+
+function renderTyping() {
+  const names = [...state.typing.values()].map((x) => x.name);
+  $("typing").textContent = names.length ? `${names.join(", ")} ${t("typing")}` : "";
+}
+
+// --- people and presence --------------------------------------------------------------------
+function renderPresence() {
+  if (!state.presence) return;
+  const count = [...state.presence.statuses.values()].filter((u) => u.status !== "offline").length;
+  $("online-count").textContent = `● ${count} ${t("online")}`;
+  renderPeople();
+}
+
+function renderPeople() {
+  const list = $("people");
+  const people = [...state.members.entries()].sort((a, b) => a[1].name.localeCompare(b[1].name));
+  list.replaceChildren(...people.map(([userId, m]) => {
+    const status = !m.inRoom && !state.presence?.statuses.has(userId) ? "offline"
+      : state.presence ? state.presence.statusOf(userId) : "online";
+    const li = el("li", { dataTestid: "member", dataUserId: userId, dataStatus: status, dataInRoom: String(m.inRoom) });
+    li.append(el("span", { class: "dot", title: status }), el("span", {}, m.name));
+    return li;
+  }));
+}
+
+// --- the city feed ---------------------------------------------------------------------------
+function feedText(e) {
+  const p = e.payload || {};
+  switch (e.kind) {
+    case "room_message": return `💬 ${p.snippet ?? ""}`;
+    case "room_created": return `🏛 ${p.name ?? p.slug ?? ""}`;
+    case "member_joined": return `➕ ${p.name ?? e.user_id}`;
+    case "member_left": return `➖ ${p.name ?? e.user_id}`;
+    default: return `ℹ️ ${p.message ?? e.kind}`;
+  }
+}
+
+async function startFeed() {
+  const list = $("feed");
+  try {
+    const events = await api.feed();
+    list.replaceChildren(...events.map((e) => el("li", { dataTestid: "feed-event" }, feedText(e))));
+  } catch { /* the stream below fills it */ }
+  // EventSource reconnects by itself and sends Last-Event-ID, so nothing is missed.
+  state.feed = new EventSource("/city/feed/stream");
+  state.feed.onmessage = (m) => {
+    const e = JSON.parse(m.data);
+    list.prepend(el("li", { dataTestid: "feed-event" }, feedText(e)));
+    while (list.children.length > 100) list.lastElementChild.remove();
+  };
+}
+
+// --- Second Me -----------------------------------------------------------------------------
+async function loadSecondMe() {
+  try {
+    const turns = await api.secondmeHistory();
+    $("secondme-history").replaceChildren(...turns.map((turn) =>
+      el("p", { class: turn.role }, turn.content)));
+  } catch { /* shown when asked */ }
+}
+
+async function askSecondMe(e) {
+  e.preventDefault();
+  const prompt = $("secondme-input").value.trim();
+  if (!prompt) return;
+  $("secondme-input").value = "";
+  $("secondme-send").disabled = true;
+  const answer = $("secondme-answer");
+  answer.textContent = "";
+  answer.dataset.state = "streaming";
+  $("secondme-history").append(el("p", { class: "user" }, prompt));
+  try {
+    await api.secondmeStream(prompt, (delta) => { answer.textContent += delta; });
+    $("secondme-history").append(el("p", { class: "assistant" }, answer.textContent));
+    answer.dataset.state = "done";
+  } catch (err) {
+    answer.textContent = `⚠ ${err.code || ""} ${err.message}`;
+    answer.dataset.state = "error";
+  } finally {
+    $("secondme-send").disabled = false;
+  }
+}
+
+async function clearSecondMe() {
+  await api.secondmeClear();
+  $("secondme-history").replaceChildren();
+  $("secondme-answer").textContent = "";
+}
+
+start();

@@ -1,0 +1,37 @@
+// Ukrainian and English labels. The page starts in the browser's language (Ukrainian unless it is English).
+const LABELS = {
+  uk: {
+    welcome: "Вітаємо в DAARION City", yourName: "Ваше ім'я", enter: "Увійти", signOut: "Вийти",
+    rooms: "Кімнати", create: "Створити", people: "Люди", feed: "Стрічка міста", send: "Надіслати",
+    ask: "Запитати", clear: "Очистити історію", reconnecting: "Немає з'єднання — відновлюємо…",
+    online: "онлайн", typing: "друкує…", roomName: "Назва кімнати", offline: "Немає з'єднання",
+    thinking: "Second Me думає…", city: "Місто", members: "учасників",
+  },
+  en: {
+    welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
+    rooms: "Rooms", create: "Create", people: "People", feed: "City feed", send: "Send",
+    ask: "Ask", clear: "Clear history", reconnecting: "Connection lost — reconnecting…",
+    online: "online", typing: "is typing…", roomName: "Room name", offline: "Offline",
+    thinking: "Second Me is thinking…", city: "The city", members: "members",
+  },
+};
+
+let lang = localStorage.getItem("city.lang") ||
+  ((navigator.language || "uk").toLowerCase().startsWith("en") ? "en" : "uk");
+
+export function t(key) {
+  return (LABELS[lang] && LABELS[lang][key]) || LABELS.en[key] || key;
+}
+
+export function currentLang() { return lang; }
+
+export function setLang(next) {
+  lang = next;
+  localStorage.setItem("city.lang", next);
+  applyLabels();
+}
+
+export function applyLabels(root = document) {
+  document.documentElement.lang = lang;
+  for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+}

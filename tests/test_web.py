@@ -1,0 +1,230 @@
+"""The web client in a real headless Chromium (Debian's, driven by Playwright for Python)
+against a real server on a loopback port. Also saves the screenshots shown in the README."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright
+
+from tests.support import Server
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-quic",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture
+def backend() -> str:
+    return "sqlite"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {
+        "presence_away_after": 2.0,
+        "presence_heartbeat_interval": 1.0,
+        "secondme_max_tokens": 24,
+        "secondme_temperature": 0.0,
+    }
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        await b.close()
+
+
+async def sign_in(
+    browser: Browser, server: Server, name: str, **ctx: Any
+) -> tuple[BrowserContext, Page, str]:
+    context = await browser.new_context(viewport=ctx.pop("viewport", DESKTOP), **ctx)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+    page.errors = errors  # type: ignore[attr-defined]
+    await page.goto(server.base_url + "/")
+    await page.get_by_test_id("guest-name").fill(name)
+    await page.get_by_test_id("guest-submit").click()
+    await page.get_by_test_id("room-link").first.wait_for()
+    user_id = await page.evaluate("JSON.parse(localStorage.getItem('city.me')).user_id")
+    return context, page, str(user_id)
+
+
+async def open_room(page: Page, slug: str) -> None:
+    await page.locator(f"[data-testid=room-link][data-slug={slug}]").click()
+    await page.locator("#room-title").filter(has_text=slug.capitalize()).wait_for()
+
+
+async def set_hidden(page: Page, hidden: bool) -> None:
+    """Emulate the tab being hidden or shown again."""
+    await page.evaluate(
+        """(hidden) => {
+            const state = hidden ? 'hidden' : 'visible';
+            const opts = (value) => ({configurable: true, get: () => value});
+            Object.defineProperty(document, 'visibilityState', opts(state));
+            Object.defineProperty(document, 'hidden', opts(hidden));
+            document.dispatchEvent(new Event('visibilitychange'));
+        }""",
+        hidden,
+    )
+
+
+def member(page: Page, user_id: str) -> Any:
+    return page.locator(f"[data-testid=member][data-user-id='{user_id}']")
+
+
+async def test_two_guests_chat_and_see_each_others_presence(
+    browser: Browser, server: Server
+) -> None:
+    ctx_a, alice, alice_id = await sign_in(browser, server, "Alice")
+    ctx_b, bob, _ = await sign_in(browser, server, "Bob")
+    await open_room(alice, "general")
+    await open_room(bob, "general")
+
+    await alice.get_by_test_id("message-input").fill("Привіт від Аліси")
+    await alice.keyboard.press("Enter")
+    seen = bob.get_by_test_id("message").filter(has_text="Привіт від Аліси")
+    await seen.wait_for(timeout=5000)
+    assert await seen.get_attribute("data-seq") == "2"  # the seed's welcome message is seq 1
+
+    a = member(bob, alice_id)
+    await a.and_(bob.locator("[data-status=online]")).wait_for(timeout=5000)
+    # The away delay is 2 s here: no input on Alice's page, and Bob sees her away.
+    await a.and_(bob.locator("[data-status=away]")).wait_for(timeout=6000)
+    await alice.keyboard.press("Shift")
+    await a.and_(bob.locator("[data-status=online]")).wait_for(timeout=5000)
+    # Hiding Alice's tab makes her away at once; showing it brings her back.
+    await set_hidden(alice, True)
+    await a.and_(bob.locator("[data-status=away]")).wait_for(timeout=3000)
+    await set_hidden(alice, False)
+    await a.and_(bob.locator("[data-status=online]")).wait_for(timeout=3000)
+    # Closing Alice's page shows her offline to Bob within 2 s.
+    await alice.close(run_before_unload=True)
+    await a.and_(bob.locator("[data-status=offline]")).wait_for(timeout=2000)
+    assert bob.errors == []  # type: ignore[attr-defined]
+    await ctx_a.close()
+    await ctx_b.close()
+
+
+async def test_messages_are_text_never_html(browser: Browser, server: Server) -> None:
+    ctx_a, alice, _ = await sign_in(browser, server, "<b>Mallory</b>")
+    ctx_b, bob, _ = await sign_in(browser, server, "Bob")
+    await open_room(alice, "science")
+    await open_room(bob, "science")
+    evil = "<img src=x onerror=alert(1)>"
+    await alice.get_by_test_id("message-input").fill(evil)
+    await alice.get_by_test_id("message-send").click()
+    shown = bob.get_by_test_id("message").filter(has_text=evil)
+    await shown.wait_for(timeout=5000)
+    assert await shown.locator(".body").inner_text() == evil
+    assert await bob.locator("#messages img").count() == 0
+    assert await bob.locator("#people b").count() == 0  # names are text too
+    await asyncio.sleep(0.3)
+    assert bob.errors == []  # type: ignore[attr-defined]  # no alert() ran
+    await ctx_a.close()
+    await ctx_b.close()
+
+
+async def test_a_dropped_socket_reconnects_and_shows_what_was_missed_once(
+    browser: Browser, server: Server
+) -> None:
+    ctx_a, alice, _ = await sign_in(browser, server, "Alice")
+    ctx_b = await browser.new_context(viewport=DESKTOP)
+    bob = await ctx_b.new_page()
+    routes: list[WebSocketRoute] = []
+    blocked = asyncio.Event()
+
+    async def route(ws: WebSocketRoute) -> None:
+        if blocked.is_set():  # the network is down: the connection fails at once
+            await ws.close(code=4000, reason="network down")
+            return
+        ws.connect_to_server()
+        routes.append(ws)
+
+    await bob.route_web_socket("**/ws/city/rooms/**", route)
+    await bob.goto(server.base_url + "/")
+    await bob.get_by_test_id("guest-name").fill("Bob")
+    await bob.get_by_test_id("guest-submit").click()
+    await open_room(alice, "energy")
+    await open_room(bob, "energy")
+    await alice.get_by_test_id("message-input").fill("before the drop")
+    await alice.keyboard.press("Enter")
+    await bob.get_by_test_id("message").filter(has_text="before the drop").wait_for()
+
+    blocked.set()
+    await routes[-1].close(code=4000, reason="dropped")
+    await bob.locator("#room-offline").wait_for(state="visible", timeout=3000)
+    for i in range(3):
+        await alice.get_by_test_id("message-input").fill(f"meanwhile {i}")
+        await alice.keyboard.press("Enter")
+    await alice.get_by_test_id("message").filter(has_text="meanwhile 2").wait_for()
+    blocked.clear()
+    await bob.get_by_test_id("message").filter(has_text="meanwhile 2").wait_for(timeout=15000)
+    await bob.locator("#room-offline").wait_for(state="hidden", timeout=3000)
+    await asyncio.sleep(0.5)
+    bodies = await bob.locator("[data-testid=message] .body").all_inner_texts()
+    assert bodies == ["before the drop", "meanwhile 0", "meanwhile 1", "meanwhile 2"]
+    seqs = await bob.locator("[data-testid=message]").evaluate_all(
+        "ns => ns.map(n => n.dataset.seq)"
+    )
+    assert seqs == ["1", "2", "3", "4"]
+    await ctx_a.close()
+    await ctx_b.close()
+
+
+async def test_second_me_streams_an_answer_into_the_panel(browser: Browser, server: Server) -> None:
+    ctx, page, _ = await sign_in(browser, server, "Alice")
+    await page.get_by_test_id("secondme-input").fill("What is the capital of France?")
+    await page.get_by_test_id("secondme-send").click()
+    answer = page.get_by_test_id("secondme-answer")
+    await page.locator("[data-testid=secondme-answer][data-state=done]").wait_for(timeout=60000)
+    assert (await answer.inner_text()).strip()
+    assert await page.locator("#secondme-history p").count() == 2
+    await ctx.close()
+
+
+async def test_create_a_room_and_screenshots(browser: Browser, server: Server) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ctx_b, bob, _ = await sign_in(browser, server, "Богдан")
+    await open_room(bob, "general")
+    ctx, page, _ = await sign_in(browser, server, "Олена")
+    await page.locator("#new-room-slug").fill("garden")
+    await page.locator("#new-room-name").fill("Міський сад")
+    await page.locator("#create-room button").click()
+    await page.locator("#room-title").filter(has_text="Міський сад").wait_for()
+    await page.locator("[data-testid=room-link][data-slug=garden]").wait_for()
+    await open_room(page, "general")
+    for text in ("Привіт, місто! 🌆", "Хто йде на толоку в суботу?"):
+        await page.get_by_test_id("message-input").fill(text)
+        await page.keyboard.press("Enter")
+    await bob.get_by_test_id("message").filter(has_text="толоку").wait_for()
+    await page.get_by_test_id("feed-event").filter(has_text="толоку").wait_for()
+    await page.screenshot(path=str(SCREENSHOTS / "room-desktop.png"))
+    await page.goto(server.base_url + "/#/")
+    await page.get_by_test_id("room-card").first.wait_for()
+    await page.screenshot(path=str(SCREENSHOTS / "city-desktop.png"))
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=str(SCREENSHOTS / "city-phone.png"), full_page=True)
+    await open_room(page, "general")
+    await page.screenshot(path=str(SCREENSHOTS / "room-phone.png"), full_page=True)
+    await ctx.close()
+    await ctx_b.close()
