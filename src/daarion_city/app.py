@@ -45,8 +45,8 @@ from daarion_city.secondme import http as secondme_http
 from daarion_city.secondme.providers import create_provider
 from daarion_city.secondme.service import SecondMeService
 from daarion_city.storage.database import Database
-from daarion_city.web import STATIC_DIR
 from daarion_city.storage.migrate import migrate
+from daarion_city.web import STATIC_DIR
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

@@ -156,6 +156,11 @@ async function loadRooms() {
   }));
 }
 
+function refreshRoomsSoon() {
+  clearTimeout(state.roomsSoon);
+  state.roomsSoon = setTimeout(loadRooms, 300);
+}
+
 async function createRoom(e) {
   e.preventDefault();
   $("create-error").textContent = "";
@@ -227,8 +232,16 @@ async function openRoom(slug) {
       },
       "room.message": (f) => { addMessage(f.message); scrollToEnd(); },
       "room.message.ack": (f) => addMessage(f.message),
-      "room.join": (f) => { state.members.set(f.user_id, { name: f.name, inRoom: true }); renderPeople(); },
-      "room.leave": (f) => { state.members.set(f.user_id, { name: f.name, inRoom: false }); renderPeople(); },
+      "room.join": (f) => {
+        state.members.set(f.user_id, { name: f.name, inRoom: true });
+        renderPeople();
+        refreshRoomsSoon();
+      },
+      "room.leave": (f) => {
+        state.members.set(f.user_id, { name: f.name, inRoom: false });
+        renderPeople();
+        refreshRoomsSoon();
+      },
       "room.typing": (f) => showTyping(f),
       "presence.update": () => renderPeople(),
       error: (f) => {
