@@ -26,13 +26,23 @@ _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError)
 class RedisPubSub:
     distributed = True
 
-    def __init__(self, url: str, *, prefix: str = "", timeout: float = 2.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "", timeout: float = 2.0, pool_size: int = 64
+    ) -> None:
         self.url = url
         self.prefix = prefix
         self.timeout = timeout
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=10
+        # Publishers wait for a free connection (bounded) rather than fail with "Too many
+        # connections" when many publish at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=timeout,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            health_check_interval=10,
         )
+        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._handlers: dict[str, list[Handler]] = {}
         self._listeners: list[ReconnectListener] = []
         self._pubsub: aioredis.client.PubSub | None = None

@@ -20,6 +20,7 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_MANY = 4429
 CLOSE_GOING_AWAY = 1001
+CLOSE_TRY_AGAIN = 1013
 
 
 async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | None:

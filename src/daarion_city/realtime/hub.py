@@ -195,6 +195,13 @@ class RoomHub:
     def connection_count(self) -> int:
         return sum(len(ch.connections) for ch in self._channels.values())
 
+    def position(self, room_id: str) -> int:
+        """The newest ``seq`` this instance has delivered in the room (its channel must be open):
+        a socket that starts there misses nothing, since anything newer is still to come."""
+        channel = self._channels[room_id]
+        assert channel.expected is not None
+        return channel.expected - 1
+
     def connections(self, room_id: str) -> set[Connection]:
         channel = self._channels.get(room_id)
         return set(channel.connections) if channel is not None else set()

@@ -90,6 +90,7 @@ class RoomService:
         self.instance_id = instance_id
         self.status_of = status_of
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
+        self._lookups: dict[str, asyncio.Future[str]] = {}
         self._sockets_per_user: dict[str, int] = {}
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
@@ -149,6 +150,15 @@ class RoomService:
             return room_id
         if len(ref) > 80:
             raise NotFound(f"no room {ref[:80]!r}", code="room_not_found")
+        # One lookup per name at a time: a thousand sockets opening at once ask the database once.
+        lookup = self._lookups.get(ref)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._lookup(ref))
+            self._lookups[ref] = lookup
+            lookup.add_done_callback(lambda _: self._lookups.pop(ref, None))
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, ref: str) -> str:
         async with self.db.read() as conn:
             row = await store.find_room(conn, ref)
         if row is None:
@@ -371,16 +381,18 @@ class RoomService:
         room_id, user = conn.room_id, conn.user
         await self.hub.attach(conn)
         first = await self.occupancy.add(room_id, user.user_id, user.name, self._socket_key(conn))
-        async with self.db.read() as db_conn:
-            last = await store.last_seq(db_conn, room_id)
-            replay: list[Any] = []
-            resync = since_seq is not None and (
-                since_seq > last or last - since_seq > self.settings.city_resume_limit
-            )
-            if since_seq is not None and not resync and since_seq < last:
-                replay, _ = await store.messages_page(
-                    db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
-                )
+        last = self.hub.position(room_id)
+        replay: list[Any] = []
+        resync = False
+        if since_seq is not None:
+            # A resume reads the database; a fresh socket starts where the channel is, for free.
+            async with self.db.read() as db_conn:
+                last = max(last, await store.last_seq(db_conn, room_id))
+                resync = since_seq > last or last - since_seq > self.settings.city_resume_limit
+                if not resync and since_seq < last:
+                    replay, _ = await store.messages_page(
+                        db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
+                    )
         conn.send(
             encode(
                 {

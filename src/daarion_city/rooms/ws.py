@@ -1,6 +1,7 @@
 """The room WebSocket ``/ws/city/rooms/{room}?token=...&since_seq=N``: parse frames, call the
 room service, answer with frames. Close codes: 4400 bad query, 4401 auth, 4404 no such room,
-4408 too slow, 4429 too many sockets; 1009 (frame over the limit) comes from the server."""
+4408 too slow, 4429 too many sockets, 1013 try again later (a store is unavailable); 1009 (frame
+over the limit) comes from the server."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from daarion_city.realtime.endpoint import (
     CLOSE_BAD_REQUEST,
     CLOSE_NOT_FOUND,
     CLOSE_TOO_MANY,
+    CLOSE_TRY_AGAIN,
     accept_user,
     close,
     error_event,
@@ -61,6 +63,9 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         room_id = await resources.rooms.resolve(room)
     except NotFound:
         await close(websocket, CLOSE_NOT_FOUND, "room not found")
+        return
+    except CityError as exc:  # the database is overloaded or away: the client retries later
+        await close(websocket, CLOSE_TRY_AGAIN, exc.detail)
         return
     try:
         resources.rooms.reserve_socket(user)

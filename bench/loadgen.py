@@ -1,0 +1,315 @@
+"""Load generator for the service and the baseline; each scenario prints one JSON line.
+
+    ulimit -n 20000
+    .venv/bin/python -m bench.loadgen fanout --target service --ws ws://127.0.0.1:7001 \\
+        --http http://127.0.0.1:7001 --subscribers 1000 --rate 100 --seconds 5 --pid PID
+    .venv/bin/python -m bench.loadgen post --http http://127.0.0.1:7001 --clients 50 --seconds 10
+    .venv/bin/python -m bench.loadgen idle --ws ws://127.0.0.1:7001 --sockets 20000 --pid PID
+    .venv/bin/python -m bench.loadgen history --http http://127.0.0.1:7001 --room big
+
+``bench/suite.py`` starts the servers and runs these side by side with the baseline.
+
+fanout: S subscribers in one room (spread over ``--procs`` processes); a publisher posts at rate
+R for the given seconds, each body carrying its send time. Reported: deliveries/s, publish ->
+deliver latency p50/p99 (sampled on every 50th socket), the delivery ratio (frames received /
+posts x S), and the server's CPU microseconds per delivery (from /proc/PID/stat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import statistics
+import time
+from typing import Any
+
+import httpx
+import jwt
+import orjson
+from websockets.asyncio.client import connect
+
+SECRET = os.environ.get("CITY_JWT_SECRET", "bench-secret-0123456789-0123456789-abc")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def token(user_id: str) -> str:
+    claims = {"sub": user_id, "name": user_id, "exp": int(time.time()) + 7200}
+    return jwt.encode(claims, SECRET, "HS256")
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def source_address(i: int) -> tuple[str, int]:
+    """Spread connections over 127.0.0.x so one source address never runs out of ports."""
+    return (f"127.0.0.{2 + (i // 20000) % 250}", 0)
+
+
+# --- fan-out --------------------------------------------------------------------------------
+def _subscriber_proc(
+    ws_base: str, room: str, count: int, offset: int, ready: Any, results: Any, stop: Any
+) -> None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    asyncio.run(_subscribers(ws_base, room, count, offset, ready, results, stop))
+
+
+async def _subscribers(
+    ws_base: str, room: str, count: int, offset: int, ready: Any, results: Any, stop: Any
+) -> None:
+    latencies: list[float] = []
+    received = [0]
+    opening = asyncio.Semaphore(25)  # connect like clients arriving, not all in one instant
+
+    async def one(i: int) -> None:
+        url = f"{ws_base}/ws/city/rooms/{room}?token={token(f'u_sub_{offset + i}')}"
+        await opening.acquire()
+        async with connect(
+            url,
+            max_size=None,
+            compression=None,
+            open_timeout=60,
+            ping_interval=None,
+            local_addr=source_address(offset + i),
+        ) as ws:
+            await ws.recv()  # room.state
+            opening.release()
+            ready.put(1)
+            sample = i % 50 == 0  # parse every frame on a few sockets for the latency
+            async for raw in ws:
+                if '"room.message"' not in raw:
+                    continue
+                received[0] += 1
+                if sample:
+                    sent = float(orjson.loads(raw)["message"]["body"].split(" ", 1)[0])
+                    latencies.append((time.time() - sent) * 1000)
+
+    tasks = [asyncio.create_task(one(i)) for i in range(count)]
+    await asyncio.to_thread(stop.wait)
+    await asyncio.sleep(1.0)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    results.put({"received": received[0], "latencies": latencies})
+
+
+async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
+    ctx = mp.get_context("spawn")
+    ready, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
+    per = [
+        args.subscribers // args.procs + (1 if i < args.subscribers % args.procs else 0)
+        for i in range(args.procs)
+    ]
+    procs, offset = [], 0
+    for n in per:
+        p = ctx.Process(
+            target=_subscriber_proc, args=(args.ws, args.room, n, offset, ready, results, stop)
+        )
+        p.start()
+        procs.append(p)
+        offset += n
+    for _ in range(args.subscribers):
+        await asyncio.to_thread(ready.get, True, 120)
+    await asyncio.sleep(0.5)
+    headers = {"Authorization": f"Bearer {token('u_publisher')}"}
+    if args.target == "service":
+        url = f"{args.http}/city/rooms/{args.room}/messages"
+    else:
+        url = f"{args.http}/publish/{args.room}"
+    rate = args.rate
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as client:
+        cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
+        started = time.perf_counter()
+        sent = 0
+        pending: set[asyncio.Task[Any]] = set()
+        while (elapsed := time.perf_counter() - started) < args.seconds:
+            while sent < int(elapsed * rate) + 1:
+                body = {"body": f"{time.time():.6f} x"}
+                pending.add(asyncio.create_task(client.post(url, json=body, headers=headers)))
+                sent += 1
+            await asyncio.sleep(0.002)
+        answers = await asyncio.gather(*pending)
+        wall = time.perf_counter() - started
+        await asyncio.sleep(1.0)
+        cpu = (cpu_seconds(args.pid) - cpu0) if args.pid else float("nan")
+    stop.set()
+    received, latencies = 0, []
+    for _ in procs:
+        r = await asyncio.to_thread(results.get, True, 60)
+        received += r["received"]
+        latencies += r["latencies"]
+    for p in procs:
+        p.join(10)
+    expected = sent * args.subscribers
+    return [
+        {
+            "scenario": "fanout",
+            "target": args.target,
+            "subscribers": args.subscribers,
+            "rate": rate,
+            "posts_ok": sum(1 for a in answers if a.status_code == 201),
+            "deliveries_per_s": round(received / wall),
+            "delivery_ratio": round(received / expected, 4) if expected else None,
+            "latency_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
+            "latency_p99_ms": round(pct(latencies, 0.99), 2),
+            "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 2),
+        }
+    ]
+
+
+# --- HTTP posts ---------------------------------------------------------------------------------
+async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
+    latencies: list[float] = []
+    errors = [0]
+    deadline = time.perf_counter() + args.seconds
+    limits = httpx.Limits(max_connections=args.clients)
+
+    async def client_loop(i: int, client: httpx.AsyncClient) -> None:
+        headers = {"Authorization": f"Bearer {token(f'u_poster_{i}')}"}
+        n = 0
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            r = await client.post(
+                f"{args.http}/city/rooms/{args.room}/messages",
+                json={"body": f"post {i} {n}", "client_msg_id": f"{i}-{n}-{os.getpid()}"},
+                headers=headers,
+            )
+            if r.status_code == 201:
+                latencies.append((time.perf_counter() - t) * 1000)
+            else:
+                errors[0] += 1
+            n += 1
+
+    started = time.perf_counter()
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await asyncio.gather(*(client_loop(i, client) for i in range(args.clients)))
+    wall = time.perf_counter() - started
+    return [
+        {
+            "scenario": "post",
+            "clients": args.clients,
+            "commits_per_s": round(len(latencies) / wall),
+            "p50_ms": round(statistics.median(latencies), 2),
+            "p99_ms": round(pct(latencies, 0.99), 2),
+            "errors": errors[0],
+        }
+    ]
+
+
+# --- idle sockets -----------------------------------------------------------------------------
+async def idle(args: argparse.Namespace) -> list[dict[str, Any]]:
+    before = rss_bytes(args.pid)
+    sockets = []
+    sem = asyncio.Semaphore(200)
+
+    async def open_one(i: int) -> Any:
+        async with sem:
+            url = f"{args.ws}/ws/city/rooms/{args.room}?token={token(f'u_idle_{i}')}"
+            ws = await connect(
+                url,
+                max_size=None,
+                compression=None,
+                open_timeout=120,
+                ping_interval=None,
+                local_addr=source_address(i),
+            )
+            await ws.recv()
+            return ws
+
+    for chunk in range(0, args.sockets, 1000):
+        sockets += await asyncio.gather(
+            *(open_one(i) for i in range(chunk, min(chunk + 1000, args.sockets)))
+        )
+    await asyncio.sleep(2)
+    after = rss_bytes(args.pid)
+    for ws in sockets:
+        ws.transport.abort()
+    return [
+        {
+            "scenario": "idle",
+            "sockets": len(sockets),
+            "rss_before_mb": round(before / 2**20, 1),
+            "rss_after_mb": round(after / 2**20, 1),
+            "kib_per_socket": round((after - before) / len(sockets) / 1024, 2),
+        }
+    ]
+
+
+# --- history ----------------------------------------------------------------------------------
+async def history(args: argparse.Namespace) -> list[dict[str, Any]]:
+    latencies = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        last = (await client.get(f"{args.http}/city/rooms/{args.room}")).json()["last_message"][
+            "seq"
+        ]
+        for i in range(args.reads):
+            before = 1 + (i * 7919) % max(1, last)
+            t = time.perf_counter()
+            r = await client.get(
+                f"{args.http}/city/rooms/{args.room}/messages",
+                params={"before_seq": before, "limit": 50},
+            )
+            latencies.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200
+    return [
+        {
+            "scenario": "history",
+            "messages_in_room": last,
+            "reads": args.reads,
+            "p50_ms": round(statistics.median(latencies), 2),
+            "p99_ms": round(pct(latencies, 0.99), 2),
+        }
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("scenario", choices=["fanout", "post", "idle", "history"])
+    parser.add_argument("--target", choices=["service", "baseline"], default="service")
+    parser.add_argument("--ws", default="ws://127.0.0.1:7001")
+    parser.add_argument("--http", default="http://127.0.0.1:7001")
+    parser.add_argument("--room", default="general")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=100.0, help="posts per second")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument("--reads", type=int, default=500)
+    parser.add_argument("--pid", type=int, default=0, help="the server's pid, for CPU and RSS")
+    args = parser.parse_args()
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+    scenario = {"fanout": fanout, "post": post, "idle": idle, "history": history}[args.scenario]
+    for line in asyncio.run(scenario(args)):
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
