@@ -21,7 +21,7 @@ class Recorder:
     seqs: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
-    def send_message(self, seq: int, frame: str) -> None:
+    def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
         self.seqs.append(seq)
 
     def send_event(self, frame: str) -> None:

@@ -49,6 +49,20 @@ async def test_http_post_reaches_room_subscribers_only(api: Api) -> None:
         await c.silent(0.3, ignore=("room.join", "room.leave"))
 
 
+async def test_room_messages_take_the_direct_path_to_idle_sockets(api: Api) -> None:
+    from daarion_city.realtime.transport import DirectWriter
+
+    alice = await api.guest("Alice")
+    async with alice.socket("science") as a, alice.socket("science") as b:
+        await a.expect("room.state")
+        await b.expect("room.state")
+        before = DirectWriter.writes
+        sent = await alice.say("science", "fast")
+        for ws in (a, b):
+            assert (await ws.expect("room.message"))["message"] == sent
+        assert DirectWriter.writes - before == 2  # framed once, written to both transports
+
+
 async def test_websocket_send_is_acked_broadcast_and_stored(api: Api) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")

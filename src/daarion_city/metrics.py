@@ -30,6 +30,11 @@ class Metrics:
         self.deliveries = Gauge(
             "city_deliveries", "Room message frames queued to sockets (since start)", registry=r
         )
+        self.direct_writes = Gauge(
+            "city_direct_writes",
+            "Room message frames written straight to transports (since start)",
+            registry=r,
+        )
         self.ws_errors = Counter(
             "city_ws_errors", "Error events sent on WebSockets", ["code"], registry=r
         )

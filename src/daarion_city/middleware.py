@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daarion_city.logs import request_id
 from daarion_city.metrics import Metrics
+from daarion_city.realtime.transport import remember_protocol
 
 log = logging.getLogger("daarion_city.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -45,6 +46,7 @@ class RequestContextMiddleware:
         token = request_id.set(rid)
         try:
             if scope["type"] == "websocket":
+                remember_protocol(scope, send)
                 await self.app(scope, receive, send)
             else:
                 await self._http(scope, receive, send, rid)

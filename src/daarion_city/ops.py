@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from daarion_city.metrics import CONTENT_TYPE_LATEST
+from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import get_resources
 
 router = APIRouter(tags=["operations"])
@@ -36,6 +37,7 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     resources = get_resources(request)
     resources.metrics.deliveries.set(resources.hub.delivered)
+    resources.metrics.direct_writes.set(DirectWriter.writes)
     return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

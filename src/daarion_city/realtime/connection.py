@@ -25,6 +25,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from daarion_city.auth import Principal
+from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,9 @@ class Connection:
 
     __slots__ = (
         "_closing",
+        "_direct",
         "_held",
+        "_inflight",
         "_queue",
         "_wakeup",
         "_writer",
@@ -59,6 +62,7 @@ class Connection:
         *,
         max_queue: int,
         on_overflow: Callable[[Connection], None] | None = None,
+        direct: DirectWriter | None = None,
     ) -> None:
         self.id = next(_ids)
         self.websocket = websocket
@@ -73,6 +77,8 @@ class Connection:
         self._wakeup = asyncio.Event()
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
+        self._direct = direct
+        self._inflight = False
 
     # --- queueing (never awaits) ---------------------------------------------------------------
     def send(self, frame: str) -> None:
@@ -92,14 +98,24 @@ class Connection:
         else:
             self.send(frame)
 
-    def send_message(self, seq: int, frame: str) -> None:
-        """Queue a room message in ``seq`` order, at most once."""
+    def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
+        """Send a room message in ``seq`` order, at most once. With ``wire`` (the frame already
+        built) and nothing queued or in flight, it is written straight to the transport."""
         if self.catching_up:
             self._hold(seq, frame)
             return
         if seq <= self.last_seq:
             return
         self.last_seq = seq
+        if (
+            wire is not None
+            and self._direct is not None
+            and not self._queue
+            and not self._inflight
+            and not self._closing
+            and self._direct.write(wire)
+        ):
+            return
         self.send(frame)
 
     def _hold(self, seq: int | None, frame: str) -> None:
@@ -135,7 +151,9 @@ class Connection:
         try:
             while True:
                 while queue:
+                    self._inflight = True  # a popped frame not yet written: no direct writes
                     await ws.send_text(queue.popleft())
+                    self._inflight = False
                 if self._closing:
                     return
                 self._wakeup.clear()

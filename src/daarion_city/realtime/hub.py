@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from daarion_city.errors import Unavailable
 from daarion_city.pubsub import PubSub
 from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.transport import text_frame
 from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -103,8 +104,9 @@ class RoomChannel:
 
     def _deliver(self, seq: int, frame: str) -> None:
         self.expected = seq + 1
+        wire = text_frame(frame.encode())  # framed once, written to every socket as is
         for conn in self.connections:
-            conn.send_message(seq, frame)
+            conn.send_message(seq, frame, wire)
         self.hub.delivered += len(self.connections)
 
     def _release_held(self) -> None:

@@ -31,6 +31,7 @@ from daarion_city.realtime.protocol import (
     error_frame,
     parse_room_frame,
 )
+from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import Resources
 from daarion_city.rooms.service import TooManySockets
 
@@ -72,7 +73,13 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     except TooManySockets as exc:
         await close(websocket, CLOSE_TOO_MANY, exc.detail)
         return
-    conn = Connection(websocket, user, room_id, max_queue=resources.settings.city_ws_send_queue)
+    conn = Connection(
+        websocket,
+        user,
+        room_id,
+        max_queue=resources.settings.city_ws_send_queue,
+        direct=DirectWriter.for_scope(websocket.scope),
+    )
     try:
         await resources.rooms.open_socket(conn, since_seq)
         while True:
