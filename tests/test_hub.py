@@ -24,7 +24,7 @@ class Recorder:
     def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
         self.seqs.append(seq)
 
-    def send_event(self, frame: str) -> None:
+    def send_event(self, frame: str, wire: bytes | None = None) -> None:
         self.events.append(frame)
 
 

@@ -26,6 +26,7 @@ from daarion_city.pubsub import PubSub
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
+from daarion_city.realtime.transport import text_frame
 from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,9 @@ class PresenceService:
 
     def _on_bus(self, data: bytes) -> None:
         frame = data.decode()
+        wire = text_frame(data) if len(self.sockets) > 1 else None
         for conn in self.sockets:
-            conn.send_event(frame)
+            conn.send_event(frame, wire)
 
     # --- sockets ------------------------------------------------------------------------------
     async def open_socket(self, conn: Connection, conn_id: str) -> None:

@@ -25,6 +25,7 @@ from daarion_city.realtime.protocol import (
     decode_object,
     error_frame,
 )
+from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -55,7 +56,13 @@ async def presence_socket(websocket: WebSocket) -> None:
         return
     resources, user = accepted
     presence = resources.presence
-    conn = Connection(websocket, user, "", max_queue=resources.settings.city_ws_send_queue)
+    conn = Connection(
+        websocket,
+        user,
+        "",
+        max_queue=resources.settings.city_ws_send_queue,
+        direct=DirectWriter.for_scope(websocket.scope),
+    )
     conn_id = f"{resources.instance_id}:p{conn.id}"
     resources.metrics.presence_sockets.inc()
     clean_close = False

@@ -91,12 +91,22 @@ class Connection:
         self._queue.append(frame)
         self._wakeup.set()
 
-    def send_event(self, frame: str) -> None:
-        """Queue a live frame without ``seq``; held while the connection catches up."""
+    def send_event(self, frame: str, wire: bytes | None = None) -> None:
+        """Send a live frame without ``seq``; held while the connection catches up."""
         if self.catching_up:
             self._hold(None, frame)
-        else:
+        elif not (wire is not None and self._write_direct(wire)):
             self.send(frame)
+
+    def _write_direct(self, wire: bytes) -> bool:
+        """Straight to the transport when nothing is queued or in flight (order is kept)."""
+        return (
+            self._direct is not None
+            and not self._queue
+            and not self._inflight
+            and not self._closing
+            and self._direct.write(wire)
+        )
 
     def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
         """Send a room message in ``seq`` order, at most once. With ``wire`` (the frame already
@@ -107,16 +117,8 @@ class Connection:
         if seq <= self.last_seq:
             return
         self.last_seq = seq
-        if (
-            wire is not None
-            and self._direct is not None
-            and not self._queue
-            and not self._inflight
-            and not self._closing
-            and self._direct.write(wire)
-        ):
-            return
-        self.send(frame)
+        if not (wire is not None and self._write_direct(wire)):
+            self.send(frame)
 
     def _hold(self, seq: int | None, frame: str) -> None:
         self._held.append((seq, frame))

@@ -81,9 +81,10 @@ class RoomChannel:
             log.warning("room %s: unknown envelope %r", self.room_id, head[:16])
 
     def on_event(self, frame: str, exclude_user: str | None) -> None:
+        wire = text_frame(frame.encode()) if len(self.connections) > 1 else None
         for conn in self.connections:
             if conn.user.user_id != exclude_user:
-                conn.send_event(frame)
+                conn.send_event(frame, wire)
 
     def on_message(self, seq: int, frame: str) -> None:
         expected = self.expected
