@@ -1,0 +1,240 @@
+"""The whole benchmark suite in one run: the service (PostgreSQL + Redis, one instance) beside the
+raw baseline, then the scenarios of bench/loadgen.py; the JSON lines go to bench/out/suite.jsonl
+and a summary table to stdout (paste it into bench/RESULTS.md).
+
+    ulimit -n 20000; .venv/bin/python -m bench.suite [--quick]
+
+fanout: rates step up until delivery drops below 1.0 or p99 goes over 50 ms; the highest rate that
+kept both is reported for each target, with the service/baseline ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import secrets
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import redis.asyncio as aioredis
+from tests.cluster import Instance, free_port, wait_for
+
+PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "bench-secret-0123456789-0123456789-abc"
+OUT = Path("bench/out")
+
+
+def loadgen(*args: str) -> list[dict[str, Any]]:
+    env = {**os.environ, "CITY_JWT_SECRET": SECRET}
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+        check=False,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"loadgen {args} failed: {out.stderr[-2000:]}")
+    with (OUT / "suite.jsonl").open("a") as fh:
+        for line in lines:
+            fh.write(json.dumps(line) + "\n")
+    return lines
+
+
+def start_baseline() -> tuple[subprocess.Popen[bytes], int, int]:
+    ws, pub = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.baseline", "--port", str(ws), "--publish-port", str(pub)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def ready() -> bool:
+        try:
+            return httpx.post(f"http://127.0.0.1:{pub}/publish/warm", json={}).status_code == 201
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 20, "baseline")
+    return proc, ws, pub
+
+
+def fanout_ladder(
+    target: str, ws: str, http: str, pid: int, rates: list[int], subs: int, seconds: float
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    best, runs = None, []
+    for rate in rates:
+        (line,) = loadgen(
+            "fanout",
+            "--target",
+            target,
+            "--ws",
+            ws,
+            "--http",
+            http,
+            "--subscribers",
+            str(subs),
+            "--rate",
+            str(rate),
+            "--seconds",
+            str(seconds),
+            "--pid",
+            str(pid),
+        )
+        runs.append(line)
+        print(json.dumps(line), flush=True)
+        if line["delivery_ratio"] == 1.0 and line["latency_p99_ms"] <= 50:
+            best = line
+        else:
+            break
+    return best, runs
+
+
+async def fill_room(db_url: str, room: str, count: int) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        now = time.time()
+        await conn.execute(
+            "INSERT INTO city_rooms (id, slug, name, description, is_default, created_at, "
+            "last_seq, member_count) VALUES ($1, $2, $2, '', false, now(), $3, 0)",
+            f"room_city_{room}",
+            room,
+            count,
+        )
+        rows = (
+            (f"m_big_{i}", f"room_city_{room}", i, "u_filler", None, "filler", f"message {i}", None)
+            for i in range(1, count + 1)
+        )
+        await conn.copy_records_to_table(
+            "city_room_messages",
+            records=rows,
+            columns=[
+                "id",
+                "room_id",
+                "seq",
+                "author_user_id",
+                "author_agent_id",
+                "username",
+                "body",
+                "client_msg_id",
+            ],
+        )
+        await conn.execute("ANALYZE city_room_messages")
+        _ = now
+    finally:
+        await conn.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
+    args = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
+    await asyncio.to_thread(OUT.mkdir, parents=True, exist_ok=True)
+    await asyncio.to_thread((OUT / "suite.jsonl").unlink, missing_ok=True)
+    subs = 200 if args.quick else 1000
+    rates = [25, 50] if args.quick else [25, 50, 75, 100, 125, 150, 200]
+    seconds = 3.0 if args.quick else 5.0
+    idle_sockets = 1000 if args.quick else 20000
+    history_rows = 10_000 if args.quick else 1_000_000
+
+    db = f"bench_suite_{secrets.token_hex(4)}"
+    prefix = f"suite_{secrets.token_hex(3)}:"
+    admin = await asyncpg.connect(PG)
+    await admin.execute(f'CREATE DATABASE "{db}"')
+    db_url = PG.rsplit("/", 1)[0] + "/" + db
+    service = Instance(
+        "bench-suite",
+        {
+            "DATABASE_URL": db_url,
+            "REDIS_URL": REDIS,
+            "CITY_REDIS_PREFIX": prefix,
+            "CITY_JWT_SECRET": SECRET,
+            "CITY_DATA_DIR": str(OUT),
+            "LOG_LEVEL": "warning",
+            "CITY_MESSAGE_RATE": "1000000",
+            "CITY_MESSAGE_BURST": "1000000",
+            "CITY_WS_SEND_QUEUE": "100000",
+            "DATABASE_POOL_SIZE": "20",
+        },
+        OUT,
+    )
+    baseline, bws, bpub = await asyncio.to_thread(start_baseline)
+    summary: dict[str, Any] = {}
+    try:
+        await asyncio.to_thread(service.start)
+        spid = service.proc.pid if service.proc else 0
+        sws, shttp = f"ws://127.0.0.1:{service.port}", service.base_url
+        b_best, _ = await asyncio.to_thread(
+            fanout_ladder,
+            "baseline",
+            f"ws://127.0.0.1:{bws}",
+            f"http://127.0.0.1:{bpub}",
+            baseline.pid,
+            rates,
+            subs,
+            seconds,
+        )
+        s_best, _ = await asyncio.to_thread(
+            fanout_ladder, "service", sws, shttp, spid, rates, subs, seconds
+        )
+        summary["fanout"] = {"baseline": b_best, "service": s_best}
+        (post,) = await asyncio.to_thread(
+            loadgen,
+            "post",
+            "--http",
+            shttp,
+            "--clients",
+            "50",
+            "--seconds",
+            str(seconds * 2),
+            "--room",
+            "science",
+        )
+        print(json.dumps(post), flush=True)
+        summary["post"] = post
+        (idle,) = await asyncio.to_thread(
+            loadgen,
+            "idle",
+            "--ws",
+            sws,
+            "--sockets",
+            str(idle_sockets),
+            "--pid",
+            str(spid),
+            "--room",
+            "welcome",
+        )
+        print(json.dumps(idle), flush=True)
+        summary["idle"] = idle
+        await fill_room(db_url, "big", history_rows)
+        (hist,) = await asyncio.to_thread(loadgen, "history", "--http", shttp, "--room", "big")
+        print(json.dumps(hist), flush=True)
+        summary["history"] = hist
+    finally:
+        await asyncio.to_thread(service.stop)
+        baseline.terminate()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        await admin.close()
+        client = aioredis.Redis.from_url(REDIS)
+        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+        await client.aclose()
+    print(json.dumps({"summary": summary}, indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
