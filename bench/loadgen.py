@@ -222,13 +222,23 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 # --- idle sockets -----------------------------------------------------------------------------
 async def idle(args: argparse.Namespace) -> list[dict[str, Any]]:
+    # Spread over rooms of --room-size sockets: one room of 20,000 would measure the join storm
+    # (every join is announced to everyone already there: n^2/2 frames), not idle memory.
+    rooms = max(1, args.sockets // args.room_size)
+    async with httpx.AsyncClient(base_url=args.http, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {token('u_idle_admin')}"}
+        for r in range(rooms):
+            await client.post(
+                "/city/rooms", json={"slug": f"idle-{r}", "name": f"Idle {r}"}, headers=headers
+            )
     before = rss_bytes(args.pid)
     sockets = []
-    sem = asyncio.Semaphore(200)
+    sem = asyncio.Semaphore(100)
 
     async def open_one(i: int) -> Any:
         async with sem:
-            url = f"{args.ws}/ws/city/rooms/{args.room}?token={token(f'u_idle_{i}')}"
+            room = f"idle-{i % rooms}"
+            url = f"{args.ws}/ws/city/rooms/{room}?token={token(f'u_idle_{i}')}"
             ws = await connect(
                 url,
                 max_size=None,
@@ -252,6 +262,7 @@ async def idle(args: argparse.Namespace) -> list[dict[str, Any]]:
         {
             "scenario": "idle",
             "sockets": len(sockets),
+            "rooms": rooms,
             "rss_before_mb": round(before / 2**20, 1),
             "rss_after_mb": round(after / 2**20, 1),
             "kib_per_socket": round((after - before) / len(sockets) / 1024, 2),
@@ -300,6 +311,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--sockets", type=int, default=2000)
     parser.add_argument("--reads", type=int, default=500)
+    parser.add_argument("--room-size", type=int, default=100, help="idle: sockets per room")
     parser.add_argument("--pid", type=int, default=0, help="the server's pid, for CPU and RSS")
     args = parser.parse_args()
     with contextlib.suppress(ImportError):

@@ -42,7 +42,7 @@ class Connection:
         "_held",
         "_inflight",
         "_queue",
-        "_wakeup",
+        "_started",
         "_writer",
         "catching_up",
         "id",
@@ -74,7 +74,7 @@ class Connection:
         self.catching_up = True
         self._held: list[tuple[int | None, str]] = []
         self._queue: deque[str] = deque()
-        self._wakeup = asyncio.Event()
+        self._started = False
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
         self._direct = direct
@@ -89,7 +89,8 @@ class Connection:
             self._overflow()
             return
         self._queue.append(frame)
-        self._wakeup.set()
+        if self._started and (self._writer is None or self._writer.done()):
+            self._spawn_writer()
 
     def send_event(self, frame: str, wire: bytes | None = None) -> None:
         """Send a live frame without ``seq``; held while the connection catches up."""
@@ -146,20 +147,22 @@ class Connection:
 
     # --- writer --------------------------------------------------------------------------------
     def start(self) -> None:
+        """Begin writing. The writer task exists only while frames wait in the queue, so an
+        idle socket (most of them: room messages take the direct path) costs no task."""
+        self._started = True
+        if self._queue:
+            self._spawn_writer()
+
+    def _spawn_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     async def _write_loop(self) -> None:
         queue, ws = self._queue, self.websocket
         try:
-            while True:
-                while queue:
-                    self._inflight = True  # a popped frame not yet written: no direct writes
-                    await ws.send_text(queue.popleft())
-                    self._inflight = False
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+            while queue:
+                self._inflight = True  # a popped frame not yet written: no direct writes
+                await ws.send_text(queue.popleft())
+                self._inflight = False
         except (OSError, RuntimeError, WebSocketDisconnect) as exc:
             # The peer went away under us; the reader notices and cleans up.
             log.debug("writer of connection %s stopped: %r", self.id, exc)
@@ -191,9 +194,8 @@ class Connection:
     async def stop(self, flush_timeout: float = 1.0) -> None:
         """Flush what is queued (bounded in time), then stop the writer."""
         self._closing = True
-        self._wakeup.set()
         task = self._writer
-        if task is None:
+        if task is None or task.done():
             return
         try:
             async with asyncio.timeout(flush_timeout):
