@@ -182,32 +182,67 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 # --- HTTP posts ---------------------------------------------------------------------------------
+class RawHttp:
+    """A minimal HTTP/1.1 keep-alive client: httpx costs more CPU per request than the server
+    it measures, which made the load generator the bottleneck."""
+
+    def __init__(self, base: str) -> None:
+        host_port = base.split("://", 1)[1].rstrip("/")
+        self.host, port = host_port.split(":")
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        self.writer.write(
+            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n{head}\r\n".encode()
+            + body
+        )
+        status_line = await self.reader.readuntil(b"\r\n")
+        length = 0
+        while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await self.reader.readexactly(length)
+        return int(status_line.split(b" ", 2)[1])
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
     latencies: list[float] = []
     errors = [0]
     deadline = time.perf_counter() + args.seconds
-    limits = httpx.Limits(max_connections=args.clients)
+    path = f"/city/rooms/{args.room}/messages"
 
-    async def client_loop(i: int, client: httpx.AsyncClient) -> None:
-        headers = {"Authorization": f"Bearer {token(f'u_poster_{i}')}"}
+    async def client_loop(i: int) -> None:
+        http = RawHttp(args.http)
+        headers = {"authorization": f"Bearer {token(f'u_poster_{i}')}"}
         n = 0
         while time.perf_counter() < deadline:
-            t = time.perf_counter()
-            r = await client.post(
-                f"{args.http}/city/rooms/{args.room}/messages",
-                json={"body": f"post {i} {n}", "client_msg_id": f"{i}-{n}-{os.getpid()}"},
-                headers=headers,
+            body = orjson.dumps(
+                {"body": f"post {i} {n}", "client_msg_id": f"{i}-{n}-{os.getpid()}"}
             )
-            if r.status_code == 201:
+            t = time.perf_counter()
+            status = await http.post(path, body, headers)
+            if status == 201:
                 latencies.append((time.perf_counter() - t) * 1000)
             else:
                 errors[0] += 1
             n += 1
+        await http.close()
 
     started = time.perf_counter()
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        await asyncio.gather(*(client_loop(i, client) for i in range(args.clients)))
+    await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
     wall = time.perf_counter() - started
+    cpu = cpu_seconds(args.pid) if args.pid else None
     return [
         {
             "scenario": "post",
@@ -216,6 +251,7 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
             "p50_ms": round(statistics.median(latencies), 2),
             "p99_ms": round(pct(latencies, 0.99), 2),
             "errors": errors[0],
+            "server_cpu_s_total": cpu,
         }
     ]
 

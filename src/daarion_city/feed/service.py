@@ -77,26 +77,25 @@ class FeedService:
         payload: dict[str, Any],
     ) -> RecordedEvent:
         """Write one event in the caller's transaction; publish it after the commit."""
-        row = SimpleNamespace(
-            id=new_id("evt"),
-            kind=kind,
-            room_id=room_id,
-            user_id=user_id,
-            agent_id=agent_id,
-            payload=payload,
-            created_at=utcnow(),
-        )
-        pos = await store.insert_event(
-            conn,
-            event_id=row.id,
-            kind=kind,
-            room_id=room_id,
-            user_id=user_id,
-            agent_id=agent_id,
-            payload=payload,
-            created_at=row.created_at,
-        )
-        return RecordedEvent(pos, event_wire(row))
+        event = {"room_id": room_id, "user_id": user_id, "agent_id": agent_id, "payload": payload}
+        (recorded,) = await self.record_many(conn, kind, [event])
+        return recorded
+
+    async def record_many(
+        self, conn: AsyncConnection, kind: str, events: list[dict[str, Any]]
+    ) -> list[RecordedEvent]:
+        """Write events of one kind (each ``{room_id, user_id, agent_id, payload}``) in the
+        caller's transaction, in one statement."""
+        now = utcnow()
+        rows = [
+            {"id": new_id("evt"), "kind": kind, "created_at": now, "agent_id": None, **e}
+            for e in events
+        ]
+        positions = await store.insert_events(conn, rows)
+        return [
+            RecordedEvent(pos, event_wire(SimpleNamespace(**row)))
+            for pos, row in zip(positions, rows, strict=True)
+        ]
 
     async def publish(self, event: RecordedEvent) -> None:
         data = b"%d\n" % event.pos + orjson.dumps(event.wire)

@@ -48,12 +48,15 @@ async def _all_online(user_ids: list[str]) -> dict[str, str]:
     return dict.fromkeys(user_ids, "online")
 
 
-class _Duplicate(Exception):
-    """Raised inside a transaction to roll it back and answer with the stored message."""
+COMMIT_BATCH = 200
 
-    def __init__(self, row: Any) -> None:
-        super().__init__("duplicate client_msg_id")
-        self.row = row
+
+@dataclass(slots=True)
+class _Pending:
+    user: Principal
+    body: str
+    client_msg_id: str | None
+    future: asyncio.Future[PostResult]
 
 
 class TooManySockets(CityError):
@@ -91,6 +94,8 @@ class RoomService:
         self.status_of = status_of
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
         self._lookups: dict[str, asyncio.Future[str]] = {}
+        self._pending: dict[str, list[_Pending]] = {}  # room -> posts waiting for a commit
+        self._committing: set[str] = set()
         self._sockets_per_user: dict[str, int] = {}
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
@@ -261,64 +266,114 @@ class RoomService:
     async def post(
         self, user: Principal, ref: str, body: str, client_msg_id: str | None = None
     ) -> PostResult:
-        """Store a message (idempotent on ``client_msg_id``), then broadcast it."""
+        """Store a message (idempotent on ``client_msg_id``), then broadcast it.
+
+        Group commit: posts to one room wait in that room's queue, and one task commits whatever
+        has queued up in one transaction (the room's row lock, the idempotency check, the
+        messages and their feed events), then publishes them in ``seq`` order. Under load many
+        posts share a commit; alone, a post commits at once. Each post is answered only after
+        its commit."""
         room_id = await self.resolve(ref)
         await self.limiter.hit(
             f"msg:{user.user_id}",
             rate=self.settings.city_message_rate,
             burst=self.settings.city_message_burst,
         )
-        message_id, now = new_id("m"), utcnow()
+        item = _Pending(user, body, client_msg_id, asyncio.get_running_loop().create_future())
+        self._pending.setdefault(room_id, []).append(item)
+        if room_id not in self._committing:
+            self._committing.add(room_id)
+            self._tasks.spawn(self._commit_loop(room_id), name=f"commit-{room_id}")
+        # Shielded: a caller that goes away does not undo its commit (a retry finds it).
+        return await asyncio.shield(item.future)
+
+    async def _commit_loop(self, room_id: str) -> None:
         try:
-            async with self.db.begin() as conn:
-                seq = await store.next_seq(conn, room_id)
-                if client_msg_id is not None:
-                    # After next_seq: the room's row lock makes this check race-free.
-                    existing = await store.find_by_client_msg_id(
-                        conn, room_id, user.user_id, client_msg_id
-                    )
-                    if existing is not None:
-                        raise _Duplicate(existing)
-                await store.insert_message(
-                    conn,
-                    message_id=message_id,
-                    room_id=room_id,
-                    seq=seq,
-                    author_user_id=user.user_id,
-                    author_agent_id=None,
-                    username=user.name,
-                    body=body,
-                    client_msg_id=client_msg_id,
-                    created_at=now,
+            while queue := self._pending.get(room_id):
+                batch = queue[:COMMIT_BATCH]
+                del queue[:COMMIT_BATCH]
+                try:
+                    results = await self._commit(room_id, batch)
+                except Exception as exc:  # every waiter gets the failure; none is left hanging
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                for item, result in zip(batch, results, strict=True):
+                    if not item.future.done():
+                        item.future.set_result(result)
+        finally:
+            self._committing.discard(room_id)
+            if not self._pending.get(room_id):
+                self._pending.pop(room_id, None)
+
+    async def _commit(self, room_id: str, batch: list[_Pending]) -> list[PostResult]:
+        now = utcnow()
+        rows: list[dict[str, Any]] = []
+        slots: list[PostResult | int] = []  # a stored message, or an index into rows
+        async with self.db.begin() as conn:
+            last = await store.lock_room(conn, room_id)
+            keys = [(i.user.user_id, i.client_msg_id) for i in batch if i.client_msg_id]
+            stored = await store.find_by_client_msg_ids(conn, room_id, keys)
+            fresh: dict[tuple[str, str], int] = {}
+            for item in batch:
+                key = (item.user.user_id, item.client_msg_id) if item.client_msg_id else None
+                if key is not None and key in stored:
+                    slots.append(PostResult(message_wire(stored[key]), created=False))
+                    continue
+                if key is not None and key in fresh:  # a retry within the same batch
+                    slots.append(-1 - fresh[key])
+                    continue
+                last += 1
+                if key is not None:
+                    fresh[key] = len(rows)
+                slots.append(len(rows))
+                rows.append(
+                    {
+                        "id": new_id("m"),
+                        "room_id": room_id,
+                        "seq": last,
+                        "author_user_id": item.user.user_id,
+                        "author_agent_id": None,
+                        "username": item.user.name,
+                        "body": item.body,
+                        "client_msg_id": item.client_msg_id,
+                        "created_at": now,
+                    }
                 )
-                event = await self.feed.record(
+            events: list[RecordedEvent] = []
+            if rows:
+                await store.insert_messages(conn, rows)
+                await store.set_last_seq(conn, room_id, last)
+                events = await self.feed.record_many(
                     conn,
                     "room_message",
-                    room_id=room_id,
-                    user_id=user.user_id,
-                    payload={"message_id": message_id, "snippet": body[:100]},
+                    [
+                        {
+                            "room_id": room_id,
+                            "user_id": row["author_user_id"],
+                            "payload": {"message_id": row["id"], "snippet": row["body"][:100]},
+                        }
+                        for row in rows
+                    ],
                 )
-        except _Duplicate as dup:
-            return PostResult(message_wire(dup.row), created=False)
-        self.metrics.messages.inc()
-        message = message_wire(
-            SimpleNamespace(
-                id=message_id,
-                room_id=room_id,
-                seq=seq,
-                author_user_id=user.user_id,
-                author_agent_id=None,
-                username=user.name,
-                body=body,
-                client_msg_id=client_msg_id,
-                created_at=now,
-            )
-        )
-        frame = message_frame(room_id, message)
-        await self._publish(self.hub.publish_message(room_id, seq, frame))
-        self._clear_typing(room_id, user)
-        await self.feed.publish(event)
-        return PostResult(message, created=True)
+        messages = [message_wire(SimpleNamespace(**row)) for row in rows]
+        self.metrics.messages.inc(len(rows))
+        for row, message in zip(rows, messages, strict=True):
+            frame = message_frame(room_id, message)
+            await self._publish(self.hub.publish_message(room_id, int(row["seq"]), frame))
+        for item in batch:
+            self._clear_typing(room_id, item.user)
+        for event in events:
+            await self.feed.publish(event)
+        return [
+            slot
+            if isinstance(slot, PostResult)
+            else PostResult(messages[slot], created=True)
+            if slot >= 0
+            else PostResult(messages[-1 - slot], created=False)
+            for slot in slots
+        ]
 
     async def _publish(self, publishing: Awaitable[None]) -> None:
         """Publishing happens after a commit: a bus failure is logged, never turned into a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,32 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from daarion_city.storage.tables import feed_events
 
 
-async def insert_event(
-    conn: AsyncConnection,
-    *,
-    event_id: str,
-    kind: str,
-    room_id: str | None,
-    user_id: str | None,
-    agent_id: str | None,
-    payload: dict[str, Any],
-    created_at: datetime,
-) -> int:
-    """Insert one event in the caller's transaction; returns its position (the ordering key)."""
+async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert events in the caller's transaction; returns their positions (the ordering key),
+    in the order of ``rows``."""
     result = await conn.execute(
-        feed_events.insert()
-        .values(
-            id=event_id,
-            kind=kind,
-            room_id=room_id,
-            user_id=user_id,
-            agent_id=agent_id,
-            payload=payload,
-            created_at=created_at,
-        )
-        .returning(feed_events.c.pos)
+        feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_order=True), rows
     )
-    return int(result.scalar_one())
+    return [int(pos) for pos in result.scalars()]
 
 
 async def position_of(conn: AsyncConnection, event_id: str) -> int | None:

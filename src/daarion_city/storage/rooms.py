@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -74,16 +75,17 @@ async def existing_slugs(conn: AsyncConnection, slugs: list[str]) -> set[str]:
     return set(result.scalars())
 
 
-async def next_seq(conn: AsyncConnection, room_id: str) -> int:
-    """Take the room's next ``seq``. The row lock it holds until commit makes commits happen in
-    ``seq`` order and a rollback give the number back, so ``seq`` has no gaps."""
+async def lock_room(conn: AsyncConnection, room_id: str) -> int:
+    """Lock the room's row until commit and return its last ``seq``. Posts to one room commit
+    one transaction at a time, in ``seq`` order, and a rollback leaves no gap."""
     result = await conn.execute(
-        rooms.update()
-        .where(rooms.c.id == room_id)
-        .values(last_seq=rooms.c.last_seq + 1)
-        .returning(rooms.c.last_seq)
+        sa.select(rooms.c.last_seq).where(rooms.c.id == room_id).with_for_update()
     )
     return int(result.scalar_one())
+
+
+async def set_last_seq(conn: AsyncConnection, room_id: str, seq: int) -> None:
+    await conn.execute(rooms.update().where(rooms.c.id == room_id).values(last_seq=seq))
 
 
 async def last_seq(conn: AsyncConnection, room_id: str) -> int:
@@ -91,45 +93,22 @@ async def last_seq(conn: AsyncConnection, room_id: str) -> int:
     return int(result.scalar_one_or_none() or 0)
 
 
-async def insert_message(
-    conn: AsyncConnection,
-    *,
-    message_id: str,
-    room_id: str,
-    seq: int,
-    author_user_id: str | None,
-    author_agent_id: str | None,
-    username: str,
-    body: str,
-    client_msg_id: str | None,
-    created_at: datetime,
-) -> None:
-    await conn.execute(
-        room_messages.insert().values(
-            id=message_id,
-            room_id=room_id,
-            seq=seq,
-            author_user_id=author_user_id,
-            author_agent_id=author_agent_id,
-            username=username,
-            body=body,
-            client_msg_id=client_msg_id,
-            created_at=created_at,
-        )
-    )
+async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Insert messages (rows keyed by column name) in one statement."""
+    await conn.execute(room_messages.insert(), rows)
 
 
-async def find_by_client_msg_id(
-    conn: AsyncConnection, room_id: str, user_id: str, client_msg_id: str
-) -> Row[tuple[object, ...]] | None:
+async def find_by_client_msg_ids(
+    conn: AsyncConnection, room_id: str, keys: list[tuple[str, str]]
+) -> dict[tuple[str, str], Row[tuple[object, ...]]]:
+    """Stored messages of ``(author_user_id, client_msg_id)`` pairs in the room."""
+    if not keys:
+        return {}
+    pair = sa.tuple_(room_messages.c.author_user_id, room_messages.c.client_msg_id)
     result = await conn.execute(
-        sa.select(room_messages).where(
-            room_messages.c.room_id == room_id,
-            room_messages.c.author_user_id == user_id,
-            room_messages.c.client_msg_id == client_msg_id,
-        )
+        sa.select(room_messages).where(room_messages.c.room_id == room_id, pair.in_(keys))
     )
-    return result.first()
+    return {(str(r.author_user_id), str(r.client_msg_id)): r for r in result.all()}
 
 
 async def messages_page(
