@@ -114,7 +114,7 @@ class RedisPubSub:
     async def _connect(self) -> None:
         pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         channels = [self.prefix + c for c in self._handlers]
-        # A placeholder channel keeps the connection subscribed (and so readable) when idle.
+        # A keep-alive channel keeps the connection subscribed (and so readable) when idle.
         await pubsub.subscribe(self.prefix + "city:__alive__", *channels)
         self._pubsub = pubsub
         self.connected = True
