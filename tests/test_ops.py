@@ -58,7 +58,7 @@ async def test_guest_tokens(api: Api) -> None:
     assert data["expires_at"].endswith("Z")
     claims = jwt.decode(data["token"], options={"verify_signature": False})
     assert claims["sub"] == data["user_id"]
-    for bad in ({"name": ""}, {"name": "   "}, {"name": "x" * 65}, {}):
+    for bad in ({"name": ""}, {"name": "   "}, {"name": "x" * 65}, {"name": "a\u0000"}, {}):
         assert (await api.http.post("/auth/guest", json=bad)).status_code == 422
     assert (await api.http.post("/auth/guest", content=b"not json")).status_code == 422
 

@@ -107,6 +107,7 @@ async def test_create_room_race_gives_one_room_and_one_feed_event(api: Api) -> N
         {"slug": "ok-slug", "name": "x", "description": "d" * 501},
         {"slug": "ok-slug"},
         {"slug": "ok-slug", "name": "x", "user_id": "u_evil"},
+        {"slug": "ok-slug", "name": "nul\u0000"},
     ],
 )
 async def test_create_room_rejects_bad_input(api: Api, body: dict[str, str]) -> None:
@@ -184,6 +185,7 @@ async def test_message_identity_comes_from_the_token(api: Api) -> None:
         ({"body": 5}, 422),
         ({"body": "ok", "client_msg_id": "c" * 65}, 422),
         ({"body": "x" * 70_000}, 413),
+        ({"body": "nul \u0000 inside"}, 422),
     ],
 )
 async def test_bad_messages_are_refused_and_nothing_is_stored(

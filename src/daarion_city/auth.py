@@ -20,6 +20,7 @@ from daarion_city.config import Settings
 from daarion_city.errors import Forbidden, Unauthorized
 from daarion_city.ids import new_user_id
 from daarion_city.resources import get_resources
+from daarion_city.validation import NotBlank
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
@@ -66,9 +67,11 @@ class TokenAuthority:
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 80:
+        if not isinstance(sub, str) or not sub or len(sub) > 80 or "\x00" in sub:
             raise Unauthorized("invalid token subject")
         name = claims.get("name")
+        if isinstance(name, str):
+            name = name.replace("\x00", "")  # stored beside the user's messages: no NULs
         if not isinstance(name, str) or not name.strip():
             name = sub
         return Principal(user_id=sub, name=name.strip()[:100])
@@ -119,7 +122,9 @@ router = APIRouter(tags=["auth"])
 class GuestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+    name: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), NotBlank
+    ]
 
 
 class GuestToken(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daarion_city.clock import iso
-from daarion_city.validation import NotBlank
+from daarion_city.validation import NoNul, NotBlank
 
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
 MAX_BODY_CHARS = 10_000
@@ -22,7 +22,7 @@ class RoomCreate(BaseModel):
 
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
     name: Annotated[str, StringConstraints(min_length=1, max_length=100), NotBlank]
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Annotated[str, StringConstraints(max_length=500), NoNul] = ""
 
 
 class MessageCreate(BaseModel):
