@@ -22,22 +22,19 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import asyncpg
 import jwt
 import orjson
 import redis.asyncio as aioredis
 from tests.cluster import Instance
 from websockets.asyncio.client import ClientConnection, connect
 
-PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-SECRET = "bench-secret-0123456789-0123456789-abc"
+from bench.common import REDIS, SECRET, pct, scratch
+
 HB = orjson.dumps({"event": "presence.heartbeat"}).decode()
 PING = orjson.dumps({"event": "ping"}).decode()
 
@@ -47,43 +44,28 @@ def token(user_id: str) -> str:
     return jwt.encode(claims, SECRET, "HS256")
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 @contextlib.asynccontextmanager
 async def cluster(workdir: Path, count: int) -> AsyncIterator[list[Instance]]:
-    db = f"bench_presence_{secrets.token_hex(4)}"
-    prefix = f"bench_{secrets.token_hex(4)}:"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    env = {
-        "DATABASE_URL": PG.rsplit("/", 1)[0] + "/" + db,
-        "REDIS_URL": REDIS,
-        "CITY_REDIS_PREFIX": prefix,
-        "CITY_INSTANCES": str(count),
-        "CITY_JWT_SECRET": SECRET,
-        "CITY_DATA_DIR": str(workdir),
-        "CITY_WS_SEND_QUEUE": "100000",
-        "CITY_WS_MAX_PER_USER": "100000",
-        "LOG_LEVEL": "warning",
-    }
-    instances = [Instance(f"bench-{i}", env, workdir) for i in range(count)]
-    try:
-        for inst in instances:
-            await asyncio.to_thread(inst.start)
-        yield instances
-    finally:
-        for inst in instances:
-            await asyncio.to_thread(inst.stop)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
-        client = aioredis.Redis.from_url(REDIS)
-        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+    async with scratch("presence") as space:
+        env = {
+            "DATABASE_URL": space.database_url,
+            "REDIS_URL": REDIS,
+            "CITY_REDIS_PREFIX": space.redis_prefix,
+            "CITY_INSTANCES": str(count),
+            "CITY_JWT_SECRET": SECRET,
+            "CITY_DATA_DIR": str(workdir),
+            "CITY_WS_SEND_QUEUE": "100000",
+            "CITY_WS_MAX_PER_USER": "100000",
+            "LOG_LEVEL": "warning",
+        }
+        instances = [Instance(f"bench-{i}", env, workdir) for i in range(count)]
+        try:
+            for inst in instances:
+                await asyncio.to_thread(inst.start)
+            yield instances
+        finally:
+            for inst in instances:
+                await asyncio.to_thread(inst.stop)
 
 
 async def open_presence(inst: Instance, user_id: str) -> ClientConnection:

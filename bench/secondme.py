@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -31,17 +30,11 @@ import httpx
 import orjson
 from tests.cluster import Instance, free_port, wait_for
 
+from bench.common import SECRET, pct, scratch
 from daarion_city.config import Settings
 from daarion_city.secondme.providers.local import find_default_model
 
-PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-SECRET = "bench-secret-0123456789-0123456789-abc"
 PROMPT = "Name one colour."
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 async def direct_first_token(client: httpx.AsyncClient, llama: str, system: str) -> float:
@@ -192,10 +185,20 @@ async def main() -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    db = f"bench_secondme_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    db_url = PG.rsplit("/", 1)[0] + "/" + db
+    try:
+        async with scratch("secondme") as space:
+            await run(args, workdir, llama, llama_url, space.database_url)
+    finally:
+        llama.terminate()
+
+
+async def run(
+    args: argparse.Namespace,
+    workdir: Path,
+    llama: subprocess.Popen[bytes],
+    llama_url: str,
+    db_url: str,
+) -> None:
     city = Instance(
         "bench-secondme",
         {
@@ -210,16 +213,16 @@ async def main() -> None:
         },
         workdir,
     )
+
+    def llama_ready() -> bool:
+        if llama.poll() is not None:
+            raise RuntimeError("llama_cpp.server exited")
+        try:
+            return httpx.get(llama_url + "/v1/models", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     try:
-
-        def llama_ready() -> bool:
-            if llama.poll() is not None:
-                raise RuntimeError("llama_cpp.server exited")
-            try:
-                return httpx.get(llama_url + "/v1/models", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
         await asyncio.to_thread(wait_for, llama_ready, 60, "llama_cpp.server")
         await asyncio.to_thread(city.start)
         print(json.dumps(await first_token(llama_url, city.base_url, args.runs)), flush=True)
@@ -228,9 +231,6 @@ async def main() -> None:
         )
     finally:
         await asyncio.to_thread(city.stop)
-        llama.terminate()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import resource
-import secrets
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -24,12 +23,10 @@ from typing import Any
 
 import asyncpg
 import httpx
-import redis.asyncio as aioredis
 from tests.cluster import Instance, free_port, wait_for
 
-PG = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
-SECRET = "bench-secret-0123456789-0123456789-abc"
+from bench.common import REDIS, SECRET, Scratch, scratch
+
 OUT = Path("bench/out")
 
 
@@ -163,17 +160,27 @@ async def main() -> None:
     idle_sockets = 1000 if args.quick else 19000
     history_rows = 10_000 if args.quick else 1_000_000
 
-    db = f"bench_suite_{secrets.token_hex(4)}"
-    prefix = f"suite_{secrets.token_hex(3)}:"
-    admin = await asyncpg.connect(PG)
-    await admin.execute(f'CREATE DATABASE "{db}"')
-    db_url = PG.rsplit("/", 1)[0] + "/" + db
+    async with scratch("suite") as space:
+        summary = await run_suite(args, space, subs, rates, seconds, idle_sockets, history_rows)
+    print(json.dumps({"summary": summary}, indent=2), flush=True)
+
+
+async def run_suite(
+    args: argparse.Namespace,
+    space: Scratch,
+    subs: int,
+    rates: list[int],
+    seconds: float,
+    idle_sockets: int,
+    history_rows: int,
+) -> dict[str, Any]:
+    db_url = space.database_url
     service = Instance(
         "bench-suite",
         {
             "DATABASE_URL": db_url,
             "REDIS_URL": REDIS,
-            "CITY_REDIS_PREFIX": prefix,
+            "CITY_REDIS_PREFIX": space.redis_prefix,
             "CITY_JWT_SECRET": SECRET,
             "CITY_DATA_DIR": str(OUT),
             "LOG_LEVEL": "warning",
@@ -209,14 +216,7 @@ async def main() -> None:
     finally:
         await asyncio.to_thread(service.stop)
         baseline.terminate()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
-        await admin.close()
-        client = aioredis.Redis.from_url(REDIS)
-        keys = [k async for k in client.scan_iter(match=prefix + "*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-    print(json.dumps({"summary": summary}, indent=2), flush=True)
+    return summary
 
 
 async def fanout_pair(

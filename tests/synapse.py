@@ -138,7 +138,7 @@ class Synapse:
         return str(r.json()["presence"])
 
     def wait_presence(
-        self, user_id: str, token: str, wanted: str, timeout: float = 20, **kw: Any
+        self, user_id: str, token: str, wanted: str, timeout: float = 40, **kw: Any
     ) -> None:
         deadline = time.monotonic() + timeout
         seen = None
@@ -150,4 +150,5 @@ class Synapse:
             if seen == wanted:
                 return
             time.sleep(0.2)
-        raise AssertionError(f"{user_id} is {seen!r} on Synapse, not {wanted!r}")
+        log = (self.dir / "synapse.out").read_text(errors="replace")[-1500:]
+        raise AssertionError(f"{user_id} is {seen!r} on Synapse, not {wanted!r}\n{log}")

@@ -6,7 +6,9 @@ that made it) and only records the latest state per user, so city traffic is nev
 writer task then sends at most one write per user per ``min_interval`` seconds (default 10): a
 burst of changes collapses to the first and the latest. While the homeserver is down, writes are
 retried with exponential backoff (up to ``max_backoff``), still with the latest state winning.
-Puppets are registered on first use.
+Puppets are registered on first use. A homeserver marks a user who never syncs offline some time
+after their last presence write (Synapse: 30 s), so the state of every puppet that is not offline
+is written again every ``refresh_interval`` seconds (25 by default).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ MATRIX_PRESENCE = {"online": "online", "away": "unavailable", "offline": "offlin
 class _UserState:
     wanted: str  # the Matrix presence to reach
     sent: str | None = None  # the last one the homeserver accepted
+    sent_at: float = 0.0
     next_at: float = 0.0  # not before this time (rate limit or backoff)
     failures: int = 0
 
@@ -44,8 +47,10 @@ class PresenceBridge:
         server_name: str,
         min_interval: float = 10.0,
         max_backoff: float = 30.0,
+        refresh_interval: float = 25.0,
         clock: Clock = system_clock,
     ) -> None:
+        self.refresh_interval = refresh_interval
         self.client = client
         self.server_name = server_name
         self.min_interval = min_interval
@@ -76,19 +81,24 @@ class PresenceBridge:
     def pending(self) -> int:
         return sum(1 for s in self._users.values() if s.wanted != s.sent)
 
+    def _next_write_at(self, s: _UserState) -> float | None:
+        """When this user needs a write: a new state, or a refresh of one that is not offline."""
+        if s.wanted != s.sent:
+            return s.next_at
+        if s.wanted != "offline":
+            return max(s.next_at, s.sent_at + self.refresh_interval)
+        return None
+
     async def _run(self) -> None:
         while True:
             now = self.clock()
-            due = [
-                (uid, s)
-                for uid, s in self._users.items()
-                if s.wanted != s.sent and s.next_at <= now
-            ]
-            for user_id, state in due:
-                await self._write(user_id, state)
+            for user_id, state in list(self._users.items()):
+                at = self._next_write_at(state)
+                if at is not None and at <= now:
+                    await self._write(user_id, state)
             self._forget_idle(self.clock())
-            waits = [s.next_at - self.clock() for s in self._users.values() if s.wanted != s.sent]
-            timeout = max(0.05, min(waits)) if waits else None
+            times = [t for s in self._users.values() if (t := self._next_write_at(s)) is not None]
+            timeout = max(0.05, min(times) - self.clock()) if times else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -112,8 +122,15 @@ class PresenceBridge:
             state.next_at = self.clock() + self.min_interval
             log.warning("presence of %s refused by the homeserver: %s", mxid, exc.detail)
             return
+        except Exception:  # the writer must outlive any one bad answer
+            state.failures += 1
+            state.next_at = self.clock() + self.max_backoff
+            log.exception("presence of %s could not be written", mxid)
+            return
         self.writes += 1
+        log.debug("presence of %s is %s on the homeserver", mxid, wanted)
         state.sent = wanted
+        state.sent_at = self.clock()
         state.failures = 0
         state.next_at = self.clock() + self.min_interval
 
