@@ -263,3 +263,43 @@ async def test_join_and_leave_are_persisted_and_idempotent(api: Api) -> None:
     assert kinds.count("member_joined") == 1
     assert kinds.count("member_left") == 1
     assert (await alice.post("/city/rooms/nowhere/join")).status_code == 404
+
+
+async def test_a_post_that_fails_in_the_database_does_not_take_its_batch_with_it(
+    api: Api, backend: str
+) -> None:
+    """Posts share commits under load; a post the database refuses must fail alone."""
+    if backend != "postgresql":
+        pytest.skip("the refusal is a PostgreSQL trigger")
+    import asyncpg
+
+    url = api.server.settings.database_url
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            """
+            CREATE FUNCTION refuse_boom() RETURNS trigger AS $$
+            BEGIN
+              IF NEW.body = 'boom' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+              RETURN NEW;
+            END $$ LANGUAGE plpgsql;
+            CREATE TRIGGER refuse_boom BEFORE INSERT ON city_room_messages
+              FOR EACH ROW EXECUTE FUNCTION refuse_boom();
+            """
+        )
+    finally:
+        await conn.close()
+    users = [await api.guest(f"U{i}") for i in range(6)]
+    bodies = ["a", "b", "boom", "c", "d", "e"]
+    answers = await asyncio.gather(
+        *(
+            u.post("/city/rooms/science/messages", {"body": b})
+            for u, b in zip(users, bodies, strict=True)
+        )
+    )
+    codes = {b: a.status_code for b, a in zip(bodies, answers, strict=True)}
+    assert codes.pop("boom") == 500
+    assert set(codes.values()) == {201}
+    page = (await api.http.get("/city/rooms/science/messages")).json()
+    assert sorted(m["body"] for m in page["messages"]) == ["a", "b", "c", "d", "e"]
+    assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5]  # still no gap

@@ -294,7 +294,13 @@ class RoomService:
                 del queue[:COMMIT_BATCH]
                 try:
                     results = await self._commit(room_id, batch)
-                except Exception as exc:  # every waiter gets the failure; none is left hanging
+                except Exception as exc:
+                    if len(batch) > 1 and not isinstance(exc, CityError):
+                        # One bad post must not fail the others that shared its commit: each
+                        # is tried alone, so only a post that fails by itself gets the error.
+                        # (A store that is down fails them all at once instead.)
+                        await self._commit_each(room_id, batch)
+                        continue
                     for item in batch:
                         if not item.future.done():
                             item.future.set_exception(exc)
@@ -306,6 +312,17 @@ class RoomService:
             self._committing.discard(room_id)
             if not self._pending.get(room_id):
                 self._pending.pop(room_id, None)
+
+    async def _commit_each(self, room_id: str, batch: list[_Pending]) -> None:
+        for item in batch:
+            try:
+                (result,) = await self._commit(room_id, [item])
+            except Exception as exc:  # this post's own failure, answered to it alone
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            else:
+                if not item.future.done():
+                    item.future.set_result(result)
 
     async def _commit(self, room_id: str, batch: list[_Pending]) -> list[PostResult]:
         now = utcnow()
