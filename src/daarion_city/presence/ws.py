@@ -8,10 +8,8 @@ frame) takes them offline at once; a connection that just drops is left to its T
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
 from fastapi import APIRouter
-from pydantic import Field, TypeAdapter, ValidationError
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.errors import CityError
@@ -20,10 +18,9 @@ from daarion_city.realtime.endpoint import accept_user, close, error_event
 from daarion_city.realtime.protocol import (
     PONG,
     FrameError,
-    Heartbeat,
     Ping,
-    decode_object,
     error_frame,
+    parse_presence_frame,
 )
 from daarion_city.realtime.transport import DirectWriter
 
@@ -32,21 +29,6 @@ router = APIRouter()
 # No close status (1005: a dropped TCP connection as uvicorn reports it) or an abnormal closure
 # (1006): the client did not say goodbye and will likely reconnect.
 ABRUPT_CLOSES = frozenset({1005, 1006})
-
-PresenceFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
-_frames: TypeAdapter[PresenceFrame] = TypeAdapter(PresenceFrame)
-
-
-def parse_presence_frame(text: str | None) -> PresenceFrame:
-    data = decode_object(text)
-    if data["event"] not in ("presence.heartbeat", "ping"):
-        raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
-    try:
-        return _frames.validate_python(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
-        raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc
 
 
 @router.websocket("/ws/city/presence")

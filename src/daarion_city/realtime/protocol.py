@@ -109,13 +109,28 @@ def decode_object(text: str | bytes | None) -> dict[str, Any]:
     return data
 
 
-def parse_room_frame(text: str | bytes | None) -> RoomClientFrame:
+PresenceClientFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
+_presence_frames: TypeAdapter[PresenceClientFrame] = TypeAdapter(PresenceClientFrame)
+PRESENCE_EVENTS = frozenset({"presence.heartbeat", "ping"})
+
+
+def _parse(text: str | bytes | None, adapter: TypeAdapter[Any], events: frozenset[str]) -> Any:
     data = decode_object(text)
-    if data["event"] not in ROOM_EVENTS:
+    if data["event"] not in events:
         raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
     try:
-        return _room_frames.validate_python(data)
+        return adapter.validate_python(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
         raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc
+
+
+def parse_room_frame(text: str | bytes | None) -> RoomClientFrame:
+    frame: RoomClientFrame = _parse(text, _room_frames, ROOM_EVENTS)
+    return frame
+
+
+def parse_presence_frame(text: str | bytes | None) -> PresenceClientFrame:
+    frame: PresenceClientFrame = _parse(text, _presence_frames, PRESENCE_EVENTS)
+    return frame

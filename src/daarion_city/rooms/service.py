@@ -137,15 +137,8 @@ class RoomService:
     async def maintain(self) -> None:
         """Mark this instance alive; announce the departures of sockets of dead instances."""
         for gone in await self.occupancy.maintain(time.time()):
-            frame = encode(
-                {
-                    "event": "room.leave",
-                    "room_id": gone.room_id,
-                    "user_id": gone.user_id,
-                    "name": gone.name,
-                }
-            )
-            await self._publish(self.hub.publish_event(gone.room_id, frame))
+            user = Principal(gone.user_id, gone.name)
+            await self._announce_presence_in_room("room.leave", gone.room_id, user)
 
     # --- rooms ----------------------------------------------------------------------------------
     async def resolve(self, ref: str) -> str:
@@ -489,15 +482,7 @@ class RoomService:
         conn.go_live(top)
         conn.start()
         if first:
-            frame = encode(
-                {
-                    "event": "room.join",
-                    "room_id": room_id,
-                    "user_id": user.user_id,
-                    "name": user.name,
-                }
-            )
-            await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+            await self._announce_presence_in_room("room.join", room_id, user)
 
     async def close_socket(self, conn: Connection) -> None:
         room_id, user = conn.room_id, conn.user
@@ -505,15 +490,14 @@ class RoomService:
         last = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
         if last:
             self._clear_typing(room_id, user)
-            frame = encode(
-                {
-                    "event": "room.leave",
-                    "room_id": room_id,
-                    "user_id": user.user_id,
-                    "name": user.name,
-                }
-            )
-            await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+            await self._announce_presence_in_room("room.leave", room_id, user)
+
+    async def _announce_presence_in_room(self, event: str, room_id: str, user: Principal) -> None:
+        """``room.join`` / ``room.leave`` to the others in the room."""
+        frame = encode(
+            {"event": event, "room_id": room_id, "user_id": user.user_id, "name": user.name}
+        )
+        await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
 
     # --- typing ---------------------------------------------------------------------------------
     async def set_typing(self, conn: Connection, typing: bool) -> None:
