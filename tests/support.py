@@ -16,6 +16,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from daarion_city.app import create_app
 from daarion_city.config import Settings
 from daarion_city.resources import Resources
+from daarion_city.server import CityServer, server_config
 
 
 @dataclass
@@ -40,7 +41,13 @@ async def serve_app(app: Any, *, port: int = 0, **options: Any) -> AsyncIterator
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_config=None, access_log=False, **options
     )
-    server = uvicorn.Server(config)
+    async with serving(uvicorn.Server(config)) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def serving(server: uvicorn.Server) -> AsyncIterator[uvicorn.Server]:
+    """Run a configured uvicorn server in this loop for the duration of the block."""
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:
@@ -60,13 +67,8 @@ async def run_server(
     settings: Settings, services: list[str] | None = None
 ) -> AsyncIterator[Server]:
     app = create_app(settings, services)
-    async with serve_app(
-        app,
-        ws="websockets-sansio",
-        ws_max_size=settings.city_ws_max_frame_bytes,
-        ws_per_message_deflate=False,
-        lifespan="on",
-    ) as server:
+    config = server_config(app, settings, host="127.0.0.1", port=0, loop="none")
+    async with serving(CityServer(config, app)) as server:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield Server(settings, "127.0.0.1", port, server, app.state.resources)
 

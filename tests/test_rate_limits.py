@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from websockets.exceptions import InvalidStatus
 
 from daarion_city.clock import FakeClock
+from daarion_city.config import Settings
 from daarion_city.errors import RateLimited
 from daarion_city.ratelimit import MemoryRateLimiter, take
-from tests.support import Api
+from tests.cluster import free_port
+from tests.support import Api, User, open_socket, run_server
 
 
 @pytest.fixture
@@ -84,3 +89,164 @@ async def test_websocket_sends_over_the_limit_get_an_error_event(api: Api) -> No
         assert err["retry_after"] > 0
         await ws.send({"event": "ping"})
         await ws.expect("pong")
+
+
+# --- shared through Redis -------------------------------------------------------------------
+
+
+async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> None:
+    from daarion_city.ratelimit import RedisRateLimiter
+    from tests.conftest import REDIS_URL
+
+    a_client = aioredis.Redis.from_url(REDIS_URL)
+    b_client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        a = RedisRateLimiter(a_client, prefix=redis_prefix)
+        b = RedisRateLimiter(b_client, prefix=redis_prefix)
+        await a.hit("msg:u1", rate=0.01, burst=3)
+        await b.hit("msg:u1", rate=0.01, burst=3)
+        await a.hit("msg:u1", rate=0.01, burst=3)
+        with pytest.raises(RateLimited) as info:
+            await b.hit("msg:u1", rate=0.01, burst=3)  # the fourth, on the other instance
+        assert 90 < info.value.retry_after <= 100
+        await b.hit("msg:u2", rate=0.01, burst=3)  # another key, another bucket
+        # A cost larger than one token (Second Me) takes that many.
+        await a.hit("sm:u1", rate=1.0, burst=10, cost=8)
+        with pytest.raises(RateLimited) as info:
+            await b.hit("sm:u1", rate=1.0, burst=10, cost=8)
+        assert 5 < info.value.retry_after <= 6.1
+        # The bucket expires once it would be full again: nothing is left behind.
+        ttl = await a_client.pttl(f"{redis_prefix}ratelimit:msg:u1")
+        assert 0 < ttl <= 301_000
+    finally:
+        await a_client.aclose()
+        await b_client.aclose()
+
+
+async def test_a_redis_that_is_down_leaves_limits_per_instance() -> None:
+    from daarion_city.ratelimit import RedisRateLimiter
+
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )
+    try:
+        limiter = RedisRateLimiter(client)
+        await limiter.hit("k", rate=0.01, burst=2)
+        await limiter.hit("k", rate=0.01, burst=2)
+        with pytest.raises(RateLimited):
+            await limiter.hit("k", rate=0.01, burst=2)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_instances_share_a_users_message_bucket(
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    from tests.conftest import REDIS_URL, make_settings
+
+    def settings(name: str) -> Settings:
+        return make_settings(
+            database_url,
+            tmp_path / name,
+            redis_url=REDIS_URL,
+            city_redis_prefix=redis_prefix,
+            city_message_rate=0.01,
+            city_message_burst=2,
+        )
+
+    async with run_server(settings("a")) as a, run_server(settings("b")) as b:
+        api_a, api_b = Api(a), Api(b)
+        try:
+            alice = await api_a.guest("Alice")
+            on_b = User(api_b, alice.user_id, alice.name, alice.token)
+            await alice.say("general", "one")
+            await on_b.say("general", "two")
+            r = await on_b.post("/city/rooms/general/messages", {"body": "three"})
+            assert r.status_code == 429, r.text
+            assert r.json()["code"] == "rate_limited"
+            r = await alice.post("/city/rooms/general/messages", {"body": "three"})
+            assert r.status_code == 429, r.text
+        finally:
+            await api_a.aclose()
+            await api_b.aclose()
+
+
+# --- presence writes, guests, connections, Second Me ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "presence_write_rate": 0.01,
+            "presence_write_burst": 3,
+            "city_guest_rate": 0.01,
+            "city_guest_burst": 4,
+            "city_ws_connect_rate": 0.01,
+            "city_ws_connect_burst": 3,
+        }
+    ],
+)
+async def test_presence_guest_and_connect_limits(api: Api) -> None:
+    alice = await api.guest("Alice")
+    for _ in range(3):
+        r = await alice.post("/city/presence/heartbeat", {})
+        assert r.status_code == 200, r.text
+    r = await alice.post("/city/presence/heartbeat", {})
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 1
+
+    # A socket's heartbeats have their own bucket: the fourth gets an error, the socket lives.
+    async with open_socket(api.server, "/ws/city/presence", token=alice.token) as ws:
+        await ws.expect("presence.bulk_update")
+        for _ in range(3):
+            await ws.send({"event": "presence.heartbeat"})
+        await ws.send({"event": "presence.heartbeat"})
+        err = await ws.expect("error")
+        assert err["code"] == "rate_limited"
+        await ws.send({"event": "ping"})
+        await ws.expect("pong")
+
+    # Sign-ups per address: 4 in a burst (Alice took one).
+    for i in range(3):
+        await api.guest(f"g{i}")
+    r = await api.http.post("/auth/guest", json={"name": "one too many"})
+    assert r.status_code == 429
+    assert r.json()["code"] == "rate_limited"
+
+    # Socket upgrades per address: three went through (one above, two here); the next is
+    # refused before the upgrade with 429 and Retry-After.
+    async with alice.socket("general") as ws:
+        await ws.expect("room.state")
+        async with alice.socket("general") as ws2:
+            await ws2.expect("room.state")
+    with pytest.raises(InvalidStatus) as refused:
+        async with alice.socket("general"):
+            pass
+    assert refused.value.response.status_code == 429
+    assert int(refused.value.response.headers["Retry-After"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "secondme_token_rate": 0.01,
+            "secondme_token_burst": 300,
+            # A model server that is not there: the ask fails fast, after it was charged.
+            "secondme_llm_base_url": f"http://127.0.0.1:{free_port()}/v1",
+            "secondme_llm_model": "smollm2",
+        }
+    ],
+)
+async def test_second_me_asks_spend_a_token_bucket(api: Api) -> None:
+    alice = await api.guest("Alice")
+    # Each ask is charged its prompt and the longest answer (SECONDME_MAX_TOKENS = 256)
+    # before the model is called: the second ask finds the bucket short.
+    r = await alice.post("/secondme/invoke", {"prompt": "x" * 40})
+    assert r.status_code in (502, 503), r.text
+    r = await alice.post("/secondme/invoke", {"prompt": "hello"})
+    assert r.status_code == 429, r.text
+    assert r.json()["code"] == "rate_limited"
+    assert int(r.headers["retry-after"]) > 1000

@@ -16,6 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
 from daarion_city import auth, ops
@@ -33,7 +34,7 @@ from daarion_city.presence.service import PresenceService
 from daarion_city.presence.store import MemoryPresenceStore, PresenceStore
 from daarion_city.presence.store.redis import RedisPresenceStore
 from daarion_city.pubsub import create_pubsub
-from daarion_city.ratelimit import MemoryRateLimiter
+from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.resources import Resources
 from daarion_city.rooms import http as rooms_http
@@ -112,7 +113,9 @@ async def open_resources(
         )
         hub.start()
         stack.push_async_callback(hub.close)
-        limiter = MemoryRateLimiter()
+        limiter: RateLimiter = MemoryRateLimiter()
+        if redis_client is not None:
+            limiter = RedisRateLimiter(redis_client, prefix=settings.city_redis_prefix)
         occupancy: RoomOccupancy
         presence_store: PresenceStore
         if redis_client is not None:
@@ -134,6 +137,7 @@ async def open_resources(
             rooms_of=occupancy.rooms_of,
             settings=settings,
             metrics=metrics,
+            limiter=limiter,
         )
         rooms = RoomService(
             db=db,
@@ -152,7 +156,7 @@ async def open_resources(
             await rooms.start()
             await presence.start()
             stack.push_async_callback(presence.stop)
-        secondme = SecondMeService(db, create_provider(settings), settings)
+        secondme = SecondMeService(db, create_provider(settings), settings, limiter)
         stack.push_async_callback(secondme.close)
         matrix = MatrixGateway.create(settings)
         if matrix is not None:
@@ -200,8 +204,22 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if settings.allowed_origins:
+        # Bearer tokens, never cookies: no credentials, so "*" stays safe to allow.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
     app.add_middleware(
-        RequestContextMiddleware, metrics=metrics, max_body=settings.city_max_body_bytes
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body=settings.city_max_body_bytes,
+        json_limits=settings.json_limits,
     )
     app.include_router(ops.router)
     app.include_router(auth.router)

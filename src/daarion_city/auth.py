@@ -138,12 +138,20 @@ class GuestToken(BaseModel):
     "/auth/guest",
     status_code=201,
     response_model=GuestToken,
-    responses={403: {"description": "guests are disabled (`guests_disabled`)"}},
+    responses={
+        403: {"description": "guests are disabled (`guests_disabled`)"},
+        429: {"description": "too many sign-ups from this address (`rate_limited`)"},
+    },
 )
 async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
     resources = get_resources(request)
-    if not resources.settings.city_allow_guests:
+    settings = resources.settings
+    if not settings.city_allow_guests:
         raise Forbidden("guest sign-in is disabled", code="guests_disabled")
+    address = request.client.host if request.client else "unknown"
+    await resources.limiter.hit(
+        f"guest:{address}", rate=settings.city_guest_rate, burst=settings.city_guest_burst
+    )
     issued = resources.auth.mint(new_user_id(), body.name, resources.settings.city_guest_token_ttl)
     return {
         "token": issued.token,

@@ -12,10 +12,9 @@ from daarion_city.config import ALL_SERVICES, Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     from daarion_city.app import ConfigurationError, create_app
     from daarion_city.logs import setup_logging
+    from daarion_city.server import CityServer, server_config
 
     setup_logging(settings.log_level)
     services = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -24,20 +23,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     except ConfigurationError as exc:
         print(f"daarion-city: {exc}", file=sys.stderr)
         return 2
-    uvicorn.run(
+    config = server_config(
         app,
+        settings,
         host=args.host or settings.city_host,
         port=args.port or settings.city_port,
-        ws="websockets-sansio",
-        ws_max_size=settings.city_ws_max_frame_bytes,
-        ws_per_message_deflate=False,
-        http="httptools",
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=10,
-        server_header=False,
     )
+    CityServer(config, app).run()
     return 0
 
 

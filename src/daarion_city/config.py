@@ -6,11 +6,14 @@ Nothing here is built at import time; ``Settings()`` is called by the CLI or by 
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from daarion_city.validation import JsonLimits
 
 # "city" is rooms, presence, the feed and the web client (port 7001); "secondme" (7003) and
 # "matrix" (7025) can run in their own processes or beside it.
@@ -29,6 +32,9 @@ class Settings(BaseSettings):
     city_instances: int = Field(1, ge=1, description="How many instances share the database")
     city_instance_id: str = ""
     log_level: str = "info"
+    city_shutdown_timeout: float = Field(
+        10.0, gt=0, description="Seconds requests in flight get to finish on SIGTERM"
+    )
 
     # --- storage -----------------------------------------------------------------------------
     database_url: str = ""
@@ -42,7 +48,20 @@ class Settings(BaseSettings):
     city_jwt_secret: SecretStr | None = None
     city_allow_guests: bool = True
     city_guest_token_ttl: int = Field(7 * 24 * 3600, ge=60)
-    city_allowed_origins: str = ""
+    city_allowed_origins: str = Field(
+        "",
+        description="Comma-separated origins allowed for browsers (CORS and WebSocket Origin); "
+        "empty: same-origin only; '*': any",
+    )
+    city_ws_auth_timeout: float = Field(
+        10.0, gt=0, description="Seconds a socket without ?token= has to send its auth frame"
+    )
+    city_ws_connect_rate: float = Field(
+        20.0, gt=0, description="WebSocket connections per second per client address"
+    )
+    city_ws_connect_burst: int = Field(200, ge=1)
+    city_guest_rate: float = Field(0.5, gt=0, description="Guest sign-ups per second per address")
+    city_guest_burst: int = Field(20, ge=1)
 
     # --- rooms -------------------------------------------------------------------------------
     city_default_rooms: str = "general,welcome,builders"
@@ -56,12 +75,18 @@ class Settings(BaseSettings):
     city_ws_send_queue: int = Field(1000, ge=1, description="Frames queued per socket before 4408")
     city_ws_max_per_user: int = Field(20, ge=1)
     city_typing_timeout: float = Field(10.0, gt=0)
+    city_max_json_depth: int = Field(16, ge=2, description="Nesting of a JSON body or frame")
+    city_max_json_items: int = Field(1000, ge=1, description="Items of one JSON array or object")
 
     # --- presence ----------------------------------------------------------------------------
     presence_ttl: float = Field(40.0, gt=0)
     presence_sweep_interval: float = Field(5.0, gt=0)
     presence_away_after: float = Field(300.0, gt=0)
     presence_heartbeat_interval: float = Field(15.0, gt=0)
+    presence_write_rate: float = Field(
+        1.0, gt=0, description="Presence writes per second per user (HTTP) or per socket"
+    )
+    presence_write_burst: int = Field(20, ge=1)
 
     # --- second me ---------------------------------------------------------------------------
     secondme_agent_id: str = "ag_secondme_global"
@@ -82,6 +107,10 @@ class Settings(BaseSettings):
     secondme_first_token_timeout: float = Field(60.0, gt=0)
     secondme_idle_timeout: float = Field(30.0, gt=0)
     secondme_daily_tokens: int = Field(200_000, ge=1, description="Per user and UTC day")
+    secondme_token_rate: float = Field(
+        20.0, gt=0, description="Tokens per second per user (prompt + max_tokens per ask)"
+    )
+    secondme_token_burst: int = Field(8192, ge=1)
     secondme_local_model_path: str = ""
     secondme_local_context: int = Field(2048, ge=256)
     secondme_local_threads: int = Field(2, ge=1)
@@ -131,6 +160,10 @@ class Settings(BaseSettings):
     @property
     def allowed_origins(self) -> list[str]:
         return [o.strip() for o in self.city_allowed_origins.split(",") if o.strip()]
+
+    @cached_property
+    def json_limits(self) -> JsonLimits:
+        return JsonLimits(depth=self.city_max_json_depth, items=self.city_max_json_items)
 
     def masked(self) -> dict[str, Any]:
         """The configuration as a dict with secrets and URL passwords masked."""

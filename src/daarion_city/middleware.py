@@ -1,7 +1,11 @@
-"""Pure ASGI middleware: request ids, the access log, request metrics and the body-size limit.
+"""Pure ASGI middleware: request ids, the access log, request metrics and the body limits.
 
 The body limit answers 413 ``payload_too_large`` from the ``Content-Length`` header before
 anything is read, and for bodies without one, as soon as the bytes received pass the limit.
+A JSON body (``application/json`` or ``*+json``) is then read whole (it is bounded), parsed
+once and checked against the nesting and item caps (``CITY_MAX_JSON_DEPTH``/``_ITEMS``): one
+that breaks them, or is not JSON, gets 422 ``validation_error`` before any route parses it
+(Python's own parser would recurse on deep input until it fails with a 500).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from daarion_city.logs import request_id
 from daarion_city.metrics import Metrics
 from daarion_city.realtime.transport import remember_protocol
+from daarion_city.validation import JsonLimits
 
 log = logging.getLogger("daarion_city.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -31,11 +36,41 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"detail": f"request body over {limit} bytes", "code": "payload_too_large"})
 
 
+def _is_json(scope: Scope) -> bool:
+    raw: bytes = dict(scope["headers"]).get(b"content-type", b"")
+    ctype = raw.split(b";")[0].strip().lower()
+    return ctype == b"application/json" or ctype.endswith(b"+json")
+
+
+def _json_problem(body: bytes, limits: JsonLimits) -> bytes | None:
+    """The 422 answer for a JSON body that is not JSON or breaks the caps, else None."""
+    if not body.strip():
+        return None  # no body: the route decides whether it needs one
+    try:
+        problem = limits.violation(orjson.loads(body))
+    except orjson.JSONDecodeError as exc:
+        problem, kind = f"the body is not valid JSON: {exc}", "json_invalid"
+    else:
+        kind = "json_limits"
+    if problem is None:
+        return None
+    detail = [{"loc": ["body"], "msg": problem, "type": kind}]
+    return orjson.dumps({"detail": detail, "code": "validation_error"})
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body: int,
+        json_limits: JsonLimits | None = None,
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body = max_body
+        self.json_limits = json_limits or JsonLimits()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -60,14 +95,13 @@ class RequestContextMiddleware:
         too_large = False
         limit = self.max_body
 
-        async def respond_too_large() -> None:
+        async def respond(code: int, body: bytes) -> None:
             nonlocal status, response_started
-            status, response_started = 413, True
-            body = _too_large_body(limit)
+            status, response_started = code, True
             await send(
                 {
                     "type": "http.response.start",
-                    "status": 413,
+                    "status": code,
                     "headers": [
                         (b"content-type", b"application/json"),
                         (b"content-length", str(len(body)).encode()),
@@ -77,6 +111,9 @@ class RequestContextMiddleware:
                 }
             )
             await send({"type": "http.response.body", "body": body})
+
+        async def respond_too_large() -> None:
+            await respond(413, _too_large_body(limit))
 
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -107,8 +144,31 @@ class RequestContextMiddleware:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
+        app_receive: Receive = limited_receive
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and _is_json(scope):
+            chunks: list[bytes] = []
+            with contextlib.suppress(_TooLarge):
+                while True:
+                    message = await limited_receive()
+                    if message["type"] != "http.request":
+                        break  # the client left; the route sees an empty body and answers
+                    chunks.append(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        break
+            body = b"".join(chunks)
+            problem = None if too_large else _json_problem(body, self.json_limits)
+            if too_large or problem is not None:
+                too_large = False  # answer directly, the route is never called
+                if problem is None:
+                    await respond_too_large()
+                else:
+                    await respond(422, problem)
+                self._record(scope, status, started)
+                return
+            app_receive = _replay(body, receive)
+
         with contextlib.suppress(_TooLarge):
-            await self.app(scope, limited_receive, send_wrapper)
+            await self.app(scope, app_receive, send_wrapper)
         if too_large and not response_started:
             await respond_too_large()
         self._record(scope, status, started)
@@ -126,3 +186,17 @@ class RequestContextMiddleware:
             elapsed * 1000,
             extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
         )
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that hands the app the body already read, then the client's next events."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,16 +1,29 @@
-"""Token-bucket rate limits, pure functions of ``now``.
+"""Token-bucket rate limits.
 
-A bucket of ``burst`` tokens refills at ``rate`` tokens per second; each action takes one. When it
-is empty the caller is told how long until the next token (``Retry-After``).
+A bucket of ``burst`` tokens refills at ``rate`` tokens per second; each action takes ``cost``
+(one, or a Second Me ask's token estimate). When it is short the caller is told how long until
+enough has refilled (``Retry-After``).
+
+Two limiters behind one Protocol: :class:`MemoryRateLimiter` (one process) and
+:class:`RedisRateLimiter` (shared by every instance: one Lua script per hit, timed by Redis'
+own clock so instances with skewed clocks agree). When Redis does not answer, the Redis limiter
+falls back to its in-process buckets and logs it: a limiter outage must not stop the city (the
+limits then hold per instance), the way Envoy's and Discord's limiters fail open.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
 from daarion_city.clock import Clock, system_clock
 from daarion_city.errors import RateLimited
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +46,8 @@ def take(
 
 
 class RateLimiter(Protocol):
-    async def hit(self, key: str, *, rate: float, burst: int) -> None:
-        """Take one token for ``key`` or raise :class:`RateLimited`."""
+    async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
+        """Take ``cost`` tokens for ``key`` or raise :class:`RateLimited`."""
         ...
 
 
@@ -46,9 +59,12 @@ class MemoryRateLimiter:
         self._buckets: dict[str, Bucket] = {}
         self._max_keys = max_keys
 
-    async def hit(self, key: str, *, rate: float, burst: int) -> None:
+    async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
+        self.check(key, rate=rate, burst=burst, cost=cost)
+
+    def check(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
         now = self._clock()
-        bucket, wait = take(self._buckets.get(key), rate=rate, burst=burst, now=now)
+        bucket, wait = take(self._buckets.get(key), rate=rate, burst=burst, now=now, cost=cost)
         if len(self._buckets) >= self._max_keys and key not in self._buckets:
             self._evict(now, rate, burst)
         self._buckets[key] = bucket
@@ -62,3 +78,49 @@ class MemoryRateLimiter:
                 del self._buckets[key]
         if len(self._buckets) >= self._max_keys:
             self._buckets.clear()
+
+
+# KEYS[1] the bucket; ARGV rate, burst, cost. Returns the seconds to wait ("0": taken) as text
+# (a Lua number would be truncated to an integer on its way out).
+TAKE = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
+
+class RedisRateLimiter:
+    """Buckets in Redis under ``{prefix}ratelimit:{key}``, gone once full again (PEXPIRE)."""
+
+    def __init__(
+        self, redis: aioredis.Redis, *, prefix: str = "", fallback: MemoryRateLimiter | None = None
+    ) -> None:
+        self._redis = redis
+        self._prefix = prefix
+        self._script = redis.register_script(TAKE)
+        self._fallback = fallback or MemoryRateLimiter()
+        self._down_logged = False
+
+    async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
+        try:
+            raw = await self._script(
+                keys=[f"{self._prefix}ratelimit:{key}"], args=[rate, burst, cost]
+            )
+        except (RedisError, OSError, TimeoutError) as exc:
+            if not self._down_logged:
+                log.warning("rate limits held per instance while Redis is unavailable: %r", exc)
+                self._down_logged = True
+            self._fallback.check(key, rate=rate, burst=burst, cost=cost)
+            return
+        self._down_logged = False
+        wait = float(raw.decode() if isinstance(raw, bytes) else raw)
+        if wait > 0:
+            raise RateLimited(wait)

@@ -168,6 +168,11 @@ class FeedService:
             sub.queue.get_nowait()
         sub.queue.put_nowait(None)
 
+    def end_streams(self) -> None:
+        """Server shutdown: every stream ends (clients reconnect with Last-Event-ID)."""
+        for sub in list(self._subscribers):
+            self._end(sub)
+
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)

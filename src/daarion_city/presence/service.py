@@ -23,6 +23,7 @@ from daarion_city.metrics import Metrics
 from daarion_city.presence.model import HTTP_CONNECTION, Transition, reported_status
 from daarion_city.presence.store import PresenceStore
 from daarion_city.pubsub import PubSub
+from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
@@ -60,9 +61,11 @@ class PresenceService:
         rooms_of: RoomsOf,
         settings: Settings,
         metrics: Metrics,
+        limiter: RateLimiter | None = None,
         clock: Clock = system_clock,
     ) -> None:
         self.store = store
+        self.limiter = limiter or MemoryRateLimiter(clock)
         self.bus = bus
         self.hub = hub
         self.rooms_of = rooms_of
@@ -88,6 +91,15 @@ class PresenceService:
         await self.bus.unsubscribe(CHANNEL, self._on_bus)
 
     # --- events -------------------------------------------------------------------------------
+    async def check_write(self, user: Principal) -> None:
+        """The user's presence-write bucket (HTTP heartbeats and offline beacons; a socket's
+        heartbeats have their own bucket in ``presence/ws.py``). Raises ``RateLimited``."""
+        await self.limiter.hit(
+            f"presence:{user.user_id}",
+            rate=self.settings.presence_write_rate,
+            burst=self.settings.presence_write_burst,
+        )
+
     async def heartbeat(
         self,
         user: Principal,

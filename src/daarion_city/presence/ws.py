@@ -12,7 +12,8 @@ import logging
 from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from daarion_city.errors import CityError
+from daarion_city.errors import CityError, RateLimited
+from daarion_city.ratelimit import Bucket, take
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.endpoint import accept_user, close, error_event
 from daarion_city.realtime.protocol import (
@@ -46,6 +47,11 @@ async def presence_socket(websocket: WebSocket) -> None:
         direct=DirectWriter.for_scope(websocket.scope),
     )
     conn_id = f"{resources.instance_id}:p{conn.id}"
+    settings = resources.settings
+    limits = settings.json_limits
+    # This socket's presence-write bucket: in process, so a heartbeat costs no extra round trip;
+    # sockets per user are capped, which caps a user's writes.
+    bucket: Bucket | None = None
     resources.metrics.presence_sockets.inc()
     clean_close = False
     try:
@@ -54,16 +60,28 @@ async def presence_socket(websocket: WebSocket) -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                clean_close = message.get("code", 1000) not in ABRUPT_CLOSES
+                # A socket the server closed for its shutdown is left to its TTL, like a
+                # dropped one: its client reconnects (to another instance) and stays online.
+                clean_close = message.get("code", 1000) not in ABRUPT_CLOSES and not conn.going_away
                 break
             try:
-                frame = parse_presence_frame(message.get("text"))
+                frame = parse_presence_frame(message.get("text"), limits)
             except FrameError as exc:
                 resources.metrics.ws_errors.labels(exc.code).inc()
                 conn.send(error_frame(exc.code, exc.message))
                 continue
             if isinstance(frame, Ping):
                 conn.send(PONG)
+                continue
+            bucket, wait = take(
+                bucket,
+                rate=settings.presence_write_rate,
+                burst=settings.presence_write_burst,
+                now=presence.clock(),
+            )
+            if wait > 0:
+                resources.metrics.ws_errors.labels("rate_limited").inc()
+                conn.send(error_event(RateLimited(wait, "heartbeats too often")))
                 continue
             try:
                 await presence.heartbeat(

@@ -30,6 +30,7 @@ from daarion_city.realtime.transport import DirectWriter
 log = logging.getLogger(__name__)
 
 CLOSE_TOO_SLOW = 4408
+CLOSE_GOING_AWAY = 1001
 _ids = itertools.count(1)
 
 
@@ -45,6 +46,7 @@ class Connection:
         "_started",
         "_writer",
         "catching_up",
+        "going_away",
         "id",
         "last_seq",
         "max_queue",
@@ -72,6 +74,7 @@ class Connection:
         self.on_overflow = on_overflow
         self.last_seq = 0
         self.catching_up = True
+        self.going_away = False  # closed by the server's shutdown, not by its client
         self._held: list[tuple[int | None, str]] = []
         self._queue: deque[str] = deque()
         self._started = False
@@ -184,6 +187,16 @@ class Connection:
         if self._writer is not None:
             self._writer.cancel()
         self._writer = asyncio.create_task(self._close(CLOSE_TOO_SLOW, "send queue overflow"))
+
+    def go_away(self) -> asyncio.Task[None]:
+        """The server is shutting down: flush what is queued (bounded), then close with 1001."""
+        self.going_away = True
+
+        async def flush_and_close() -> None:
+            await self.stop(flush_timeout=1.0)
+            await self._close(CLOSE_GOING_AWAY, "server shutting down")
+
+        return asyncio.create_task(flush_and_close(), name=f"ws-going-away-{self.id}")
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):

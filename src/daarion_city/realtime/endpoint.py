@@ -1,16 +1,27 @@
-"""What every WebSocket endpoint shares: authenticate after accept (so the client sees a 4xxx
-close code, which browsers cannot see on a refused upgrade), map errors to frames and codes."""
+"""What every WebSocket endpoint shares: the upgrade checks, authentication, and mapping errors
+to frames and close codes.
+
+Before the upgrade (refused with a plain HTTP answer, as Synapse and Centrifugo do): an
+``Origin`` outside ``CITY_ALLOWED_ORIGINS`` gets 403, an address opening sockets faster than
+``CITY_WS_CONNECT_RATE`` gets 429 with ``Retry-After``. After it (so a browser sees the 4xxx
+close code, which it cannot see on a refused upgrade): the token comes from ``?token=`` or, for
+clients that keep tokens out of URLs, from a first frame ``{"event": "auth", "token"}`` sent
+within ``CITY_WS_AUTH_TIMEOUT`` (10 s); anything else before it, a bad token, or silence closes
+the socket with 4401."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.auth import Principal
-from daarion_city.errors import CityError, Unauthorized
-from daarion_city.realtime.protocol import encode
+from daarion_city.errors import CityError, RateLimited, Unauthorized
+from daarion_city.origins import origin_allowed
+from daarion_city.realtime.protocol import FrameError, decode_object, encode
 from daarion_city.resources import Resources, get_resources
 
 log = logging.getLogger(__name__)
@@ -24,15 +35,77 @@ CLOSE_TRY_AGAIN = 1013
 
 
 async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | None:
-    """Accept the socket and authenticate ``?token=``; on failure close with 4401."""
+    """Check the upgrade, accept the socket and authenticate it; None once it is closed."""
     resources = get_resources(websocket)
+    settings = resources.settings
+    if not origin_allowed(
+        websocket.headers.get("origin"), websocket.headers.get("host"), settings.allowed_origins
+    ):
+        resources.metrics.ws_errors.labels("origin_not_allowed").inc()
+        await deny(websocket, 403, "origin_not_allowed", "this Origin may not open sockets here")
+        return None
+    address = websocket.client.host if websocket.client else "unknown"
+    try:
+        await resources.limiter.hit(
+            f"connect:{address}",
+            rate=settings.city_ws_connect_rate,
+            burst=settings.city_ws_connect_burst,
+        )
+    except RateLimited as exc:
+        resources.metrics.ws_errors.labels("connect_rate_limited").inc()
+        await deny(websocket, 429, exc.code, exc.detail, exc.headers())
+        return None
     await websocket.accept()
     try:
-        user = resources.auth.verify(websocket.query_params.get("token"))
+        token = websocket.query_params.get("token")
+        if token is None:
+            async with asyncio.timeout(settings.city_ws_auth_timeout):
+                token = await _auth_frame(websocket)
+        user = resources.auth.verify(token)
     except Unauthorized as exc:
         await close(websocket, CLOSE_UNAUTHORIZED, exc.detail)
         return None
+    except TimeoutError:
+        wait = settings.city_ws_auth_timeout
+        await close(websocket, CLOSE_UNAUTHORIZED, f"no auth frame within {wait:g} s")
+        return None
+    except _Gone:
+        return None
     return resources, user
+
+
+class _Gone(Exception):
+    """The client left before authenticating."""
+
+
+async def _auth_frame(websocket: WebSocket) -> str:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise _Gone
+    try:
+        frame = decode_object(message.get("text"))
+    except FrameError:
+        frame = {}
+    token = frame.get("token")
+    if frame.get("event") != "auth" or not isinstance(token, str):
+        raise Unauthorized('authenticate first: ?token= or {"event": "auth", "token": "..."}')
+    return token
+
+
+async def deny(
+    websocket: WebSocket,
+    status: int,
+    code: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+) -> None:
+    """Refuse the upgrade with an HTTP answer where the server can send one (uvicorn's
+    ``websocket.http.response`` extension), else with its plain 403."""
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        response = JSONResponse({"detail": detail, "code": code}, status, headers=headers)
+        await websocket.send_denial_response(response)
+    else:
+        await websocket.close(1008, detail[:120])
 
 
 async def close(websocket: WebSocket, code: int, reason: str) -> None:

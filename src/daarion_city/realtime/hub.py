@@ -205,6 +205,9 @@ class RoomHub:
         assert channel.expected is not None
         return channel.expected - 1
 
+    def all_connections(self) -> list[Connection]:
+        return [conn for ch in self._channels.values() for conn in ch.connections]
+
     def connections(self, room_id: str) -> set[Connection]:
         channel = self._channels.get(room_id)
         return set(channel.connections) if channel is not None else set()

@@ -13,8 +13,9 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from daarion_city.rooms.schemas import ClientMsgId, MessageBody
+from daarion_city.validation import JsonLimits
 
-MAX_NESTING = 16
+DEFAULT_LIMITS = JsonLimits()
 
 
 class FrameError(Exception):
@@ -76,22 +77,7 @@ def error_frame(code: str, message: str) -> str:
 PONG = encode({"event": "pong"})
 
 
-def _depth(value: Any, limit: int) -> int:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            return deepest
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
-
-
-def decode_object(text: str | bytes | None) -> dict[str, Any]:
+def decode_object(text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Parse one frame into a JSON object with a string ``event``, or raise :class:`FrameError`."""
     if text is None:
         raise FrameError("invalid_frame", "binary frames are not supported; send JSON text")
@@ -101,8 +87,9 @@ def decode_object(text: str | bytes | None) -> dict[str, Any]:
         raise FrameError("invalid_json", "the frame is not valid JSON") from exc
     if not isinstance(data, dict):
         raise FrameError("invalid_frame", "a frame must be a JSON object")
-    if _depth(data, MAX_NESTING) > MAX_NESTING:
-        raise FrameError("invalid_frame", f"a frame may nest at most {MAX_NESTING} levels")
+    violation = limits.violation(data)
+    if violation is not None:
+        raise FrameError("invalid_frame", violation)
     event = data.get("event")
     if not isinstance(event, str):
         raise FrameError("invalid_frame", 'a frame needs a string "event"')
@@ -114,8 +101,13 @@ _presence_frames: TypeAdapter[PresenceClientFrame] = TypeAdapter(PresenceClientF
 PRESENCE_EVENTS = frozenset({"presence.heartbeat", "ping"})
 
 
-def _parse(text: str | bytes | None, adapter: TypeAdapter[Any], events: frozenset[str]) -> Any:
-    data = decode_object(text)
+def _parse(
+    text: str | bytes | None,
+    adapter: TypeAdapter[Any],
+    events: frozenset[str],
+    limits: JsonLimits,
+) -> Any:
+    data = decode_object(text, limits)
     if data["event"] not in events:
         raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
     try:
@@ -126,11 +118,15 @@ def _parse(text: str | bytes | None, adapter: TypeAdapter[Any], events: frozense
         raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc
 
 
-def parse_room_frame(text: str | bytes | None) -> RoomClientFrame:
-    frame: RoomClientFrame = _parse(text, _room_frames, ROOM_EVENTS)
+def parse_room_frame(
+    text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS
+) -> RoomClientFrame:
+    frame: RoomClientFrame = _parse(text, _room_frames, ROOM_EVENTS, limits)
     return frame
 
 
-def parse_presence_frame(text: str | bytes | None) -> PresenceClientFrame:
-    frame: PresenceClientFrame = _parse(text, _presence_frames, PRESENCE_EVENTS)
+def parse_presence_frame(
+    text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS
+) -> PresenceClientFrame:
+    frame: PresenceClientFrame = _parse(text, _presence_frames, PRESENCE_EVENTS, limits)
     return frame

@@ -106,7 +106,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
 
 async def _handle(resources: Resources, conn: Connection, text: str | None) -> None:
     try:
-        frame = parse_room_frame(text)
+        frame = parse_room_frame(text, resources.settings.json_limits)
     except FrameError as exc:
         resources.metrics.ws_errors.labels(exc.code).inc()
         conn.send(error_frame(exc.code, exc.message))

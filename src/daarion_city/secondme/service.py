@@ -26,6 +26,7 @@ from daarion_city.clock import iso, utcnow
 from daarion_city.config import Settings
 from daarion_city.errors import CityError, Conflict, RateLimited
 from daarion_city.ids import new_id
+from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.secondme.breaker import CircuitBreaker, CircuitOpen
 from daarion_city.secondme.providers.base import (
     AgentProvider,
@@ -62,8 +63,15 @@ class Answer:
 
 
 class SecondMeService:
-    def __init__(self, db: Database, provider: AgentProvider, settings: Settings) -> None:
+    def __init__(
+        self,
+        db: Database,
+        provider: AgentProvider,
+        settings: Settings,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self.db = db
+        self.limiter = limiter or MemoryRateLimiter()
         self.provider = provider
         self.settings = settings
         self.breaker = CircuitBreaker(
@@ -111,6 +119,16 @@ class SecondMeService:
 
     async def invoke_stream(self, user: Principal, prompt: str) -> AsyncIterator[str | Answer]:
         """Text deltas, then one :class:`Answer` once the answer is stored."""
+        s = self.settings
+        # The user's token bucket is charged what this ask may cost at most (its prompt and the
+        # longest answer), before anything is stored or the model is called.
+        cost = min(s.secondme_token_burst, estimate_tokens(prompt) + s.secondme_max_tokens)
+        await self.limiter.hit(
+            f"secondme:{user.user_id}",
+            rate=s.secondme_token_rate,
+            burst=s.secondme_token_burst,
+            cost=cost,
+        )
         prompt_id = new_id("smm")
         context = await self._begin(user, prompt, prompt_id, utcnow())
         finished = False

@@ -1,0 +1,79 @@
+"""The HTTP server: uvicorn with the service's options, and a graceful shutdown of our own.
+
+On SIGTERM (or SIGINT) uvicorn stops accepting, asks every connection to shut down (its
+WebSocket close code would be 1012), waits up to ``timeout_graceful_shutdown`` for requests in
+flight, then runs the lifespan shutdown. :class:`CityServer` goes first: it stops accepting,
+ends the feed's SSE streams (clients resume with ``Last-Event-ID``), and closes every room and
+presence socket with 1001 "going away" after flushing what each had queued, so clients
+reconnect at once, to this instance's successor or to another one. Presence is not taken
+offline for sockets closed this way: their users are back within a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI
+
+from daarion_city.config import Settings
+from daarion_city.resources import Resources
+
+log = logging.getLogger(__name__)
+GOING_AWAY_TIMEOUT = 5.0
+
+
+def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """One place for the options every server of this app runs with."""
+    options: dict[str, Any] = {
+        "host": settings.city_host,
+        "port": settings.city_port,
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.city_ws_max_frame_bytes,
+        # permessage-deflate keeps a compressor per socket (about 64 KiB with zlib's defaults):
+        # off, as measured in bench/RESULTS.md; chat frames are small.
+        "ws_per_message_deflate": False,
+        "http": "httptools",
+        "loop": "uvloop" if sys.platform != "win32" else "asyncio",
+        "log_config": None,
+        "access_log": False,
+        "timeout_graceful_shutdown": settings.city_shutdown_timeout,
+        "server_header": False,
+        "lifespan": "on",
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+async def going_away(resources: Resources) -> None:
+    """Close every socket with 1001 and end every SSE stream; bounded in time."""
+    resources.feed.end_streams()
+    conns = [*resources.hub.all_connections(), *resources.presence.sockets]
+    if not conns:
+        return
+    log.info("shutting down: closing %d sockets with 1001", len(conns))
+    tasks = [conn.go_away() for conn in conns]
+    _, pending = await asyncio.wait(tasks, timeout=GOING_AWAY_TIMEOUT)
+    for task in pending:
+        task.cancel()
+
+
+class CityServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._city_app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()  # stop accepting before the sockets are told to go
+        resources: Resources | None = getattr(self._city_app.state, "resources", None)
+        if resources is not None:
+            try:
+                await going_away(resources)
+            except Exception:
+                log.exception("closing sockets for the shutdown failed")
+        await super().shutdown(sockets)
