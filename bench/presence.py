@@ -33,7 +33,7 @@ import redis.asyncio as aioredis
 from tests.cluster import Instance
 from websockets.asyncio.client import ClientConnection, connect
 
-from bench.common import REDIS, SECRET, pct, scratch
+from bench.common import REDIS, SECRET, UNLIMITED, pct, scratch
 
 HB = orjson.dumps({"event": "presence.heartbeat"}).decode()
 PING = orjson.dumps({"event": "ping"}).decode()
@@ -57,6 +57,7 @@ async def cluster(workdir: Path, count: int) -> AsyncIterator[list[Instance]]:
             "CITY_WS_SEND_QUEUE": "100000",
             "CITY_WS_MAX_PER_USER": "100000",
             "LOG_LEVEL": "warning",
+            **UNLIMITED,
         }
         instances = [Instance(f"bench-{i}", env, workdir) for i in range(count)]
         try:

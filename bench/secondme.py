@@ -30,7 +30,7 @@ import httpx
 import orjson
 from tests.cluster import Instance, free_port, wait_for
 
-from bench.common import SECRET, pct, scratch
+from bench.common import SECRET, UNLIMITED, pct, scratch
 from daarion_city.config import Settings
 from daarion_city.secondme.providers.local import find_default_model
 
@@ -210,6 +210,7 @@ async def run(
             "SECONDME_MAX_TOKENS": "8",
             "SECONDME_TEMPERATURE": "0",
             "LOG_LEVEL": "warning",
+            **UNLIMITED,
         },
         workdir,
     )

@@ -25,7 +25,7 @@ import asyncpg
 import httpx
 from tests.cluster import Instance, free_port, wait_for
 
-from bench.common import REDIS, SECRET, Scratch, scratch
+from bench.common import REDIS, SECRET, UNLIMITED, Scratch, scratch
 
 OUT = Path("bench/out")
 
@@ -184,12 +184,9 @@ async def run_suite(
             "CITY_JWT_SECRET": SECRET,
             "CITY_DATA_DIR": str(OUT),
             "LOG_LEVEL": "warning",
-            "CITY_MESSAGE_RATE": "1000000",
-            "CITY_MESSAGE_BURST": "1000000",
+            **UNLIMITED,
             "CITY_WS_SEND_QUEUE": "100000",
             "DATABASE_POOL_SIZE": "20",
-            "CITY_ROOM_CREATE_RATE": "1000",
-            "CITY_ROOM_CREATE_BURST": "1000",
         },
         OUT,
     )
