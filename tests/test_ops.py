@@ -89,6 +89,26 @@ def test_generated_secret_survives_a_restart(tmp_path: Path) -> None:
     assert TokenAuthority(load_secret(settings)).verify(token).user_id == "u_a"
 
 
+def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered() -> None:
+    import time
+
+    from daarion_city.errors import Unauthorized
+
+    authority = TokenAuthority("s" * 32, cache_size=2)
+    short = authority.mint("u_a", "A", 1).token
+    assert authority.verify(short).user_id == "u_a"
+    assert authority.verify(short).user_id == "u_a"  # from the cache
+    forged = TokenAuthority("t" * 32).mint("u_a", "A", 60).token
+    for _ in range(2):
+        with pytest.raises(Unauthorized):
+            authority.verify(forged)
+    for i in range(5):  # the cache stays bounded
+        authority.verify(authority.mint(f"u_{i}", None, 60).token)
+    time.sleep(2.1)  # exp has whole seconds
+    with pytest.raises(Unauthorized, match="expired"):
+        authority.verify(short)
+
+
 def test_instances_need_shared_backends(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="REDIS_URL"):
         create_app(Settings(city_data_dir=tmp_path, city_instances=2))
