@@ -36,7 +36,7 @@ from daarion_city.rooms.schemas import RoomCreate, message_wire, room_wire
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.tables import rooms as rooms_table
-from daarion_city.tasks import TaskSet
+from daarion_city.tasks import FreshFlight, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,7 @@ class RoomService:
         self._sockets_per_user: dict[str, int] = {}
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
+        self._members_read = FreshFlight(self.online_members)
 
     # --- start-up -------------------------------------------------------------------------------
     async def ensure_default_rooms(self) -> None:
@@ -464,7 +465,7 @@ class RoomService:
                     "event": "room.state",
                     "room_id": room_id,
                     "last_seq": last,
-                    "online_members": await self.online_members(room_id),
+                    "online_members": await self._members_read.get(room_id),
                 }
             )
         )
