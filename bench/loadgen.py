@@ -103,6 +103,9 @@ async def _subscribers(
             async for raw in ws:
                 if '"room.message"' not in raw:
                     continue
+                if '"warmup' in raw:
+                    ready.put(2)  # everything sent before it (the join storm) is read
+                    continue
                 received[0] += 1
                 if sample:
                     sent = float(orjson.loads(raw)["message"]["body"].split(" ", 1)[0])
@@ -134,7 +137,6 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         offset += n
     for _ in range(args.subscribers):
         await asyncio.to_thread(ready.get, True, 120)
-    await asyncio.sleep(0.5)
     headers = {"Authorization": f"Bearer {token('u_publisher')}"}
     if args.target == "service":
         url = f"{args.http}/city/rooms/{args.room}/messages"
@@ -142,6 +144,13 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         url = f"{args.http}/publish/{args.room}"
     rate = args.rate
     async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as client:
+        # A barrier: the service announces each of the S joins to the others (S²/2 frames, which
+        # the baseline does not send); measuring starts once every subscriber has read past them.
+        r = await client.post(url, json={"body": "warmup"}, headers=headers)
+        r.raise_for_status()
+        for _ in range(args.subscribers):
+            await asyncio.to_thread(ready.get, True, 300)
+        await asyncio.sleep(0.5)
         cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
         started = time.perf_counter()
         sent = 0
@@ -239,10 +248,11 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
             n += 1
         await http.close()
 
+    cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
     started = time.perf_counter()
     await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
     wall = time.perf_counter() - started
-    cpu = cpu_seconds(args.pid) if args.pid else None
+    cpu = cpu_seconds(args.pid) - cpu0 if args.pid else None
     return [
         {
             "scenario": "post",
@@ -251,7 +261,10 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
             "p50_ms": round(statistics.median(latencies), 2),
             "p99_ms": round(pct(latencies, 0.99), 2),
             "errors": errors[0],
-            "server_cpu_s_total": cpu,
+            "server_cpu_s": round(cpu, 2) if cpu is not None else None,
+            "server_cpu_ms_per_post": round(cpu / max(len(latencies), 1) * 1000, 3)
+            if cpu is not None
+            else None,
         }
     ]
 

@@ -202,7 +202,7 @@ async def run_suite(
                 summary, baseline.pid, bws, bpub, sws, shttp, spid, rates, subs, seconds
             )
         if "post" in only:
-            await post_run(summary, shttp, seconds)
+            await post_run(summary, shttp, spid, seconds)
         if "idle" in only:
             await idle_run(summary, sws, shttp, spid, idle_sockets)
         if "history" in only:
@@ -244,21 +244,41 @@ async def fanout_pair(
     summary["fanout"] = {"baseline": b_best, "service": s_best}
 
 
-async def post_run(summary: dict[str, Any], shttp: str, seconds: float) -> None:
-    (post,) = await asyncio.to_thread(
-        loadgen,
-        "post",
-        "--http",
-        shttp,
-        "--clients",
-        "50",
-        "--seconds",
-        str(seconds * 2),
-        "--room",
-        "science",
+def start_floor() -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(ready, 20, "floor")
+    return proc, port
+
+
+async def post_run(summary: dict[str, Any], shttp: str, spid: int, seconds: float) -> None:
+    """Posts against the framework floor (bench/floor.py: the same stack, storing nothing),
+    then against the service, in one run."""
+    floor, fport = await asyncio.to_thread(start_floor)
+    try:
+        args = ["post", "--clients", "50", "--seconds", str(seconds * 2), "--room", "science"]
+        (bare,) = await asyncio.to_thread(
+            loadgen, *args, "--http", f"http://127.0.0.1:{fport}", "--pid", str(floor.pid)
+        )
+        bare["target"] = "floor"
+        print(json.dumps(bare), flush=True)
+    finally:
+        floor.terminate()
+    (post,) = await asyncio.to_thread(loadgen, *args, "--http", shttp, "--pid", str(spid))
+    post["target"] = "service"
     print(json.dumps(post), flush=True)
-    summary["post"] = post
+    summary["post"] = {"floor": bare, "service": post}
 
 
 async def idle_run(summary: dict[str, Any], sws: str, shttp: str, spid: int, n: int) -> None:
