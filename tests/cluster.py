@@ -4,13 +4,16 @@ started) and `daarion-city serve` instances as separate processes."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 
@@ -124,3 +127,116 @@ class Instance:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+class PostgresServer:
+    """A PostgreSQL 15 server of the test's own (so it can be stopped and started under load,
+    without touching the machine's server that other tests share).
+
+    initdb and postgres refuse to run as root, so when the tests run as root both run as the
+    ``postgres`` user on a data directory it owns, in a temporary directory of this server's own
+    (pytest's ``tmp_path`` lies under a 0700 directory postgres cannot enter). The postmaster is
+    this process's child (stopped by signal, reaped here); it listens on loopback TCP on a free
+    port and on a unix socket in that directory."""
+
+    BIN = Path(os.environ.get("TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+    SIGNALS: ClassVar[dict[str, signal.Signals]] = {
+        "smart": signal.SIGTERM,
+        "fast": signal.SIGINT,
+        "immediate": signal.SIGQUIT,
+    }
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="dc-pg-"))
+        self.root.chmod(0o755)
+        self.data = self.root / "data"
+        self.sockets = self.root / "sock"
+        self.logfile = self.root / "postgres.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._initialised = False
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @property
+    def _user(self) -> dict[str, str]:
+        return {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def _initdb(self) -> None:
+        for path in (self.data, self.sockets):
+            path.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            for path in (self.root, self.data, self.sockets):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        done = subprocess.run(
+            [
+                str(self.BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions",
+            ],
+            capture_output=True, timeout=120, check=False, cwd=self.root, **self._user,  # type: ignore[arg-type]
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed: {done.stdout[-2000:]!r} {done.stderr[-2000:]!r}")
+        self._initialised = True
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"postgres exited: {self.log_tail()}")
+        done = subprocess.run(
+            [
+                str(self.BIN / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port),
+                "-U", "postgres",
+            ],
+            capture_output=True, timeout=10, check=False,
+        )  # fmt: skip
+        return done.returncode == 0
+
+    def start(self) -> None:
+        if not self._initialised:
+            self._initdb()
+        assert self.proc is None, "already running"
+        with self.logfile.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(self.BIN / "postgres"), "-D", str(self.data), "-p", str(self.port),
+                    "-k", str(self.sockets), "-c", "listen_addresses=127.0.0.1",
+                    "-c", "fsync=off", "-c", "full_page_writes=off",
+                    "-c", "max_connections=100", "-c", "shared_buffers=32MB",
+                ],
+                stdout=log, stderr=subprocess.STDOUT, cwd=self.root, **self._user,  # type: ignore[arg-type]
+            )  # fmt: skip
+        try:
+            wait_for(self._ready, 60, "postgres")
+        except BaseException:
+            self.stop("immediate")
+            raise
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast``: backends are told to terminate (clients see an admin shutdown);
+        ``immediate``: every process quits at once, as in a crash (recovery on the next start).
+        Returns once the postmaster and its backends are gone."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(self.SIGNALS[mode])
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+    def cleanup(self) -> None:
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)

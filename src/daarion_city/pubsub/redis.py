@@ -153,4 +153,6 @@ class RedisPubSub:
                 await self._close_pubsub()
                 first = False if self._listeners else first
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                # Capped low: a refused connect costs nothing, and every update published
+                # between Redis's return and this reconnect is lost to this instance's sockets.
+                backoff = min(backoff * 2, 0.5)

@@ -6,9 +6,16 @@ instance's sockets (``room␟user␟socket``); ``occ:alive:{instance}`` a key re
 ``maintain`` with the presence TTL; ``occ:instances`` the set of instances. An instance whose
 alive key ran out is claimed by the first other instance to ``SREM`` it from ``occ:instances``,
 which removes its sockets and announces the departures.
+
+Each instance also keeps its own sockets in process: when ``maintain`` finds its alive key gone
+(Redis restarted empty, or this instance stalled past the TTL and was claimed as dead), it writes
+them all again, so ``members_online`` and the member lists come back without the sockets having
+to reconnect.
 """
 
 from __future__ import annotations
+
+import logging
 
 import redis.asyncio as aioredis
 
@@ -38,6 +45,7 @@ return false
 """
 
 SEP = "\x1f"
+log = logging.getLogger(__name__)
 
 
 class RedisRoomOccupancy:
@@ -50,6 +58,8 @@ class RedisRoomOccupancy:
         self.p = prefix
         self._add = client.register_script(ADD)
         self._remove = client.register_script(REMOVE)
+        # This instance's open sockets: conn_id -> (room_id, user_id, name).
+        self._local: dict[str, tuple[str, str, str]] = {}
 
     def _keys(self, room_id: str, user_id: str, instance: str) -> list[str]:
         p = self.p
@@ -62,6 +72,11 @@ class RedisRoomOccupancy:
 
     @unavailable_when_down
     async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
+        first = await self._add_entry(room_id, user_id, name, conn_id)
+        self._local[conn_id] = (room_id, user_id, name)
+        return first
+
+    async def _add_entry(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool:
         keys = [*self._keys(room_id, user_id, self.instance_id), f"{self.p}occ:instances"]
         entry = SEP.join((room_id, user_id, conn_id))
         args = [user_id, name, conn_id, room_id, entry, self.instance_id]
@@ -78,6 +93,7 @@ class RedisRoomOccupancy:
 
     @unavailable_when_down
     async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool:
+        self._local.pop(conn_id, None)  # first: the socket is gone even if Redis is
         return await self._remove_entry(self.instance_id, room_id, user_id, conn_id) is not None
 
     @unavailable_when_down
@@ -102,8 +118,12 @@ class RedisRoomOccupancy:
     @unavailable_when_down
     async def maintain(self, now: float) -> list[Departure]:
         p = self.p
-        await self.client.set(f"{p}occ:alive:{self.instance_id}", b"1", px=self.ttl_ms)
+        was_alive = await self.client.set(
+            f"{p}occ:alive:{self.instance_id}", b"1", px=self.ttl_ms, get=True
+        )
         await self.client.sadd(f"{p}occ:instances", self.instance_id)
+        if was_alive is None and self._local:
+            await self._restore()
         departures: list[Departure] = []
         for raw in await self.client.smembers(f"{p}occ:instances"):
             instance = text(raw)
@@ -118,6 +138,17 @@ class RedisRoomOccupancy:
                     departures.append(Departure(room_id, user_id, name))
             await self.client.delete(f"{p}occ:inst:{instance}")
         return departures
+
+    async def _restore(self) -> None:
+        """Write this instance's sockets again: Redis lost them (it restarted empty) or another
+        instance removed them (this one stalled past the TTL). Without this, ``members_online``
+        stayed 0 after a Redis restart until every socket reconnected."""
+        sockets = list(self._local.items())
+        log.info("room occupancy: writing %d sockets of %s again", len(sockets), self.instance_id)
+        for conn_id, (room_id, user_id, name) in sockets:
+            await self._add_entry(room_id, user_id, name, conn_id)
+            if conn_id not in self._local:  # it closed meanwhile: do not leave it behind
+                await self._remove_entry(self.instance_id, room_id, user_id, conn_id)
 
     async def close(self) -> None:
         """A clean stop: this instance's sockets are already gone; forget the instance."""

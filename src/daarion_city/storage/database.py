@@ -77,6 +77,20 @@ class Database:
         await self.engine.dispose()
 
 
+# SQLSTATE classes that say "the server cannot serve you now", not "your statement is wrong":
+# 08 connection exception, 53 insufficient resources (too many connections, disk full),
+# 57 operator intervention (admin or crash shutdown, "the database system is starting up" or
+# "not yet accepting connections" while it recovers, query cancelled); 25006 read-only
+# transaction (a standby after a failover).
+_UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
+_UNAVAILABLE_STATES = frozenset({"25006"})
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    return state if isinstance(state, str) else ""
+
+
 @asynccontextmanager
 async def _translate_errors() -> AsyncIterator[None]:
     """A database that does not answer becomes a typed 503, never a hang or a 500."""
@@ -89,6 +103,12 @@ async def _translate_errors() -> AsyncIterator[None]:
     except DBAPIError as exc:
         if exc.connection_invalidated:
             raise Unavailable("the database connection was lost") from exc
+        # asyncpg's server errors reach us as plain DBAPIError: without this, a PostgreSQL that
+        # is restarting ("not yet accepting connections", 57P03, answered to every connect
+        # during crash recovery) or shutting down was a 500 and killed room sockets.
+        state = _sqlstate(exc)
+        if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
+            raise Unavailable("the database is unavailable") from exc
         raise
 
 
