@@ -18,7 +18,12 @@ def backend() -> str:
 
 @pytest.fixture(params=["memory", "redis"])
 def settings_overrides(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, Any]:
-    values: dict[str, Any] = {"presence_ttl": 1.0, "presence_sweep_interval": 0.2}
+    values: dict[str, Any] = {
+        "presence_ttl": 1.0,
+        "presence_sweep_interval": 0.2,
+        "presence_write_rate": 1000.0,  # the limits have their own tests
+        "presence_write_burst": 1000,
+    }
     if request.param == "redis":
         values.update(redis_url=REDIS_URL, city_redis_prefix=redis_prefix)
     return values
@@ -121,6 +126,38 @@ async def test_heartbeats_keep_a_user_online_without_flapping(api: Api) -> None:
             await asyncio.sleep(0.25)
         await watcher.silent(0.1, ignore=())
         assert (await api.http.get(f"/city/presence/{bob.user_id}")).json()["status"] == "online"
+
+
+async def test_rapid_heartbeats_are_coalesced_but_changes_are_not(api: Api) -> None:
+    resources = api.server.resources
+    window = resources.presence.refresh_window  # TTL 1 s: 0.25 s
+    coalesced = resources.metrics.presence_coalesced
+    alice = await api.guest("Alice")
+    bob = await api.guest("Bob")
+    async with (
+        open_socket(api.server, "/ws/city/presence", token=alice.token) as watcher,
+        open_socket(api.server, "/ws/city/presence", token=bob.token) as b,
+    ):
+        await watcher.expect("presence.bulk_update")
+        await b.expect("presence.bulk_update")
+        await watcher.expect("presence.update", user_id=bob.user_id, status="online")
+        before = coalesced._value.get()
+        for _ in range(40):  # a script's burst, well inside one window
+            await b.send({"event": "presence.heartbeat"})
+        await b.send({"event": "ping"})
+        await b.expect("pong")
+        assert coalesced._value.get() - before >= 30
+        # A change of status is never coalesced: it is announced at once.
+        await b.send({"event": "presence.heartbeat", "status": "away"})
+        await watcher.expect("presence.update", user_id=bob.user_id, status="away", timeout=2)
+        # Heartbeats spread over more than the TTL keep Bob present: the store is written once
+        # a window however fast he sends.
+        for _ in range(12):
+            await b.send({"event": "presence.heartbeat", "status": "away"})
+            await watcher.send({"event": "presence.heartbeat"})
+            await asyncio.sleep(window / 2)
+        await watcher.silent(0.1, ignore=())
+        assert (await api.http.get(f"/city/presence/{bob.user_id}")).json()["status"] == "away"
 
 
 async def test_http_presence(api: Api) -> None:

@@ -39,6 +39,11 @@ class Metrics:
             "city_ws_errors", "Error events sent on WebSockets", ["code"], registry=r
         )
         self.online_users = Gauge("city_presence_online", "Users online or away", registry=r)
+        self.presence_coalesced = Counter(
+            "city_presence_heartbeats_coalesced",
+            "Heartbeats answered from memory (nothing changed since the connection's last write)",
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -5,6 +5,15 @@ Announcement: the instance whose store call returned a change (``old != new``) p
 presence sockets) and on the room channel of every room the user has a socket in (room sockets
 get updates for users in the room). A heartbeat that changes nothing announces nothing.
 
+Refresh coalescing: a heartbeat that reports what its connection last reported, sooner than
+``refresh_window`` (a quarter of ``PRESENCE_TTL``, at most half the recommended heartbeat
+interval) after that connection's last store write, is answered from memory: nothing to
+announce, and no store call. Clients at the recommended interval always reach the store; a
+client heartbeating faster costs one write per window (Synapse keeps ``last_active`` the same
+way, with a 60 s granularity). The record's TTL then runs from the last write, so a user may
+go offline up to one window before ``PRESENCE_TTL`` after their last heartbeat; any heartbeat
+that changes the reported status, and every heartbeat after a Redis reconnect, is written.
+
 The sweeper runs on every instance every ``PRESENCE_SWEEP_INTERVAL`` seconds; the store hands
 each expiry to exactly one of them, so a user whose instance died is announced offline once,
 within ``PRESENCE_TTL + PRESENCE_SWEEP_INTERVAL``.
@@ -73,6 +82,10 @@ class PresenceService:
         self.metrics = metrics
         self.clock = clock
         self.sockets: set[Connection] = set()
+        self.refresh_window = min(
+            settings.presence_ttl / 4, settings.presence_heartbeat_interval / 2
+        )
+        self._refreshed: dict[tuple[str, str], tuple[str, float, Transition]] = {}
         self._listeners: list[ChangeListener] = []
         self._tasks = TaskSet("presence")
 
@@ -81,6 +94,7 @@ class PresenceService:
         self._listeners.append(listener)
 
     async def start(self) -> None:
+        self.bus.add_reconnect_listener(self._forget_refreshes)
         await self.bus.subscribe(CHANNEL, self._on_bus)
         self._tasks.every(
             self.settings.presence_sweep_interval, self._sweep_and_count, name="presence-sweeper"
@@ -109,19 +123,35 @@ class PresenceService:
         last_active_ago_ms: int | None = None,
     ) -> Transition:
         reported = reported_status(status, last_active_ago_ms, self.settings.presence_away_after)
+        now = self.clock()
+        key = (user.user_id, conn_id)
+        last = self._refreshed.get(key)
+        if last is not None and last[0] == reported and now - last[1] < self.refresh_window:
+            t = last[2]
+            self.metrics.presence_coalesced.inc()
+            return Transition(t.user_id, t.name, t.new, t.new, t.last_seen)
         change = await self.store.refresh_ttl(
-            user.user_id, user.name, conn_id, now=self.clock(), status=reported
+            user.user_id, user.name, conn_id, now=now, status=reported
         )
+        self._refreshed[key] = (reported, now, change)
         await self._announce(change)
         return change
 
+    async def _forget_refreshes(self) -> None:
+        """After a Redis outage the store may have lost records: write every next heartbeat."""
+        self._refreshed.clear()
+
     async def disconnect(self, user: Principal, conn_id: str) -> Transition:
+        self._refreshed.pop((user.user_id, conn_id), None)
         change = await self.store.disconnect(user.user_id, conn_id, now=self.clock())
         await self._announce(change)
         return change
 
     async def offline(self, user: Principal, conn_id: str | None = None) -> Transition:
         """``POST /city/presence/offline``: the HTTP client (and the named socket) are gone."""
+        self._refreshed.pop((user.user_id, HTTP_CONNECTION), None)
+        if conn_id:
+            self._refreshed.pop((user.user_id, conn_id), None)
         change = await self.store.disconnect(user.user_id, HTTP_CONNECTION, now=self.clock())
         if conn_id and conn_id != HTTP_CONNECTION:
             then = await self.store.disconnect(user.user_id, conn_id, now=self.clock())
@@ -136,6 +166,8 @@ class PresenceService:
         return changes
 
     async def _sweep_and_count(self) -> None:
+        cutoff = self.clock() - self.refresh_window
+        self._refreshed = {k: v for k, v in self._refreshed.items() if v[1] >= cutoff}
         await self.sweep()
         self.metrics.online_users.set(await self.store.get_online_count())
 
@@ -173,6 +205,7 @@ class PresenceService:
 
     async def close_socket(self, conn: Connection, conn_id: str, *, clean: bool) -> None:
         self.sockets.discard(conn)
+        self._refreshed.pop((conn.user.user_id, conn_id), None)
         if clean:
             await self.disconnect(conn.user, conn_id)
         # A socket that dropped without a close frame counts as missed heartbeats: the user
