@@ -14,7 +14,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
+from starlette.types import Scope
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,47 @@ class Unavailable(CityError):
     status, code = 503, "unavailable"
 
 
+class ErrorBody(BaseModel):
+    """The answer of every failed request (FastAPI's 422 validation list aside)."""
+
+    detail: str
+    code: str
+    retry_after: float | None = None  # on 429 only, beside the Retry-After header
+
+
+class ValidationItem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorBody(BaseModel):
+    """422: what was wrong with the request, item by item (FastAPI's shape, with a code)."""
+
+    detail: list[ValidationItem]
+    code: str
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """An entry of a route's ``responses=``: the error body, described."""
+    return {"model": ErrorBody, "description": description}
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def allowed_methods(app: Any, scope: Scope) -> list[str]:
+    """The methods the API routes (not the static files mounted at "/") serve at the path of
+    ``scope``, found by asking each route whether it would take the request with each method."""
+    methods: list[str] = []
+    routes = [r for r in getattr(app, "routes", ()) if not isinstance(r, Mount)]
+    for method in _METHODS:
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] is Match.FULL for route in routes):
+            methods.append(method)
+    return methods
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -113,14 +157,21 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return JSONResponse({"detail": errors, "code": "validation_error"}, status_code=422)
 
-    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         code = _STATUS_CODES.get(exc.status_code, "error")
-        return JSONResponse(
-            {"detail": str(exc.detail), "code": code},
-            status_code=exc.status_code,
-            headers=dict(exc.headers or {}),
-        )
+        headers = dict(exc.headers or {})
+        status = exc.status_code
+        detail = str(exc.detail)
+        if status in (404, 405):
+            # An API path asked with a method it does not serve falls through to the static
+            # files mounted at "/", which answer 404 (GET) or 405 "Allow: GET, HEAD": when an
+            # API route serves the path, answer 405 naming that route's methods.
+            methods = allowed_methods(request.app, request.scope)
+            if methods and request.method not in methods:
+                status, code, detail = 405, "method_not_allowed", "Method Not Allowed"
+                headers["Allow"] = ", ".join(methods)
+        return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)

@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import AfterValidator
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
+
+# The two rules below as JSON Schema patterns (Python ``re`` semantics, whose ``\s`` is exactly
+# ``str.isspace``), so the OpenAPI document says what the validators enforce.
+NOT_BLANK_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+NO_NUL_PATTERN = r"^[^\x00]*$"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentedValidator:
+    """An after-validator of a ``str`` that also writes its rule into the JSON schema."""
+
+    func: Callable[[str], str]
+    pattern: str
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.func, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        value = handler(schema)
+        value["pattern"] = self.pattern
+        return value
 
 
 def not_blank(value: str) -> str:
@@ -18,7 +46,7 @@ def not_blank(value: str) -> str:
     return value
 
 
-NotBlank = AfterValidator(not_blank)
+NotBlank = DocumentedValidator(not_blank, NOT_BLANK_PATTERN)
 """Use as ``Annotated[str, StringConstraints(min_length=1, max_length=N), NotBlank]``."""
 
 
@@ -28,7 +56,7 @@ def no_nul(value: str) -> str:
     return value
 
 
-NoNul = AfterValidator(no_nul)
+NoNul = DocumentedValidator(no_nul, NO_NUL_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)

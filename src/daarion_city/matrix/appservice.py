@@ -85,7 +85,8 @@ class AppService:
         return (
             bool(self.hs_token)
             and token is not None
-            and secrets.compare_digest(token, self.hs_token)
+            # bytes: compare_digest refuses str beyond ASCII, which a header may carry
+            and secrets.compare_digest(token.encode(), self.hs_token.encode())
         )
 
     def handle_transaction(self, txn_id: str, body: dict[str, Any]) -> bool:

@@ -6,16 +6,23 @@ from __future__ import annotations
 import secrets
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
-from daarion_city.errors import BadRequest, CityError, Unauthorized
+from daarion_city.errors import BadRequest, CityError, Unauthorized, error_doc
+from daarion_city.matrix.ids import MXID
 from daarion_city.matrix.service import MatrixGateway
 from daarion_city.resources import get_resources
 
 router = APIRouter(tags=["matrix"])
 MATRIX_STATUSES = ("online", "unavailable", "offline")
+_internal_token = APIKeyHeader(
+    name="X-Internal-Token",
+    auto_error=False,
+    description="MATRIX_GATEWAY_INTERNAL_TOKEN, for services of the deployment",
+)
 
 
 class NotConfigured(CityError):
@@ -25,8 +32,11 @@ class NotConfigured(CityError):
 class PresenceRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    matrix_user_id: Annotated[str, Field(max_length=255)]
-    status: Annotated[str, Field(max_length=32)]
+    # The rules the route answers 400 for (SPEC §6), written into the document too.
+    matrix_user_id: Annotated[
+        str, Field(max_length=255, json_schema_extra={"pattern": MXID.pattern})
+    ]
+    status: Annotated[str, Field(max_length=32, json_schema_extra={"enum": list(MATRIX_STATUSES)})]
     status_msg: Annotated[str, Field(max_length=1000)] | None = None
     access_token: Annotated[str, Field(max_length=4096)] | None = None
 
@@ -35,6 +45,23 @@ class PresenceAnswer(BaseModel):
     ok: bool
     matrix_user_id: str
     status: str
+
+
+async def internal_caller(
+    request: Request, token: Annotated[str | None, Security(_internal_token)]
+) -> None:
+    """A dependency, so a caller without the token gets 401 before its body is even read."""
+    expected = get_resources(request).settings.matrix_gateway_internal_token
+    if (
+        expected is None
+        or not expected.get_secret_value()
+        or token is None
+        or not secrets.compare_digest(token.encode(), expected.get_secret_value().encode())
+    ):
+        raise Unauthorized("wrong or missing X-Internal-Token")
+
+
+InternalCaller = Annotated[None, Depends(internal_caller)]
 
 
 def _gateway(request: Request) -> MatrixGateway:
@@ -48,26 +75,15 @@ def _gateway(request: Request) -> MatrixGateway:
     "/internal/matrix/presence/online",
     response_model=PresenceAnswer,
     responses={
-        400: {"description": "`invalid_status`, `invalid_user_id` or `not_in_namespace`"},
-        401: {"description": "wrong or missing X-Internal-Token (`unauthorized`)"},
-        502: {"description": "`matrix_error` with `matrix_status` and `errcode`"},
-        503: {"description": "`homeserver_unavailable` or `matrix_not_configured`"},
+        400: error_doc("`invalid_status`, `invalid_user_id` or `not_in_namespace`"),
+        401: error_doc("wrong or missing X-Internal-Token (`unauthorized`)"),
+        502: error_doc("`matrix_error` with `matrix_status` and `errcode`"),
+        503: error_doc("`homeserver_unavailable` or `matrix_not_configured`"),
     },
 )
 async def set_presence(
-    request: Request,
-    body: PresenceRequest,
-    x_internal_token: Annotated[str | None, Header()] = None,
+    request: Request, body: PresenceRequest, _: InternalCaller
 ) -> dict[str, Any]:
-    settings = get_resources(request).settings
-    expected = settings.matrix_gateway_internal_token
-    if (
-        expected is None
-        or not expected.get_secret_value()
-        or x_internal_token is None
-        or not secrets.compare_digest(x_internal_token, expected.get_secret_value())
-    ):
-        raise Unauthorized("wrong or missing X-Internal-Token")
     gateway = _gateway(request)
     if body.status not in MATRIX_STATUSES:
         raise BadRequest(
@@ -125,7 +141,10 @@ async def query_user(
     request: Request, user_id: str, authorization: Annotated[str | None, Header()] = None
 ) -> JSONResponse:
     gateway = _gateway(request)
-    if not gateway.appservice.authorised(_hs_token(request, authorization)):
+    token = _hs_token(request, authorization)
+    if token is None:  # the application-service API: 401 without credentials, 403 wrong ones
+        return _matrix_error(401, "M_UNAUTHORIZED", "missing hs_token")
+    if not gateway.appservice.authorised(token):
         return _matrix_error(403, "M_FORBIDDEN", "wrong hs_token")
     if not gateway.appservice.is_puppet(user_id):
         return _matrix_error(404, "M_NOT_FOUND", "not a puppet of this bridge")

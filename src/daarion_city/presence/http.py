@@ -6,13 +6,19 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daarion_city.auth import CurrentUser, Principal
-from daarion_city.errors import Unauthorized, Unprocessable
+from daarion_city.errors import Unauthorized, ValidationErrorBody, error_doc
 from daarion_city.resources import get_resources
 
 router = APIRouter(prefix="/city/presence", tags=["presence"])
+
+WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_doc("missing, expired or forged token (`unauthorized`)"),
+    429: error_doc("too many presence writes (`rate_limited`), see Retry-After"),
+}
 
 
 class PresenceRecord(BaseModel):
@@ -31,7 +37,8 @@ class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["online", "away"] | None = None
-    last_active_ago_ms: Annotated[int, Field(ge=0, le=10**12)] | None = None
+    # strict: JSON true/false are not milliseconds
+    last_active_ago_ms: Annotated[int, Field(ge=0, le=10**12, strict=True)] | None = None
 
 
 class OfflineBody(BaseModel):
@@ -53,7 +60,7 @@ async def one(request: Request, user_id: Annotated[str, Path(max_length=80)]) ->
     return await get_resources(request).presence.get(user_id)
 
 
-@router.post("/heartbeat", response_model=PresenceRecord)
+@router.post("/heartbeat", response_model=PresenceRecord, responses=WRITE_ERRORS)
 async def heartbeat(
     request: Request, user: CurrentUser, body: HeartbeatBody | None = None
 ) -> dict[str, Any]:
@@ -69,11 +76,21 @@ async def heartbeat(
     "/offline",
     status_code=204,
     response_class=Response,
+    responses={
+        **WRITE_ERRORS,
+        422: {
+            "model": ValidationErrorBody,
+            "description": 'the body is not `{"token"?, "connection_id"?}` (`validation_error`)',
+        },
+    },
     openapi_extra={
+        # The bearer token as everywhere; a beacon, which cannot set headers, may put it in the
+        # body instead (the route reads the header itself, so FastAPI cannot document it).
+        "security": [{"HTTPBearer": []}],
         "requestBody": {
             "required": False,
             "content": {"application/json": {"schema": OfflineBody.model_json_schema()}},
-        }
+        },
     },
 )
 async def offline(request: Request) -> Response:
@@ -86,7 +103,9 @@ async def offline(request: Request) -> Response:
         try:
             body = OfflineBody.model_validate(orjson.loads(raw))
         except (orjson.JSONDecodeError, ValidationError) as exc:
-            raise Unprocessable('the body must be {"token"?, "connection_id"?}') from exc
+            # The shape of every other body's 422 (FastAPI's, and the JSON check's in front).
+            problem = {"loc": ["body"], "msg": 'the body must be {"token"?, "connection_id"?}'}
+            raise RequestValidationError([{**problem, "type": "value_error"}]) from exc
     header = request.headers.get("authorization", "")
     token = header[7:] if header.lower().startswith("bearer ") else body.token
     if not token:

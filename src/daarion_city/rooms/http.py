@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from daarion_city.auth import CurrentUser
-from daarion_city.errors import Unprocessable
+from daarion_city.errors import error_doc
 from daarion_city.resources import get_resources
 from daarion_city.rooms.schemas import (
     MembershipAnswer,
@@ -21,9 +21,13 @@ from daarion_city.rooms.schemas import (
 
 router = APIRouter(prefix="/city/rooms", tags=["rooms"])
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "missing, expired or forged token (`unauthorized`)"},
-    404: {"description": "no such room (`room_not_found`)"},
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: error_doc("missing, expired or forged token (`unauthorized`)"),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_doc("no such room (`room_not_found`)")}
+ERRORS = {**UNAUTHORIZED, **NOT_FOUND}
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: error_doc("rate limited (`rate_limited`), see Retry-After"),
 }
 
 
@@ -40,18 +44,18 @@ async def list_rooms(
     "",
     response_model=RoomDetail,
     status_code=201,
-    responses={409: {"description": "slug taken (`room_exists`)"}, **ERRORS},
+    responses={409: error_doc("slug taken (`room_exists`)"), **UNAUTHORIZED, **RATE_LIMITED},
 )
 async def create_room(request: Request, body: RoomCreate, user: CurrentUser) -> dict[str, Any]:
     return await get_resources(request).rooms.create_room(user, body)
 
 
-@router.get("/{room}", response_model=RoomDetail, responses=ERRORS)
+@router.get("/{room}", response_model=RoomDetail, responses=NOT_FOUND)
 async def get_room(request: Request, room: str) -> dict[str, Any]:
     return await get_resources(request).rooms.get_room(room)
 
 
-@router.get("/{room}/messages", response_model=MessagePage, responses=ERRORS)
+@router.get("/{room}/messages", response_model=MessagePage, responses=NOT_FOUND)
 async def list_messages(
     request: Request,
     room: str,
@@ -59,8 +63,8 @@ async def list_messages(
     after_seq: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
-    if before_seq is not None and after_seq is not None and after_seq >= before_seq:
-        raise Unprocessable("after_seq must be below before_seq", code="invalid_range")
+    # Both bounds: the messages strictly between them, an empty page when there is no room
+    # between them (as a query of an empty range answers, not as an error).
     return await get_resources(request).rooms.messages(
         room, before_seq=before_seq, after_seq=after_seq, limit=limit
     )
@@ -70,10 +74,7 @@ async def list_messages(
     "/{room}/messages",
     response_model=Message,
     status_code=201,
-    responses={
-        429: {"description": "rate limited (`rate_limited`), see Retry-After"},
-        **ERRORS,
-    },
+    responses={**RATE_LIMITED, **ERRORS},
 )
 async def post_message(
     request: Request, response: Response, room: str, body: MessageCreate, user: CurrentUser

@@ -11,20 +11,23 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from daarion_city.auth import CurrentUser, Principal
-from daarion_city.errors import CityError
+from daarion_city.errors import CityError, error_doc
 from daarion_city.resources import get_resources
 from daarion_city.secondme.service import Answer, SecondMeService
 from daarion_city.validation import NotBlank
 
 router = APIRouter(prefix="/secondme", tags=["secondme"])
 
+UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
+    401: error_doc("missing, expired or forged token (`unauthorized`)"),
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "`unauthorized`"},
-    409: {"description": "`busy`: the previous prompt is still being answered"},
-    429: {"description": "`rate_limited`: today's token budget is spent"},
-    502: {"description": "`agent_unavailable`"},
-    503: {"description": "`agent_not_configured`"},
-    504: {"description": "`agent_timeout`"},
+    **UNAUTHORIZED,
+    409: error_doc("`busy`: the previous prompt is still being answered"),
+    429: error_doc("`rate_limited`: today's token budget is spent"),
+    502: error_doc("`agent_unavailable`"),
+    503: error_doc("`agent_not_configured`"),
+    504: error_doc("`agent_timeout`"),
 }
 
 
@@ -114,18 +117,18 @@ async def invoke_stream(
     )
 
 
-@router.get("/history", response_model=list[Turn])
+@router.get("/history", response_model=list[Turn], responses=UNAUTHORIZED)
 async def history(
     request: Request, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=200)] = 20
 ) -> list[dict[str, Any]]:
     return await _service(request).history(user, limit)
 
 
-@router.get("/profile", response_model=Profile)
+@router.get("/profile", response_model=Profile, responses=UNAUTHORIZED)
 async def profile(request: Request, user: CurrentUser) -> dict[str, Any]:
     return await _service(request).profile(user)
 
 
-@router.post("/history/clear", response_model=Cleared)
+@router.post("/history/clear", response_model=Cleared, responses=UNAUTHORIZED)
 async def clear(request: Request, user: CurrentUser) -> dict[str, Any]:
     return {"status": "cleared", "deleted": await _service(request).clear(user)}
