@@ -526,6 +526,30 @@ async def test_redis_stopped_for_10_s_under_load(
         for f in seen
         if f.get("event") == "presence.update" and f["_at"] >= up
     ]
+    # Updates published while Redis was away are lost to the other instance, so each presence
+    # socket gets a whole new snapshot after the return; snapshot + updates end with both online.
+    for seen in (alice_seen, bob_seen):
+        frames_after = [f for f in seen if f["_at"] >= up]
+        bulks = [i for i, f in enumerate(frames_after) if f.get("event") == "presence.bulk_update"]
+        assert bulks, [f.get("event") for f in frames_after]
+        view = {u["user_id"]: u["status"] for u in frames_after[bulks[-1]]["users"]}
+        for f in frames_after[bulks[-1] + 1 :]:
+            if f.get("event") == "presence.update":
+                view[f["user_id"]] = f["status"]
+        assert view == {"u_alice": "online", "u_bob": "online"}, (
+            view,
+            [
+                (
+                    round(f["_at"] - up, 2),
+                    f.get("event"),
+                    f.get("user_id"),
+                    f.get("status"),
+                    f.get("users"),
+                )
+                for f in seen
+                if f["_at"] >= up - 12
+            ],
+        )
     print(
         f"redis: {len(outcomes)} sends all acknowledged ({len(during)} while Redis was down), "
         f"{top} messages reached B in order; presence and occupancy back after "

@@ -65,6 +65,7 @@ async def heartbeat(
     request: Request, user: CurrentUser, body: HeartbeatBody | None = None
 ) -> dict[str, Any]:
     presence = get_resources(request).presence
+    await presence.check_write(user)
     body = body or HeartbeatBody()
     await presence.heartbeat(
         user, "http", status=body.status, last_active_ago_ms=body.last_active_ago_ms
@@ -111,5 +112,6 @@ async def offline(request: Request) -> Response:
     if not token:
         raise Unauthorized("missing bearer token")
     user: Principal = resources.auth.verify(token)
+    await resources.presence.check_write(user)
     await resources.presence.offline(user, body.connection_id)
     return Response(status_code=204)

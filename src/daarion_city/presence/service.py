@@ -86,6 +86,7 @@ class PresenceService:
             settings.presence_ttl / 4, settings.presence_heartbeat_interval / 2
         )
         self._refreshed: dict[tuple[str, str], tuple[str, float, Transition]] = {}
+        self._unannounced: dict[str, Transition] = {}
         self._listeners: list[ChangeListener] = []
         self._tasks = TaskSet("presence")
 
@@ -94,7 +95,7 @@ class PresenceService:
         self._listeners.append(listener)
 
     async def start(self) -> None:
-        self.bus.add_reconnect_listener(self._forget_refreshes)
+        self.bus.add_reconnect_listener(self._after_bus_outage)
         await self.bus.subscribe(CHANNEL, self._on_bus)
         self._tasks.every(
             self.settings.presence_sweep_interval, self._sweep_and_count, name="presence-sweeper"
@@ -137,9 +138,41 @@ class PresenceService:
         await self._announce(change)
         return change
 
-    async def _forget_refreshes(self) -> None:
-        """After a Redis outage the store may have lost records: write every next heartbeat."""
+    async def _after_bus_outage(self) -> None:
+        """The bus is back. The store may have lost records, so every next heartbeat is written;
+        updates published meanwhile by other instances are lost to this one's sockets, so each
+        gets a fresh ``presence.bulk_update`` (a whole state, as on connect); and changes this
+        instance could not announce are announced now."""
         self._refreshed.clear()
+        if self.sockets:
+            try:
+                users = await self.store.get_all_online()
+            except Exception:
+                log.warning("presence snapshot after a bus outage failed", exc_info=True)
+            else:
+                bulk = encode(
+                    {"event": "presence.bulk_update", "users": [record(u) for u in users]}
+                )
+                for conn in list(self.sockets):
+                    conn.send_event(bulk)
+        await self._announce_pending()
+
+    async def _announce_pending(self) -> None:
+        """Announce, with each user's state by now, the changes whose announcement failed (on
+        bus reconnect and at every sweep, so a failure after the reconnect is caught too)."""
+        pending, self._unannounced = self._unannounced, {}
+        if not pending:
+            return
+        try:
+            current = await self.store.get(list(pending))
+        except Exception:
+            self._unannounced = {**pending, **self._unannounced}
+            return
+        for user_id, old in pending.items():
+            now = current.get(user_id)
+            status = now.new if now is not None else "offline"
+            name, seen = (now.name, now.last_seen) if now is not None else (old.name, old.last_seen)
+            await self._publish(Transition(user_id, name, status, status, seen))
 
     async def disconnect(self, user: Principal, conn_id: str) -> Transition:
         self._refreshed.pop((user.user_id, conn_id), None)
@@ -168,24 +201,30 @@ class PresenceService:
     async def _sweep_and_count(self) -> None:
         cutoff = self.clock() - self.refresh_window
         self._refreshed = {k: v for k, v in self._refreshed.items() if v[1] >= cutoff}
+        await self._announce_pending()
         await self.sweep()
         self.metrics.online_users.set(await self.store.get_online_count())
 
     async def _announce(self, change: Transition) -> None:
         if not change.changed:
             return
+        await self._publish(change)
+        for listener in self._listeners:
+            try:
+                await listener(change)
+            except Exception:
+                log.warning("presence listener failed", exc_info=True)
+
+    async def _publish(self, change: Transition) -> None:
         frame = update_frame(change)
         try:
             await self.bus.publish(CHANNEL, frame.encode())
             for room_id in await self.rooms_of(change.user_id):
                 await self.hub.publish_event(room_id, frame)
         except Exception:
+            # Announced again, with the user's state by then, once the bus is back.
+            self._unannounced[change.user_id] = change
             log.warning("could not announce presence of %s", change.user_id, exc_info=True)
-        for listener in self._listeners:
-            try:
-                await listener(change)
-            except Exception:
-                log.warning("presence listener failed", exc_info=True)
 
     def _on_bus(self, data: bytes) -> None:
         frame = data.decode()

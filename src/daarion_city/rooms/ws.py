@@ -95,6 +95,10 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         conn.start()
         await conn.stop()
         await close(websocket, 1011, exc.detail)
+    except Exception:  # a bug: the client still gets a close frame, and the log the trace
+        log.exception("%s socket of %s failed", conn.room_id or "presence", user.user_id)
+        await conn.stop()
+        await close(websocket, 1011, "internal error")
     finally:
         await conn.stop()
         resources.rooms.release_socket(user)
