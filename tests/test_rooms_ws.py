@@ -309,3 +309,39 @@ def contextlib_stack() -> Any:
     import contextlib
 
     return contextlib.AsyncExitStack()
+
+
+async def test_sockets_work_with_and_without_the_lane(api: Api, settings: Any) -> None:
+    """The server calls the WebSocket lane first (realtime/lane.py); the FastAPI routes to the
+    same handlers serve the app without it. Both: state, ack, broadcast, close codes."""
+    from daarion_city.app import create_app
+    from daarion_city.realtime.lane import SocketLane
+    from tests.support import Server, serve_app
+
+    alice = await api.guest("Alice")
+    assert isinstance(
+        api.server.resources is not None and api.server.uvicorn.config.app, SocketLane
+    )
+    other = create_app(settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}))
+    async with serve_app(other, ws="websockets-sansio", lifespan="on") as plain:
+        port = plain.servers[0].sockets[0].getsockname()[1]
+        bare = Server(settings, "127.0.0.1", port, plain, other.state.resources)
+        for i, server in enumerate((api.server, bare)):
+            async with (
+                open_socket(server, "/ws/city/rooms/general", token=alice.token) as ws,
+                open_socket(server, "/ws/city/presence", token=alice.token) as presence,
+            ):
+                await ws.expect("room.state")
+                await presence.expect("presence.bulk_update")
+                cmid = f"lane-{i}"
+                await ws.send({"event": "room.message.send", "body": "hi", "client_msg_id": cmid})
+                seen = set()
+                while seen != {"room.message.ack", "room.message"}:  # in either order
+                    frame = await ws.recv()
+                    if (frame.get("message") or {}).get("client_msg_id") == cmid:
+                        seen.add(frame["event"])
+            async with open_socket(server, "/ws/city/rooms/nowhere", token=alice.token) as ws:
+                assert await ws.closed_with() == 4404
+            async with open_socket(server, "/ws/city/rooms/general") as ws:
+                await ws.send({"event": "ping"})
+                assert await ws.closed_with() == 4401

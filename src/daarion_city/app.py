@@ -36,6 +36,7 @@ from daarion_city.presence.store.redis import RedisPresenceStore
 from daarion_city.pubsub import create_pubsub
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from daarion_city.realtime.hub import RoomHub
+from daarion_city.realtime.lane import SocketLane
 from daarion_city.resources import Resources
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
@@ -233,6 +234,12 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(secondme_http.router)
     if "matrix" in enabled:
         app.include_router(matrix_http.router)
+    # What the server calls first: the room and presence sockets skip the HTTP stack.
+    app.state.lane = (
+        SocketLane(app, room=rooms_ws.room_socket, presence=presence_ws.presence_socket)
+        if "city" in enabled
+        else app
+    )
     if "city" in enabled:
         # Mounted last, so every API route above wins over a file of the same path.
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")

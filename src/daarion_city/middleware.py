@@ -28,6 +28,12 @@ log = logging.getLogger("daarion_city.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
+def request_id_of(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a safe token, else a new one."""
+    incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+    return incoming if _SAFE_ID.match(incoming) else secrets.token_hex(8)
+
+
 class _TooLarge(Exception):
     pass
 
@@ -76,8 +82,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = incoming if _SAFE_ID.match(incoming) else secrets.token_hex(8)
+        rid = request_id_of(scope)
         token = request_id.set(rid)
         try:
             if scope["type"] == "websocket":

@@ -46,7 +46,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "lifespan": "on",
     }
     options.update(overrides)
-    return uvicorn.Config(app, **options)
+    # app.state.lane: the WebSocket lane in front of the app (realtime/lane.py).
+    return uvicorn.Config(getattr(app.state, "lane", app), **options)
 
 
 async def going_away(resources: Resources) -> None:

@@ -76,7 +76,9 @@ class Connection:
         self.catching_up = True
         self.going_away = False  # closed by the server's shutdown, not by its client
         self._held: list[tuple[int | None, str]] = []
-        self._queue: deque[str] = deque()
+        # Created with the first queued frame: most sockets never queue one (room messages take
+        # the direct path), and an empty deque is a 600-byte block.
+        self._queue: deque[str] | None = None
         self._started = False
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
@@ -88,10 +90,13 @@ class Connection:
         """Queue a frame; on overflow close the connection with 4408."""
         if self._closing:
             return
-        if len(self._queue) >= self.max_queue:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self.max_queue:
             self._overflow()
             return
-        self._queue.append(frame)
+        queue.append(frame)
         if self._started and (self._writer is None or self._writer.done()):
             self._spawn_writer()
 
@@ -142,7 +147,7 @@ class Connection:
 
     @property
     def queued(self) -> int:
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     @property
     def closing(self) -> bool:
@@ -161,6 +166,8 @@ class Connection:
 
     async def _write_loop(self) -> None:
         queue, ws = self._queue, self.websocket
+        if queue is None:
+            return
         try:
             while queue:
                 self._inflight = True  # a popped frame not yet written: no direct writes
@@ -179,7 +186,7 @@ class Connection:
             self.user.user_id,
             self.max_queue,
         )
-        self._queue.clear()
+        self._queue = None
         self._held.clear()
         self._closing = True
         if self.on_overflow is not None:
