@@ -4,7 +4,8 @@
 
 Clients connect to ``ws://host:port/ws/city/rooms/{room}`` (any token is accepted) and get a
 ``room.state`` frame. ``POST /publish/{room}`` with a JSON body builds one WebSocket frame
-``{"event": "room.message", "room_id", "message": <body>}``, serialises it once, and writes the
+``{"event": "room.message", "room_id", "message": <a Message with that body>}`` (the service's
+Message shape, so a delivery carries as many bytes as the service's), serialises it once, and writes the
 same bytes straight to every subscriber's transport: nothing is stored, nothing is queued per
 socket, nothing is encoded per socket. The load generator measures the service against it in the
 same run.
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import contextlib
 from collections import defaultdict
+from datetime import UTC, datetime
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
@@ -59,7 +61,18 @@ async def publish_server(port: int) -> asyncio.Server:
                         length = int(line.split(":", 1)[1])
                 body = orjson.loads(await reader.readexactly(length)) if length else {}
                 seq[room] += 1
-                message = {**body, "seq": seq[room], "room_id": room}
+                # The same shape (and so the same bytes per delivery) as the service's Message.
+                message = {
+                    "id": f"m_{seq[room]:020d}",
+                    "room_id": f"room_city_{room}",
+                    "seq": seq[room],
+                    "author_user_id": "u_publisher",
+                    "author_agent_id": None,
+                    "username": "u_publisher",
+                    **body,
+                    "client_msg_id": None,
+                    "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                }
                 data = frame_bytes(
                     orjson.dumps({"event": "room.message", "room_id": room, "message": message})
                 )

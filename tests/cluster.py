@@ -240,3 +240,14 @@ class PostgresServer:
             self.stop("immediate")
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
+
+
+SECRET = "cluster-secret-0123456789-0123456789"
+
+
+def token(user_id: str, name: str | None = None, secret: str = SECRET) -> str:
+    """A bearer token for an instance started with ``CITY_JWT_SECRET=SECRET``."""
+    import jwt
+
+    claims = {"sub": user_id, "name": name or user_id, "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, secret, "HS256")

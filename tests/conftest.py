@@ -21,6 +21,7 @@ import pytest
 from daarion_city.config import Settings
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
+from tests.cluster import RedisServer
 from tests.support import Api, Server, run_server
 
 PG_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -153,3 +154,14 @@ async def redis_prefix() -> AsyncIterator[str]:
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server of this test's own (it may be stopped and started)."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -11,25 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.cluster import Instance, RedisServer
+from tests.cluster import SECRET, Instance, RedisServer, token
 from tests.support import Socket, open_socket
 
 TTL = 2.0
 SWEEP = 0.5
-SECRET = "cluster-secret-0123456789-0123456789"
 
 
 @pytest.fixture
 def backend() -> str:
     return "postgresql"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -57,14 +48,6 @@ def cluster(
     finally:
         a.stop()
         b.stop()
-
-
-def token(user_id: str, name: str) -> str:
-    import jwt
-
-    return jwt.encode(
-        {"sub": user_id, "name": name, "exp": int(time.time()) + 3600}, SECRET, "HS256"
-    )
 
 
 class Peer:

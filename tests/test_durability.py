@@ -26,9 +26,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from tests.cluster import Instance, RedisServer
+from tests.cluster import SECRET, Instance, RedisServer, token
 
-SECRET = "durability-secret-0123456789-0123456789"
 TOTAL = 5000
 HTTP_CLIENTS = 4
 WS_CLIENTS = 4
@@ -41,27 +40,9 @@ def seed() -> int:
     return int(os.environ.get("DC_FAULT_SEED") or random.SystemRandom().randrange(2**31))
 
 
-def token(user_id: str) -> str:
-    import jwt
-
-    return jwt.encode(
-        {"sub": user_id, "name": user_id, "exp": int(time.time()) + 3600}, SECRET, "HS256"
-    )
-
-
 @pytest.fixture
 def backend() -> str:
     return "postgresql"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -25,21 +25,12 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cluster import Instance, PostgresServer, RedisServer
+from tests.cluster import SECRET, Instance, PostgresServer, RedisServer, token
 
-SECRET = "faults-secret-0123456789-0123456789-0123"
 OUTAGE = 10.0  # seconds each store is down
 ANSWER_BOUND = 2.0  # a send answers (503) within this while the database is down
 RECOVERY_BOUND = 5.0  # sends succeed again within this of the database's return
 HEARTBEAT = 2.0  # PRESENCE_HEARTBEAT_INTERVAL of the Redis test
-
-
-def token(user_id: str) -> str:
-    import jwt
-
-    return jwt.encode(
-        {"sub": user_id, "name": user_id, "exp": int(time.time()) + 3600}, SECRET, "HS256"
-    )
 
 
 def base_env(tmp_path: Path) -> dict[str, str]:
@@ -362,16 +353,6 @@ async def test_postgres_stopped_for_10_s_under_load(
 @pytest.fixture
 def backend() -> str:
     return "postgresql"
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

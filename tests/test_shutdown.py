@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cluster import Instance
+from tests.cluster import SECRET, Instance, token
 from tests.support import open_socket
-from tests.test_cluster import SECRET, Peer, token
+from tests.test_cluster import Peer
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -42,8 +42,8 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"detail": f"request body over {limit} bytes", "code": "payload_too_large"})
 
 
-def _is_json(scope: Scope) -> bool:
-    raw: bytes = dict(scope["headers"]).get(b"content-type", b"")
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    raw = headers.get(b"content-type", b"")
     ctype = raw.split(b";")[0].strip().lower()
     return ctype == b"application/json" or ctype.endswith(b"+json")
 
@@ -120,7 +120,8 @@ class RequestContextMiddleware:
         async def respond_too_large() -> None:
             await respond(413, _too_large_body(limit))
 
-        length = dict(scope["headers"]).get(b"content-length")
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             await respond_too_large()
             self._record(scope, status, started)
@@ -150,7 +151,7 @@ class RequestContextMiddleware:
             await send(message)
 
         app_receive: Receive = limited_receive
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and _is_json(scope):
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and _is_json(headers):
             chunks: list[bytes] = []
             with contextlib.suppress(_TooLarge):
                 while True:

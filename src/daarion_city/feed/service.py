@@ -97,10 +97,14 @@ class FeedService:
             for pos, row in zip(positions, rows, strict=True)
         ]
 
+    @staticmethod
+    def item(event: RecordedEvent) -> tuple[str, bytes]:
+        """A committed event as a bus item, for a caller that publishes several at once."""
+        return CHANNEL, b"%d\n" % event.pos + orjson.dumps(event.wire)
+
     async def publish(self, event: RecordedEvent) -> None:
-        data = b"%d\n" % event.pos + orjson.dumps(event.wire)
         try:
-            await self.bus.publish(CHANNEL, data)
+            await self.bus.publish(*self.item(event))
         except Exception:
             # Committed already; streams resume from the database with Last-Event-ID.
             log.warning("could not publish feed event %s", event.wire["id"], exc_info=True)

@@ -31,6 +31,10 @@ class MemoryPubSub:
             except Exception:
                 log.exception("subscriber of %s failed", channel)
 
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        for channel, data in items:
+            await self.publish(channel, data)
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers.setdefault(channel, []).append(handler)
 

@@ -74,6 +74,17 @@ class RedisPubSub:
             raise RedisConnectionError("redis pub/sub is reconnecting")
         await self.client.publish(self.prefix + channel, data)
 
+    async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        if len(items) == 1:
+            await self.publish(*items[0])
+            return
+        if not self.connected:
+            raise RedisConnectionError("redis pub/sub is reconnecting")
+        async with self.client.pipeline(transaction=False) as pipe:
+            for channel, data in items:
+                pipe.publish(self.prefix + channel, data)
+            await pipe.execute()
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])
         handlers.append(handler)

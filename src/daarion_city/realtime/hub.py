@@ -250,11 +250,19 @@ class RoomHub:
     def start(self) -> None:
         self._tasks.every(self.reconcile_interval, self.reconcile, name="hub-reconcile")
 
+    def message_item(self, room_id: str, seq: int, frame: str) -> tuple[str, bytes]:
+        """A room message as a bus item, for a caller that publishes several at once."""
+        return channel_name(room_id), message_envelope(seq, frame)
+
+    def publish_failed(self, room_id: str, seq: int) -> None:
+        """Messages up to ``seq`` may not have reached the bus: announced again on reconnect."""
+        self._unpublished[room_id] = max(seq, self._unpublished.get(room_id, 0))
+
     async def publish_message(self, room_id: str, seq: int, frame: str) -> None:
         try:
-            await self.bus.publish(channel_name(room_id), message_envelope(seq, frame))
+            await self.bus.publish(*self.message_item(room_id, seq, frame))
         except Exception:
-            self._unpublished[room_id] = max(seq, self._unpublished.get(room_id, 0))
+            self.publish_failed(room_id, seq)
             raise
 
     async def publish_event(

@@ -370,13 +370,22 @@ class RoomService:
                 )
         messages = [message_wire(SimpleNamespace(**row)) for row in rows]
         self.metrics.messages.inc(len(rows))
-        for row, message in zip(rows, messages, strict=True):
-            frame = message_frame(room_id, message)
-            await self._publish(self.hub.publish_message(room_id, int(row["seq"]), frame))
+        if rows:
+            # The whole batch in one round trip to the bus: messages in seq order, then their
+            # feed events. A failure is healed like any lost publish (hubs read the gap from
+            # the database; feed streams resume with Last-Event-ID).
+            items = [
+                self.hub.message_item(room_id, int(row["seq"]), message_frame(room_id, message))
+                for row, message in zip(rows, messages, strict=True)
+            ]
+            items += [self.feed.item(event) for event in events]
+            try:
+                await self.hub.bus.publish_many(items)
+            except Exception:
+                self.hub.publish_failed(room_id, int(rows[-1]["seq"]))
+                log.warning("publishing on the bus failed", exc_info=True)
         for item in batch:
             self._clear_typing(room_id, item.user)
-        for event in events:
-            await self.feed.publish(event)
         return [
             slot
             if isinstance(slot, PostResult)
