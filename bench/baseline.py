@@ -4,11 +4,11 @@
 
 Clients connect to ``ws://host:port/ws/city/rooms/{room}`` (any token is accepted) and get a
 ``room.state`` frame. ``POST /publish/{room}`` with a JSON body builds one WebSocket frame
-``{"event": "room.message", "room_id", "message": <a Message with that body>}`` (the service's
-Message shape, so a delivery carries as many bytes as the service's), serialises it once, and writes the
-same bytes straight to every subscriber's transport: nothing is stored, nothing is queued per
-socket, nothing is encoded per socket. The load generator measures the service against it in the
-same run.
+``{"event": "room.message", "room_id", "message": <a Message with that body>}`` (the
+service's Message shape, so a delivery carries as many bytes as the service's), serialises it
+once, and writes the same bytes straight to every subscriber's transport: nothing is stored,
+nothing is queued per socket, nothing is encoded per socket. The load generator measures the
+service against it in the same run.
 """
 
 from __future__ import annotations
