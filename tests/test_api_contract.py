@@ -132,6 +132,7 @@ class BackgroundService:
                     "garbage": "not-a-jwt",
                 }
                 app = server.uvicorn.config.app
+                app = getattr(app, "app", app)  # the FastAPI app behind the WebSocket lane
                 self.running = Running(server.base_url, app_routes(app), bad)
                 self._ready.set()
                 await self._stop.wait()
