@@ -159,6 +159,8 @@ class FeedService:
             self._subscribers.discard(sub)
 
     def _on_bus(self, data: bytes) -> None:
+        if not self._subscribers:
+            return  # no stream open here: nothing to parse
         head, _, body = data.partition(b"\n")
         event = RecordedEvent(int(head), orjson.loads(body))
         for sub in list(self._subscribers):
