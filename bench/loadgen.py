@@ -335,6 +335,13 @@ async def history(args: argparse.Namespace) -> list[dict[str, Any]]:
             )
             latencies.append((time.perf_counter() - t) * 1000)
             assert r.status_code == 200
+        # The same client and server answering GET /healthz: what any read costs here.
+        floor = []
+        for _ in range(args.reads):
+            t = time.perf_counter()
+            r = await client.get(f"{args.http}/healthz")
+            floor.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200
     return [
         {
             "scenario": "history",
@@ -342,6 +349,8 @@ async def history(args: argparse.Namespace) -> list[dict[str, Any]]:
             "reads": args.reads,
             "p50_ms": round(statistics.median(latencies), 2),
             "p99_ms": round(pct(latencies, 0.99), 2),
+            "healthz_p50_ms": round(statistics.median(floor), 2),
+            "healthz_p99_ms": round(pct(floor, 0.99), 2),
         }
     ]
 

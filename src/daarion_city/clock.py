@@ -18,7 +18,9 @@ def as_utc(value: datetime) -> datetime:
 
 def iso(value: datetime) -> str:
     """ISO-8601 UTC with millisecond precision and a ``Z``: ``2026-11-24T22:43:16.123Z``."""
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    # isoformat is C; "+00:00" (always, after as_utc) becomes "Z". Twice as fast as strftime,
+    # and a page of messages formats one per message.
+    return as_utc(value).isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def from_epoch(seconds: float) -> datetime:
