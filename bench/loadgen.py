@@ -41,10 +41,15 @@ def token(user_id: str) -> str:
     return jwt.encode(claims, SECRET, "HS256")
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process so far."""
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
 
 
 def rss_bytes(pid: int) -> int:
@@ -151,7 +156,8 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         for _ in range(args.subscribers):
             await asyncio.to_thread(ready.get, True, 300)
         await asyncio.sleep(0.5)
-        cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
+        split0 = cpu_split(args.pid) if args.pid else (0.0, 0.0)
+        cpu0 = sum(split0)
         started = time.perf_counter()
         sent = 0
         pending: set[asyncio.Task[Any]] = set()
@@ -164,7 +170,9 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         answers = await asyncio.gather(*pending)
         wall = time.perf_counter() - started
         await asyncio.sleep(1.0)
-        cpu = (cpu_seconds(args.pid) - cpu0) if args.pid else float("nan")
+        split1 = cpu_split(args.pid) if args.pid else (0.0, 0.0)
+        cpu = (sum(split1) - cpu0) if args.pid else float("nan")
+        sys_share = (split1[1] - split0[1]) / cpu if args.pid and cpu > 0 else float("nan")
     stop.set()
     received, latencies = 0, []
     for _ in procs:
@@ -186,6 +194,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
             "latency_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "latency_p99_ms": round(pct(latencies, 0.99), 2),
             "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 2),
+            "cpu_kernel_share": round(sys_share, 2),
         }
     ]
 

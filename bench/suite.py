@@ -155,7 +155,9 @@ async def main() -> None:
     await asyncio.to_thread(OUT.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread((OUT / "suite.jsonl").unlink, missing_ok=True)
     subs = 200 if args.quick else 1000
-    rates = [25, 50] if args.quick else [10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200]
+    ladder = [25, 50] if args.quick else [10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200]
+    picked = [int(r) for r in os.environ.get("BENCH_RATES", "").split(",") if r]
+    rates = picked or ladder  # BENCH_RATES=25 runs one step
     seconds = 3.0 if args.quick else 5.0
     # 20,000 is the open-file limit per process here, and the server needs a few more fds than
     # sockets: 19,000 is the most one instance can hold.

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from daarion_city.errors import Unavailable
 from daarion_city.pubsub import PubSub
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.transport import text_frame
+from daarion_city.realtime.transport import DirectWriter, text_frame
 from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,12 @@ class RoomChannel:
     def _deliver(self, seq: int, frame: str) -> None:
         self.expected = seq + 1
         wire = text_frame(frame.encode())  # framed once, written to every socket as is
+        direct = 0
         for conn in self.connections:
-            conn.send_message(seq, frame, wire)
+            if conn.send_message(seq, frame, wire):
+                direct += 1
         self.hub.delivered += len(self.connections)
+        DirectWriter.writes += direct
 
     def _release_held(self) -> None:
         held = self._held
