@@ -95,7 +95,7 @@ def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered()
     from daarion_city.errors import Unauthorized
 
     authority = TokenAuthority("s" * 32, cache_size=2)
-    short = authority.mint("u_a", "A", 1).token
+    short = authority.mint("u_a", "A", 2).token  # exp is whole seconds: 1 to 2 s from now
     assert authority.verify(short).user_id == "u_a"
     assert authority.verify(short).user_id == "u_a"  # from the cache
     forged = TokenAuthority("t" * 32).mint("u_a", "A", 60).token
@@ -104,7 +104,7 @@ def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered()
             authority.verify(forged)
     for i in range(5):  # the cache stays bounded
         authority.verify(authority.mint(f"u_{i}", None, 60).token)
-    time.sleep(2.1)  # exp has whole seconds
+    time.sleep(2.1)  # past exp, whatever the fraction of the second it was minted in
     with pytest.raises(Unauthorized, match="expired"):
         authority.verify(short)
 
