@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 
@@ -251,3 +251,21 @@ def token(user_id: str, name: str | None = None, secret: str = SECRET) -> str:
 
     claims = {"sub": user_id, "name": name or user_id, "exp": int(time.time()) + 3600}
     return jwt.encode(claims, secret, "HS256")
+
+
+async def stored_messages(database_url: str, room_id: str) -> list[Any]:
+    """The room's stored messages (id, seq, author, client_msg_id) in seq order, read straight
+    from PostgreSQL: what the fault tests hold acknowledgements against."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url, timeout=10)
+    try:
+        return list(
+            await conn.fetch(
+                "SELECT id, seq, author_user_id, client_msg_id FROM city_room_messages "
+                "WHERE room_id = $1 ORDER BY seq",
+                room_id,
+            )
+        )
+    finally:
+        await conn.close()

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import WebSocketException
 
-from tests.cluster import SECRET, Instance, RedisServer, token
+from tests.cluster import SECRET, Instance, RedisServer, stored_messages, token
 
 TOTAL = 5000
 HTTP_CLIENTS = 4
@@ -160,20 +159,6 @@ async def ws_client(inst: Instance, user: str, ids: list[str], ledger: Ledger) -
         backoff = min(backoff * 2, 0.5)
 
 
-async def room_rows(database_url: str, room_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url)
-    try:
-        return list(
-            await conn.fetch(
-                "SELECT id, seq, author_user_id, client_msg_id FROM city_room_messages "
-                "WHERE room_id = $1 ORDER BY seq",
-                room_id,
-            )
-        )
-    finally:
-        await conn.close()
-
-
 @pytest.mark.timeout(120)
 async def test_kill_9_loses_nothing_acknowledged(instance: Instance, database_url: str) -> None:
     rng_seed = seed()
@@ -215,7 +200,7 @@ async def test_kill_9_loses_nothing_acknowledged(instance: Instance, database_ur
         # The server is dead: what the database holds now is everything it committed.
         stored_at_kill = {
             (r["author_user_id"], r["client_msg_id"]): (r["id"], r["seq"])
-            for r in await room_rows(database_url, room_id)
+            for r in await stored_messages(database_url, room_id)
         }
         lost = [k for k, m in acked_at_kill.items() if stored_at_kill.get(k) != (m["id"], m["seq"])]
         assert not lost, f"acknowledged but not stored at the kill ({why}): {lost[:10]}"
@@ -229,7 +214,7 @@ async def test_kill_9_loses_nothing_acknowledged(instance: Instance, database_ur
         await asyncio.gather(*clients, return_exceptions=True)
     finished = time.monotonic()
 
-    rows = await room_rows(database_url, room_id)
+    rows = await stored_messages(database_url, room_id)
     expected = {(u, cmid) for u, ids in per_user.items() for cmid in ids}
     assert len(rows) == TOTAL, f"{len(rows)} rows ({why})"
     assert [r["seq"] for r in rows] == list(range(1, TOTAL + 1)), f"seq has gaps ({why})"

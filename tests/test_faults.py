@@ -25,7 +25,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from tests.cluster import SECRET, Instance, PostgresServer, RedisServer, token
+from tests.cluster import SECRET, Instance, PostgresServer, RedisServer, stored_messages, token
 
 OUTAGE = 10.0  # seconds each store is down
 ANSWER_BOUND = 2.0  # a send answers (503) within this while the database is down
@@ -158,20 +158,6 @@ async def ws_sender(inst: Instance, user: str, room: str, load: Load, pause: flo
                 status = 503 if data["code"] == "unavailable" else 500
                 load.outcomes.append(Outcome(user, cmid, start, end, status, data["code"]))
             await asyncio.sleep(pause)
-
-
-async def fetch_rows(database_url: str, room_id: str) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(database_url, timeout=10)
-    try:
-        return list(
-            await conn.fetch(
-                "SELECT id, seq, author_user_id, client_msg_id FROM city_room_messages "
-                "WHERE room_id = $1 ORDER BY seq",
-                room_id,
-            )
-        )
-    finally:
-        await conn.close()
 
 
 async def create_room(inst: Instance, slug: str) -> str:
@@ -336,7 +322,7 @@ async def test_postgres_stopped_for_10_s_under_load(
     # (the connection can die after COMMIT was sent): sent again with its client_msg_id, it is
     # stored exactly once.
     acked = await settle(inst, "pgfault", load)
-    rows = await fetch_rows(postgres.url, room_id)
+    rows = await stored_messages(postgres.url, room_id)
     check_stored(rows, acked, {(o.user, o.cmid) for o in outcomes})
     failed = sum(o.status == 503 for o in outcomes)
     print(
@@ -499,7 +485,7 @@ async def test_redis_stopped_for_10_s_under_load(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-    rows = await fetch_rows(database_url, room_id)
+    rows = await stored_messages(database_url, room_id)
     check_stored(rows, acked, {(o.user, o.cmid) for o in outcomes})
     updates_after = [
         f
