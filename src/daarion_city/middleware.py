@@ -162,13 +162,13 @@ class RequestContextMiddleware:
                     if not message.get("more_body", False):
                         break
             body = b"".join(chunks)
-            problem = None if too_large else _json_problem(body, self.json_limits)
-            if too_large or problem is not None:
-                too_large = False  # answer directly, the route is never called
-                if problem is None:
-                    await respond_too_large()
-                else:
-                    await respond(422, problem)
+            if too_large:
+                await respond_too_large()
+                self._record(scope, status, started)
+                return
+            problem = _json_problem(body, self.json_limits)
+            if problem is not None:  # the route is never called
+                await respond(422, problem)
                 self._record(scope, status, started)
                 return
             app_receive = _replay(body, receive)
