@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from daarion_city.auth import Principal
 from daarion_city.pubsub import MemoryPubSub
-from daarion_city.realtime.hub import RoomHub, message_envelope
+from daarion_city.realtime.hub import RoomHub, batch_envelope, message_envelope
 
 
 @dataclass(eq=False)
@@ -20,9 +20,18 @@ class Recorder:
     user: Principal = field(default_factory=lambda: Principal("u_rec", "Rec"))
     seqs: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    writes: list[list[int]] = field(default_factory=list)  # the seqs of each write
 
     def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
         self.seqs.append(seq)
+        self.writes.append([seq])
+
+    def send_run(self, run: list[tuple[int, str]], wires: list[bytes], joined: bytes) -> bool:
+        assert joined == b"".join(wires)
+        assert len(wires) == len(run)
+        self.seqs += [seq for seq, _ in run]
+        self.writes.append([seq for seq, _ in run])
+        return True
 
     def send_event(self, frame: str, wire: bytes | None = None) -> None:
         self.events.append(frame)
@@ -59,6 +68,38 @@ async def test_out_of_order_messages_are_delivered_in_order() -> None:
         await bus.publish("room:r", message_envelope(seq, f"f{seq}"))
     assert rec.seqs == [1, 2, 3, 4]
     assert store.loads == 0  # nothing was missing for long: no database read
+    await hub.close()
+
+
+async def test_a_batch_is_delivered_in_order_in_one_write_per_socket() -> None:
+    store = Store()
+    hub, bus = await make_hub(store, grace=5.0)
+    a, b = Recorder(), Recorder(user=Principal("u_b", "B"))
+    await hub.attach(a)  # type: ignore[arg-type]
+    await hub.attach(b)  # type: ignore[arg-type]
+    frames = [(seq, f"f{seq}\n\u00e9") for seq in (1, 2, 3)]  # any text survives the envelope
+    store.frames.update(dict(frames))
+    await bus.publish("room:r", batch_envelope(frames))
+    for rec in (a, b):
+        assert rec.seqs == [1, 2, 3]
+        assert rec.writes == [[1, 2, 3]]
+    assert hub.delivered == 6
+    await hub.close()
+
+
+async def test_a_batch_after_a_gap_waits_and_goes_out_with_what_fills_it() -> None:
+    store = Store()
+    hub, bus = await make_hub(store, grace=5.0)
+    rec = Recorder()
+    await hub.attach(rec)  # type: ignore[arg-type]
+    store.frames.update({s: f"f{s}" for s in range(1, 6)})
+    await bus.publish("room:r", batch_envelope([(2, "f2"), (3, "f3")]))  # 1 is late
+    assert rec.seqs == []
+    await bus.publish("room:r", batch_envelope([(1, "f1"), (2, "f2")]))  # 2 is a repeat
+    await bus.publish("room:r", batch_envelope([(3, "f3"), (4, "f4"), (5, "f5")]))
+    assert rec.seqs == [1, 2, 3, 4, 5]
+    assert rec.writes == [[1, 2, 3], [4, 5]]
+    assert store.loads == 0
     await hub.close()
 
 

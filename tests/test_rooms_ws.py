@@ -305,6 +305,32 @@ async def test_many_sockets_in_one_room_each_get_every_message_once_in_order(api
             assert seqs == list(range(1, 31))
 
 
+async def test_messages_coalesced_into_one_write_arrive_as_separate_frames(api: Api) -> None:
+    """Messages that become deliverable together are written to each socket as one buffer of
+    back-to-back frames (realtime/hub.py); a client still reads each as its own frame."""
+    from daarion_city.realtime.transport import DirectWriter
+    from daarion_city.rooms.service import message_frame
+
+    alice = await api.guest("Alice")
+    first = await alice.say("science", "one")
+    assert api.server.resources is not None
+    hub = api.server.resources.hub
+    async with alice.socket("science") as a, alice.socket("science") as b:
+        for ws in (a, b):
+            await ws.expect("room.state")
+        channel = hub._channels["room_city_science"]
+        run = [
+            (seq, message_frame("room_city_science", {**first, "seq": seq, "body": f"b{seq}"}))
+            for seq in range(first["seq"] + 1, first["seq"] + 4)
+        ]
+        before = DirectWriter.writes
+        channel.on_messages(run)
+        assert DirectWriter.writes - before == 2  # one write per socket for three messages
+        for ws in (a, b):
+            got = [(await ws.expect("room.message"))["message"] for _ in run]
+            assert [(m["seq"], m["body"]) for m in got] == [(seq, f"b{seq}") for seq, _ in run]
+
+
 def contextlib_stack() -> Any:
     import contextlib
 
