@@ -236,6 +236,15 @@ async def test_repeated_client_msg_id_stores_one_message(api: Api) -> None:
     assert [m["seq"] for m in page["messages"]] == [1, 2, 3]
     feed = (await api.http.get("/city/feed", params={"kind": "room_message"})).json()
     assert len(feed) == 3
+    # Retries sharing a commit with new messages take no seq: no gap, and the next is 9.
+    mixed = await asyncio.gather(
+        *(alice.say("science", "once", client_msg_id="c-1") for _ in range(5)),
+        *(bob.say("science", f"new {i}") for i in range(5)),
+    )
+    assert sorted(m["seq"] for m in mixed[5:]) == [4, 5, 6, 7, 8]
+    assert (await bob.say("science", "next"))["seq"] == 9
+    page = (await api.http.get("/city/rooms/science/messages")).json()
+    assert [m["seq"] for m in page["messages"]] == list(range(1, 10))
 
 
 async def test_fifty_concurrent_posts_get_gapless_seq(api: Api) -> None:

@@ -323,7 +323,9 @@ class RoomService:
         rows: list[dict[str, Any]] = []
         slots: list[PostResult | int] = []  # a stored message, or an index into rows
         async with self.db.begin() as conn:
-            last = await store.lock_room(conn, room_id)
+            # Seqs for the whole batch, taken with the row lock in one round trip; retries
+            # found below give theirs back before the commit.
+            base = last = await store.reserve_seqs(conn, room_id, len(batch))
             keys = [(i.user.user_id, i.client_msg_id) for i in batch if i.client_msg_id]
             stored = await store.find_by_client_msg_ids(conn, room_id, keys)
             fresh: dict[tuple[str, str], int] = {}
@@ -352,10 +354,11 @@ class RoomService:
                         "created_at": now,
                     }
                 )
+            if last != base + len(batch):  # retries of stored messages take no seq
+                await store.set_last_seq(conn, room_id, last)
             events: list[RecordedEvent] = []
             if rows:
                 await store.insert_messages(conn, rows)
-                await store.set_last_seq(conn, room_id, last)
                 events = await self.feed.record_many(
                     conn,
                     "room_message",

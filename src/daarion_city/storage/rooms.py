@@ -75,13 +75,18 @@ async def existing_slugs(conn: AsyncConnection, slugs: list[str]) -> set[str]:
     return set(result.scalars())
 
 
-async def lock_room(conn: AsyncConnection, room_id: str) -> int:
-    """Lock the room's row until commit and return its last ``seq``. Posts to one room commit
-    one transaction at a time, in ``seq`` order, and a rollback leaves no gap."""
+async def reserve_seqs(conn: AsyncConnection, room_id: str, count: int) -> int:
+    """Advance the room's last ``seq`` by ``count`` and return the value before: one statement
+    that also locks the room's row until commit, so posts to one room commit one transaction
+    at a time, in ``seq`` order, and a rollback leaves no gap. (A caller that ends up storing
+    fewer sets the final value with :func:`set_last_seq` before committing.)"""
     result = await conn.execute(
-        sa.select(rooms.c.last_seq).where(rooms.c.id == room_id).with_for_update()
+        rooms.update()
+        .where(rooms.c.id == room_id)
+        .values(last_seq=rooms.c.last_seq + count)
+        .returning(rooms.c.last_seq)
     )
-    return int(result.scalar_one())
+    return int(result.scalar_one()) - count
 
 
 async def set_last_seq(conn: AsyncConnection, room_id: str, seq: int) -> None:
