@@ -148,20 +148,9 @@ class Connection:
         as one buffer (``joined``) when this socket is live, takes the direct path and is just
         before the first of them; otherwise each goes through :meth:`send_message`. True when
         the buffer was written."""
-        direct = self._direct
-        if (
-            not self.catching_up
-            and self.last_seq == run[0][0] - 1
-            and direct is not None
-            and not self._queue
-            and not self._inflight
-            and not self._closing
-        ):
-            p = direct.proto
-            if not p.close_sent and p.writable.is_set() and not p.transport.is_closing():
-                p.transport.write(joined)
-                self.last_seq = run[-1][0]
-                return True
+        if not self.catching_up and self.last_seq == run[0][0] - 1 and self._write_direct(joined):
+            self.last_seq = run[-1][0]
+            return True
         for (seq, frame), wire in zip(run, wires, strict=True):
             self.send_message(seq, frame, wire)
         return False
