@@ -12,9 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import platform
 import resource
+import secrets
+import shutil
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -95,6 +100,37 @@ def passed(line: dict[str, Any]) -> bool:
     return bool(line["delivery_ratio"] == 1.0 and line["latency_p99_ms"] <= 50)
 
 
+def fill_room_sqlite(path: Path, room: str, count: int) -> None:
+    """The same room as :func:`fill_room`, in the service's SQLite file (WAL: the service keeps
+    running beside this writer)."""
+    stamp = datetime.now(UTC).isoformat(sep=" ")
+    with sqlite3.connect(path, timeout=60) as db:
+        db.execute(
+            "INSERT INTO city_rooms (id, slug, name, description, is_default, created_at, "
+            "last_seq, member_count) VALUES (?, ?, ?, '', 0, ?, ?, 0)",
+            (f"room_city_{room}", room, room, stamp, count),
+        )
+        db.executemany(
+            "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, author_agent_id, "
+            "username, body, client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    f"m_big_{i}",
+                    f"room_city_{room}",
+                    i,
+                    "u_filler",
+                    None,
+                    "filler",
+                    f"m {i}",
+                    None,
+                    stamp,
+                )
+                for i in range(1, count + 1)
+            ),
+        )
+        db.execute("ANALYZE")
+
+
 async def fill_room(db_url: str, room: str, count: int) -> None:
     conn = await asyncpg.connect(db_url)
     try:
@@ -146,6 +182,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
     parser.add_argument("--only", default="fanout,post,idle,history", help="scenarios to run")
+    parser.add_argument(
+        "--stores",
+        default="postgres,sqlite",
+        help="postgres (PostgreSQL + Redis) and/or sqlite (SQLite + in-process presence)",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave bench/RESULTS.md as it is"
+    )
     args = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 20000), hard))
@@ -161,36 +205,51 @@ async def main() -> None:
     idle_sockets = 1000 if args.quick else 19000
     history_rows = 10_000 if args.quick else 1_000_000
 
-    async with scratch("suite") as space:
-        summary = await run_suite(args, space, subs, rates, seconds, idle_sockets, history_rows)
-    print(json.dumps({"summary": summary}, indent=2), flush=True)
+    summaries: dict[str, dict[str, Any]] = {}
+    for store in args.stores.split(","):
+        if store == "postgres":
+            async with scratch("suite") as space:
+                summaries[store] = await run_suite(
+                    args, store, space, subs, rates, seconds, idle_sockets, history_rows
+                )
+        else:
+            summaries[store] = await run_suite(
+                args, store, None, subs, rates, seconds, idle_sockets, history_rows
+            )
+    print(json.dumps({"summary": summaries}, indent=2), flush=True)
+    if not args.no_write:
+        await asyncio.to_thread(write_results, summaries, subs)
 
 
 async def run_suite(
     args: argparse.Namespace,
-    space: Scratch,
+    store: str,
+    space: Scratch | None,
     subs: int,
     rates: list[int],
     seconds: float,
     idle_sockets: int,
     history_rows: int,
 ) -> dict[str, Any]:
-    db_url = space.database_url
-    service = Instance(
-        "bench-suite",
-        {
-            "DATABASE_URL": db_url,
+    env = {
+        "CITY_JWT_SECRET": SECRET,
+        "LOG_LEVEL": "warning",
+        **UNLIMITED,
+        "CITY_WS_SEND_QUEUE": "100000",
+    }
+    data_dir = OUT / f"{store}-{secrets.token_hex(3)}"
+    await asyncio.to_thread(data_dir.mkdir, parents=True)
+    env["CITY_DATA_DIR"] = str(data_dir)
+    if space is not None:
+        env |= {
+            "DATABASE_URL": space.database_url,
             "REDIS_URL": REDIS,
             "CITY_REDIS_PREFIX": space.redis_prefix,
-            "CITY_JWT_SECRET": SECRET,
-            "CITY_DATA_DIR": str(OUT),
-            "LOG_LEVEL": "warning",
-            **UNLIMITED,
-            "CITY_WS_SEND_QUEUE": "100000",
             "DATABASE_POOL_SIZE": "20",
-        },
-        OUT,
-    )
+        }
+    else:  # SQLite under the data directory, presence in process
+        env |= {"DATABASE_URL": "", "REDIS_URL": ""}
+    service = Instance(f"bench-suite-{store}", env, OUT)
     baseline, bws, bpub = await asyncio.to_thread(start_baseline)
     summary: dict[str, Any] = {}
     try:
@@ -207,13 +266,19 @@ async def run_suite(
         if "idle" in only:
             await idle_run(summary, sws, shttp, spid, idle_sockets)
         if "history" in only:
-            await fill_room(db_url, "big", history_rows)
+            if space is not None:
+                await fill_room(space.database_url, "big", history_rows)
+            else:
+                await asyncio.to_thread(
+                    fill_room_sqlite, data_dir / "city.sqlite3", "big", history_rows
+                )
             (hist,) = await asyncio.to_thread(loadgen, "history", "--http", shttp, "--room", "big")
             print(json.dumps(hist), flush=True)
             summary["history"] = hist
     finally:
         await asyncio.to_thread(service.stop)
         baseline.terminate()
+        await asyncio.to_thread(shutil.rmtree, data_dir, True)
     return summary
 
 
@@ -304,6 +369,105 @@ async def idle_run(summary: dict[str, Any], sws: str, shttp: str, spid: int, n: 
     )
     print(json.dumps(idle), flush=True)
     summary["idle"] = idle
+
+
+BEGIN, END = "<!-- suite:begin -->", "<!-- suite:end -->"
+RESULTS = Path("bench/RESULTS.md")
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        model = next(
+            (ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), model
+        )
+    mem = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as fh:
+        mem = next((int(ln.split()[1]) for ln in fh if ln.startswith("MemTotal")), 0)
+    return (
+        f"{os.cpu_count()} cores ({model}), {mem / 2**20:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def fmt(value: Any, unit: str = "") -> str:
+    return (
+        "—" if value is None else f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+    )
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "—"
+
+
+def results_block(summaries: dict[str, dict[str, Any]], subs: int) -> str:
+    """The generated part of bench/RESULTS.md: the machine, the command, and per store a table
+    of service against baseline (or the framework floor) with their ratio."""
+    rows = []
+    for store, s in summaries.items():
+        name = {"postgres": "PostgreSQL + Redis", "sqlite": "SQLite, in process"}.get(store, store)
+        if "fanout" in s:
+            b, v = s["fanout"].get("baseline"), s["fanout"].get("service")
+            bd = b["deliveries_per_s"] if b else None
+            vd = v["deliveries_per_s"] if v else None
+            rows.append(
+                f"| {name} | fan-out to {subs:,} sockets: deliveries/s at the highest rate with "
+                f"delivery 1.0 and p99 ≤ 50 ms | {fmt(vd)} (p99 {fmt(v and v['latency_p99_ms'])} "
+                f"ms, {fmt(v and v['cpu_us_per_delivery'])} µs CPU each) | {fmt(bd)} (p99 "
+                f"{fmt(b and b['latency_p99_ms'])} ms, {fmt(b and b['cpu_us_per_delivery'])} µs) | "
+                f"{ratio(vd, bd)} |"
+            )
+        if "post" in s:
+            v, f = s["post"]["service"], s["post"]["floor"]
+            rows.append(
+                f"| {name} | HTTP posts, 50 clients, one room: commits/s | "
+                f"{fmt(v['commits_per_s'])} (p99 {v['p99_ms']} ms, {v['server_cpu_ms_per_post']} "
+                f"ms CPU each) | framework floor {fmt(f['commits_per_s'])} (p99 {f['p99_ms']} ms) "
+                f"| {ratio(v['commits_per_s'], f['commits_per_s'])} |"
+            )
+        if "idle" in s:
+            i = s["idle"]
+            rows.append(
+                f"| {name} | {fmt(i['sockets'])} idle room sockets: server memory per socket | "
+                f"{i['kib_per_socket']} KiB | target 16 KiB | "
+                f"{ratio(i['kib_per_socket'], 16)} of the target |"
+            )
+        if "history" in s:
+            h = s["history"]
+            rows.append(
+                f"| {name} | history page (50) at {fmt(h['messages_in_room'])} messages: p50 / "
+                f"p99 | {h['p50_ms']} / {h['p99_ms']} ms | `GET /healthz` {h['healthz_p50_ms']} / "
+                f"{h['healthz_p99_ms']} ms | {ratio(h['p99_ms'], h['healthz_p99_ms'])} |"
+            )
+    command = "ulimit -n 20000; .venv/bin/python -m bench.suite " + " ".join(sys.argv[1:])
+    when = f"{datetime.now(UTC):%Y-%m-%d %H:%M}"
+    return "\n".join(
+        [
+            BEGIN,
+            f"## Latest full run (written by `bench.suite`, {when} UTC)",
+            "",
+            f"Machine: {machine()}; the load generator, the servers and the stores share it.",
+            "",
+            f"    {command.strip()}",
+            "",
+            "| store | scenario | service | baseline (same run) | service / baseline |",
+            "|---|---|---|---|---|",
+            *rows,
+            END,
+        ]
+    )
+
+
+def write_results(summaries: dict[str, dict[str, Any]], subs: int) -> None:
+    block = results_block(summaries, subs)
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        title, _, body = text.partition("\n")
+        text = f"{title}\n\n{block}\n{body}"
+    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":
