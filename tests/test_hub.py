@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from daarion_city.auth import Principal
 from daarion_city.pubsub import MemoryPubSub
-from daarion_city.realtime.hub import RoomHub, batch_envelope, message_envelope
+from daarion_city.realtime.hub import RoomHub, batch_envelope, event_envelope, message_envelope
 
 
 @dataclass(eq=False)
@@ -52,6 +52,11 @@ class Store:
         return max(self.frames, default=0)
 
 
+async def turn() -> None:
+    """One event-loop turn: a channel drains what the bus brought once per turn."""
+    await asyncio.sleep(0)
+
+
 async def make_hub(store: Store, grace: float = 0.05) -> tuple[RoomHub, MemoryPubSub]:
     bus = MemoryPubSub()
     hub = RoomHub(bus, load_frames=store.load_frames, load_last_seq=store.last_seq, gap_grace=grace)
@@ -66,6 +71,7 @@ async def test_out_of_order_messages_are_delivered_in_order() -> None:
     for seq in (2, 3, 1, 1, 2, 4):
         store.frames[seq] = f"f{seq}"
         await bus.publish("room:r", message_envelope(seq, f"f{seq}"))
+        await turn()
     assert rec.seqs == [1, 2, 3, 4]
     assert store.loads == 0  # nothing was missing for long: no database read
     await hub.close()
@@ -80,6 +86,7 @@ async def test_a_batch_is_delivered_in_order_in_one_write_per_socket() -> None:
     frames = [(seq, f"f{seq}\n\u00e9") for seq in (1, 2, 3)]  # any text survives the envelope
     store.frames.update(dict(frames))
     await bus.publish("room:r", batch_envelope(frames))
+    await turn()
     for rec in (a, b):
         assert rec.seqs == [1, 2, 3]
         assert rec.writes == [[1, 2, 3]]
@@ -94,12 +101,39 @@ async def test_a_batch_after_a_gap_waits_and_goes_out_with_what_fills_it() -> No
     await hub.attach(rec)  # type: ignore[arg-type]
     store.frames.update({s: f"f{s}" for s in range(1, 6)})
     await bus.publish("room:r", batch_envelope([(2, "f2"), (3, "f3")]))  # 1 is late
+    await turn()
     assert rec.seqs == []
     await bus.publish("room:r", batch_envelope([(1, "f1"), (2, "f2")]))  # 2 is a repeat
+    await turn()
     await bus.publish("room:r", batch_envelope([(3, "f3"), (4, "f4"), (5, "f5")]))
+    await turn()
     assert rec.seqs == [1, 2, 3, 4, 5]
     assert rec.writes == [[1, 2, 3], [4, 5]]
     assert store.loads == 0
+    await hub.close()
+
+
+async def test_messages_arriving_in_one_turn_share_a_write_and_events_keep_their_place() -> None:
+    """What the bus brings while the loop is busy goes out together; an event published after
+    a message is never delivered before it."""
+    store = Store()
+    hub, bus = await make_hub(store, grace=5.0)
+    rec = Recorder()
+    await hub.attach(rec)  # type: ignore[arg-type]
+    order: list[str] = []
+    rec.send_event = lambda frame, wire=None: order.append(f"event after {rec.seqs}")  # type: ignore[method-assign]
+    for seq in (1, 2, 3):
+        store.frames[seq] = f"f{seq}"
+        await bus.publish("room:r", message_envelope(seq, f"f{seq}"))
+    assert rec.seqs == []  # not yet: the loop has not turned
+    await turn()
+    assert rec.writes == [[1, 2, 3]]
+    store.frames[4] = "f4"
+    await bus.publish("room:r", message_envelope(4, "f4"))
+    await bus.publish("room:r", event_envelope('{"event": "room.typing"}', None))
+    assert order == ["event after [1, 2, 3, 4]"]
+    await turn()
+    assert rec.writes == [[1, 2, 3], [4]]
     await hub.close()
 
 
@@ -112,6 +146,7 @@ async def test_a_lost_message_is_healed_from_the_store() -> None:
         store.frames[seq] = f"f{seq}"
     await bus.publish("room:r", message_envelope(1, "f1"))
     await bus.publish("room:r", message_envelope(3, "f3"))  # 2 was lost on the bus
+    await turn()
     assert rec.seqs == [1]
     await asyncio.sleep(0.3)
     assert rec.seqs == [1, 2, 3]
@@ -140,6 +175,7 @@ async def test_channel_starts_after_the_last_committed_message() -> None:
     await bus.publish("room:r", message_envelope(2, "f2"))  # older than the channel: dropped
     store.frames[3] = "f3"
     await bus.publish("room:r", message_envelope(3, "f3"))
+    await turn()
     assert rec.seqs == [3]
     hub.detach(rec)  # type: ignore[arg-type]
     await asyncio.sleep(0)

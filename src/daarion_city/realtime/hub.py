@@ -17,12 +17,15 @@ sockets strictly in ``seq`` order with no gap:
 Ephemeral events (join/leave, typing, membership, presence) carry no ``seq`` and are delivered as
 they come. Each frame is encoded once by the publisher and the same text is queued on every socket.
 
-Write coalescing: the messages of one group commit travel the bus as one *batch* envelope, and
-the messages a channel delivers together (a batch, a release of held messages, a heal) reach
-each socket as one write of their frames back to back, as Centrifugo and Discord's gateway
-coalesce writes. Nothing waits for a batch to fill: a post alone is one frame in one write, and
-only posts that already shared a commit (which happens under load) share a write, so the
-number of write syscalls per socket falls as the load rises.
+Write coalescing: the messages a channel delivers together reach each socket as one write of
+their frames back to back, as Centrifugo and Discord's gateway coalesce writes. Messages from
+the bus go to the channel's inbox, which is drained once per event-loop turn: what arrived
+while the loop was busy (the messages of one group commit travel as one *batch* envelope, and
+others pile up in the bus connection while a fan-out runs) goes out together, along with any
+release of held messages or heal. Nothing waits for a batch to fill: a message that arrives
+alone is written in the same loop turn, so the number of write syscalls per socket falls only
+as the load rises. An ephemeral event drains the inbox first, so it never overtakes a message
+that arrived before it.
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ class RoomChannel:
         self.expected: int | None = None  # next seq to deliver; None until initialised
         self._held: dict[int, str] = {}
         self._run: list[tuple[int, str]] | None = None  # deliveries being coalesced
+        self._inbox: list[tuple[int, str]] = []  # from the bus, drained once per loop turn
+        self._draining = False
         self._heal_task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
 
@@ -97,15 +102,30 @@ class RoomChannel:
     def on_bus(self, data: bytes) -> None:
         head, _, body = data.partition(b"\n")
         if head[:2] == b"m:":
-            self.on_message(int(head[2:]), body.decode())
+            self._receive([(int(head[2:]), body.decode())])
         elif head[:2] == b"b:":
-            self.on_messages(parse_batch(head[2:], body))
+            self._receive(parse_batch(head[2:], body))
         elif head[:2] == b"e:":
+            self.drain()
             self.on_event(body.decode(), head[2:].decode() or None)
         elif head[:2] == b"h:":
+            self.drain()
             self.on_committed(int(head[2:]))
         else:
             log.warning("room %s: unknown envelope %r", self.room_id, head[:16])
+
+    def _receive(self, items: list[tuple[int, str]]) -> None:
+        self._inbox += items
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self.drain)
+
+    def drain(self) -> None:
+        """Deliver what the bus brought since the last drain, coalesced."""
+        self._draining = False
+        if self._inbox:
+            items, self._inbox = self._inbox, []
+            self.on_messages(items)
 
     def on_event(self, frame: str, exclude_user: str | None) -> None:
         wire = text_frame(frame.encode()) if len(self.connections) > 1 else None
@@ -226,6 +246,7 @@ class RoomChannel:
         self.hub.healed += 1
 
     def close(self) -> None:
+        self._inbox.clear()
         if self._heal_task is not None:
             self._heal_task.cancel()
 
