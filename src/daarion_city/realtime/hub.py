@@ -158,10 +158,8 @@ class RoomChannel:
                 self.on_message(seq, frame)
         finally:
             run, self._run = self._run, None
-            if len(run) == 1:
-                self._write(*run[0])
-            elif run:
-                self._write_run(run)
+            if run:
+                self._write(run)
 
     def on_committed(self, seq: int) -> None:
         """Messages up to ``seq`` are committed: read any this channel has not delivered."""
@@ -173,23 +171,19 @@ class RoomChannel:
         if self._run is not None:
             self._run.append((seq, frame))
         else:
-            self._write(seq, frame)
+            self._write([(seq, frame)])
 
-    def _write(self, seq: int, frame: str) -> None:
-        wire = text_frame(frame.encode())  # framed once, written to every socket as is
+    def _write(self, run: list[tuple[int, str]]) -> None:
+        """Consecutive messages to every socket: each framed once, and all of them written to
+        each socket as one buffer."""
+        wires = [text_frame(frame.encode()) for _, frame in run]
+        joined = wires[0] if len(wires) == 1 else b"".join(wires)
         direct = 0
         for conn in self.connections:
-            if conn.send_message(seq, frame, wire):
+            if conn.send_run(run, wires, joined):
                 direct += 1
-        self.hub.delivered += len(self.connections)
-        DirectWriter.writes += direct
-
-    def _write_run(self, run: list[tuple[int, str]]) -> None:
-        wires = [text_frame(frame.encode()) for _, frame in run]
-        joined = b"".join(wires)
-        for conn in self.connections:
-            conn.send_run(run, wires, joined)  # a direct write counts itself in DirectWriter
         self.hub.delivered += len(self.connections) * len(run)
+        DirectWriter.writes += direct
 
     def _release_held(self) -> None:
         held = self._held
