@@ -22,6 +22,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,35 @@ def passed(line: dict[str, Any]) -> bool:
     return bool(line["delivery_ratio"] == 1.0 and line["latency_p99_ms"] <= 50)
 
 
+MESSAGE_COLUMNS = [
+    "id",
+    "room_id",
+    "seq",
+    "author_user_id",
+    "author_agent_id",
+    "username",
+    "body",
+    "client_msg_id",
+    "created_at",
+]
+
+
+def filler_rows(room: str, count: int, stamp: object) -> Iterator[tuple[object, ...]]:
+    """``count`` messages of the big room, in the order of ``MESSAGE_COLUMNS``."""
+    for i in range(1, count + 1):
+        yield (
+            f"m_big_{i}",
+            f"room_city_{room}",
+            i,
+            "u_filler",
+            None,
+            "filler",
+            f"m {i}",
+            None,
+            stamp,
+        )
+
+
 def fill_room_sqlite(path: Path, room: str, count: int) -> None:
     """The same room as :func:`fill_room`, in the service's SQLite file (WAL: the service keeps
     running beside this writer)."""
@@ -111,22 +141,9 @@ def fill_room_sqlite(path: Path, room: str, count: int) -> None:
             (f"room_city_{room}", room, room, stamp, count),
         )
         db.executemany(
-            "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, author_agent_id, "
-            "username, body, client_msg_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    f"m_big_{i}",
-                    f"room_city_{room}",
-                    i,
-                    "u_filler",
-                    None,
-                    "filler",
-                    f"m {i}",
-                    None,
-                    stamp,
-                )
-                for i in range(1, count + 1)
-            ),
+            f"INSERT INTO city_room_messages ({', '.join(MESSAGE_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(MESSAGE_COLUMNS))})",
+            filler_rows(room, count, stamp),
         )
         db.execute("ANALYZE")
 
@@ -134,7 +151,6 @@ def fill_room_sqlite(path: Path, room: str, count: int) -> None:
 async def fill_room(db_url: str, room: str, count: int) -> None:
     conn = await asyncpg.connect(db_url)
     try:
-        stamp = datetime.now(UTC)
         await conn.execute(
             "INSERT INTO city_rooms (id, slug, name, description, is_default, created_at, "
             "last_seq, member_count) VALUES ($1, $2, $2, '', false, now(), $3, 0)",
@@ -142,34 +158,10 @@ async def fill_room(db_url: str, room: str, count: int) -> None:
             room,
             count,
         )
-        rows = (
-            (
-                f"m_big_{i}",
-                f"room_city_{room}",
-                i,
-                "u_filler",
-                None,
-                "filler",
-                f"m {i}",
-                None,
-                stamp,
-            )
-            for i in range(1, count + 1)
-        )
         await conn.copy_records_to_table(
             "city_room_messages",
-            records=rows,
-            columns=[
-                "id",
-                "room_id",
-                "seq",
-                "author_user_id",
-                "author_agent_id",
-                "username",
-                "body",
-                "client_msg_id",
-                "created_at",
-            ],
+            records=filler_rows(room, count, datetime.now(UTC)),
+            columns=MESSAGE_COLUMNS,
         )
         # What an operator (or autovacuum, soon after) does after a bulk load: the visibility
         # map, hint bits and statistics, so reads measure the steady state, not a first touch.

@@ -147,11 +147,8 @@ class RoomChannel:
 
     def on_messages(self, items: list[tuple[int, str]]) -> None:
         """Several messages at once: each is ordered as by :meth:`on_message`, and those that
-        become deliverable reach each socket in one write."""
-        if self._run is not None:  # already coalescing (a heal inside a batch)
-            for seq, frame in items:
-                self.on_message(seq, frame)
-            return
+        become deliverable reach each socket in one write. (Never re-entered: delivery only
+        writes to sockets, and heals run as tasks.)"""
         self._run = []
         try:
             for seq, frame in items:

@@ -49,7 +49,7 @@ class DirectWriter:
 
     def write(self, wire: bytes) -> bool:
         """Write now if the transport takes it; False means use the ASGI path instead.
-        (``Connection.send_message``, the per-delivery path of room messages, inlines this.)"""
+        (``Connection.send_run``, the per-delivery path of room messages, inlines this.)"""
         p = self.proto
         if p.close_sent or not p.writable.is_set() or p.transport.is_closing():
             return False
