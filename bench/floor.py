@@ -1,10 +1,16 @@
-"""The framework floor for HTTP posts: the service's own stack (uvicorn with httptools and uvloop,
-FastAPI, the request-id middleware, bearer-token verification, the same request and response
-models) answering ``POST /city/rooms/{room}/messages`` with 201 and a Message, but storing and
-broadcasting nothing. The post scenario runs against it in the same run as against the service,
-so the ratio says how much of a post's cost is storage and fan-out and how much the framework.
+"""The framework floors for HTTP posts: answering ``POST /city/rooms/{room}/messages`` with 201
+and a Message, but storing and broadcasting nothing. The post scenario runs against them in the
+same run as against the service, so the ratios say how much of a post's cost is storage and
+fan-out and how much the HTTP stack.
 
-    .venv/bin/python -m bench.floor --port 7201
+- ``--kind fastapi``: uvicorn with httptools and uvloop, FastAPI, the request-id middleware,
+  bearer-token verification, the same request and response models (the route the service
+  served posts through until it had a lane of its own);
+- ``--kind asgi``: the same server and middleware, token check and request model, without
+  FastAPI: what the service's ``PostLane`` costs before it stores anything (the machine's HTTP
+  limit for this stack).
+
+    .venv/bin/python -m bench.floor --port 7201 [--kind asgi]
 """
 
 import argparse
@@ -12,9 +18,11 @@ import itertools
 import sys
 from typing import Annotated, Any
 
+import orjson
 import uvicorn
 from fastapi import Depends, FastAPI
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.common import SECRET
 from daarion_city.auth import Principal, TokenAuthority
@@ -22,6 +30,43 @@ from daarion_city.clock import iso, utcnow
 from daarion_city.metrics import Metrics
 from daarion_city.middleware import RequestContextMiddleware
 from daarion_city.rooms.schemas import Message, MessageCreate
+
+
+def message(n: int, room: str, who: Principal, body: MessageCreate) -> dict[str, Any]:
+    return {
+        "id": f"m_{n}",
+        "room_id": f"room_city_{room}",
+        "seq": n,
+        "author_user_id": who.user_id,
+        "author_agent_id": None,
+        "username": who.name,
+        "body": body.body,
+        "client_msg_id": body.client_msg_id,
+        "created_at": iso(utcnow()),
+    }
+
+
+def create_asgi_floor() -> ASGIApp:
+    authority = TokenAuthority(SECRET)
+    seq = itertools.count(1)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        event = await receive()
+        body = MessageCreate.model_validate_json(event.get("body", b""))
+        auth = next(v for k, v in scope["headers"] if k == b"authorization").decode()
+        who = authority.verify(auth.partition(" ")[2].strip())
+        room = scope["path"].split("/")[3]
+        answer = orjson.dumps(message(next(seq), room, who, body))
+        headers = [
+            (b"content-length", str(len(answer)).encode()),
+            (b"content-type", b"application/json"),
+        ]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return RequestContextMiddleware(app, metrics=Metrics(), max_body=64 * 1024)
 
 
 def create_floor_app() -> FastAPI:
@@ -40,18 +85,7 @@ def create_floor_app() -> FastAPI:
     async def post(
         room: str, body: MessageCreate, who: Annotated[Principal, Depends(user)]
     ) -> dict[str, Any]:
-        n = next(seq)
-        return {
-            "id": f"m_{n}",
-            "room_id": f"room_city_{room}",
-            "seq": n,
-            "author_user_id": who.user_id,
-            "author_agent_id": None,
-            "username": who.name,
-            "body": body.body,
-            "client_msg_id": body.client_msg_id,
-            "created_at": iso(utcnow()),
-        }
+        return message(next(seq), room, who, body)
 
     return app
 
@@ -59,9 +93,10 @@ def create_floor_app() -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=7201)
+    parser.add_argument("--kind", choices=["fastapi", "asgi"], default="fastapi")
     args = parser.parse_args()
     uvicorn.run(
-        create_floor_app(),
+        create_floor_app() if args.kind == "fastapi" else create_asgi_floor(),
         host="127.0.0.1",
         port=args.port,
         http="httptools",

@@ -54,6 +54,14 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores (/proc/stat)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / TICKS, sum(fields) / TICKS
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -399,10 +407,12 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
         await http.close()
 
     cpu0 = cpu_seconds(args.pid) if args.pid else 0.0
+    own0, busy0 = cpu_seconds(os.getpid()), machine_busy()[0]
     started = time.perf_counter()
     await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
     wall = time.perf_counter() - started
     cpu = cpu_seconds(args.pid) - cpu0 if args.pid else None
+    own, busy = cpu_seconds(os.getpid()) - own0, machine_busy()[0] - busy0
     return [
         {
             "scenario": "post",
@@ -412,6 +422,11 @@ async def post(args: argparse.Namespace) -> list[dict[str, Any]]:
             "p99_ms": round(pct(latencies, 0.99), 2),
             "errors": errors[0],
             "server_cpu_s": round(cpu, 2) if cpu is not None else None,
+            # Cores busy on average over the run: the server, this load generator, the whole
+            # machine (with the stores); the machine has os.cpu_count() of them.
+            "server_cores": round(cpu / wall, 2) if cpu is not None else None,
+            "loadgen_cores": round(own / wall, 2),
+            "machine_cores": round(busy / wall, 2),
             "server_cpu_ms_per_post": round(cpu / max(len(latencies), 1) * 1000, 3)
             if cpu is not None
             else None,

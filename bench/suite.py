@@ -309,41 +309,46 @@ async def fanout_pair(
     summary["fanout"] = best
 
 
-def start_floor() -> tuple[subprocess.Popen[bytes], int]:
+def start_floor(kind: str) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.floor", "--port", str(port)],
+        [sys.executable, "-m", "bench.floor", "--port", str(port), "--kind", kind],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
 
     def ready() -> bool:
         try:
-            return httpx.get(f"http://127.0.0.1:{port}/openapi.json").status_code == 200
+            httpx.get(f"http://127.0.0.1:{port}/")
         except httpx.HTTPError:
             return False
+        return True
 
     wait_for(ready, 20, "floor")
     return proc, port
 
 
 async def post_run(summary: dict[str, Any], shttp: str, spid: int, seconds: float) -> None:
-    """Posts against the framework floor (bench/floor.py: the same stack, storing nothing),
-    then against the service, in one run."""
-    floor, fport = await asyncio.to_thread(start_floor)
-    try:
-        args = ["post", "--clients", "50", "--seconds", str(seconds * 2), "--room", "science"]
-        (bare,) = await asyncio.to_thread(
-            loadgen, *args, "--http", f"http://127.0.0.1:{fport}", "--pid", str(floor.pid)
-        )
-        bare["target"] = "floor"
-        print(json.dumps(bare), flush=True)
-    finally:
-        floor.terminate()
+    """Posts against the framework floors (bench/floor.py: the same stack, storing nothing;
+    with FastAPI, and bare ASGI as the service's post lane is), then against the service, in
+    one run."""
+    args = ["post", "--clients", "50", "--seconds", str(seconds * 2), "--room", "science"]
+    floors: dict[str, dict[str, Any]] = {}
+    for kind in ("fastapi", "asgi"):
+        floor, fport = await asyncio.to_thread(start_floor, kind)
+        try:
+            (bare,) = await asyncio.to_thread(
+                loadgen, *args, "--http", f"http://127.0.0.1:{fport}", "--pid", str(floor.pid)
+            )
+            bare["target"] = f"floor-{kind}"
+            print(json.dumps(bare), flush=True)
+            floors[kind] = bare
+        finally:
+            floor.terminate()
     (post,) = await asyncio.to_thread(loadgen, *args, "--http", shttp, "--pid", str(spid))
     post["target"] = "service"
     print(json.dumps(post), flush=True)
-    summary["post"] = {"floor": bare, "service": post}
+    summary["post"] = {"floor": floors["fastapi"], "floor_asgi": floors["asgi"], "service": post}
 
 
 async def idle_run(summary: dict[str, Any], sws: str, shttp: str, spid: int, n: int) -> None:
@@ -410,13 +415,19 @@ def results_block(summaries: dict[str, dict[str, Any]], subs: int) -> str:
                 f"{ratio(vd, bd)} |"
             )
         if "post" in s:
-            v, f = s["post"]["service"], s["post"]["floor"]
-            rows.append(
-                f"| {name} | HTTP posts, 50 clients, one room: commits/s | "
-                f"{fmt(v['commits_per_s'])} (p99 {v['p99_ms']} ms, {v['server_cpu_ms_per_post']} "
-                f"ms CPU each) | framework floor {fmt(f['commits_per_s'])} (p99 {f['p99_ms']} ms) "
-                f"| {ratio(v['commits_per_s'], f['commits_per_s'])} |"
-            )
+            v = s["post"]["service"]
+            for key, label in (("floor", "FastAPI floor"), ("floor_asgi", "bare ASGI floor")):
+                f = s["post"].get(key)
+                if f is None:
+                    continue
+                rows.append(
+                    f"| {name} | HTTP posts, 50 clients, one room: commits/s | "
+                    f"{fmt(v['commits_per_s'])} (p99 {v['p99_ms']} ms, "
+                    f"{v['server_cpu_ms_per_post']} ms CPU each) | {label} "
+                    f"{fmt(f['commits_per_s'])} (p99 {f['p99_ms']} ms, "
+                    f"{f['server_cpu_ms_per_post']} ms CPU each) | "
+                    f"{ratio(v['commits_per_s'], f['commits_per_s'])} |"
+                )
         if "idle" in s:
             i = s["idle"]
             rows.append(

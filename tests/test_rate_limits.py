@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +101,9 @@ async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> 
 
     a_client = aioredis.Redis.from_url(REDIS_URL)
     b_client = aioredis.Redis.from_url(REDIS_URL)
+    a = RedisRateLimiter(a_client, prefix=redis_prefix)
+    b = RedisRateLimiter(b_client, prefix=redis_prefix)
     try:
-        a = RedisRateLimiter(a_client, prefix=redis_prefix)
-        b = RedisRateLimiter(b_client, prefix=redis_prefix)
         await a.hit("msg:u1", rate=0.01, burst=3)
         await b.hit("msg:u1", rate=0.01, burst=3)
         await a.hit("msg:u1", rate=0.01, burst=3)
@@ -118,7 +119,21 @@ async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> 
         # The bucket expires once it would be full again: nothing is left behind.
         ttl = await a_client.pttl(f"{redis_prefix}ratelimit:msg:u1")
         assert 0 < ttl <= 301_000
+        # Hits at once share a pipelined round trip, and each is still counted: of ten
+        # concurrent hits on a bucket of four, exactly four pass.
+        results = await asyncio.gather(
+            *(x.hit("msg:u3", rate=0.01, burst=4) for x in (a, b) * 5), return_exceptions=True
+        )
+        assert sum(r is None for r in results) == 4
+        assert all(r is None or isinstance(r, RateLimited) for r in results)
+        # Redis forgot its scripts (a restart, SCRIPT FLUSH): the limiter loads it again.
+        await a_client.script_flush()
+        await a.hit("msg:u4", rate=0.01, burst=1)
+        with pytest.raises(RateLimited):
+            await a.hit("msg:u4", rate=0.01, burst=1)
     finally:
+        await a.close()
+        await b.close()
         await a_client.aclose()
         await b_client.aclose()
 
@@ -129,13 +144,14 @@ async def test_a_redis_that_is_down_leaves_limits_per_instance() -> None:
     client = aioredis.Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
     )
+    limiter = RedisRateLimiter(client)
     try:
-        limiter = RedisRateLimiter(client)
         await limiter.hit("k", rate=0.01, burst=2)
         await limiter.hit("k", rate=0.01, burst=2)
         with pytest.raises(RateLimited):
             await limiter.hit("k", rate=0.01, burst=2)
     finally:
+        await limiter.close()
         await client.aclose()
 
 

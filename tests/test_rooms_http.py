@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from importlib import resources
+from typing import Any
 
+import httpx
 import pytest
 
 from tests.support import Api
@@ -312,3 +314,66 @@ async def test_a_post_that_fails_in_the_database_does_not_take_its_batch_with_it
     page = (await api.http.get("/city/rooms/science/messages")).json()
     assert sorted(m["body"] for m in page["messages"]) == ["a", "b", "c", "d", "e"]
     assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5]  # still no gap
+
+
+async def test_posting_answers_the_same_with_and_without_the_post_lane(
+    api: Api, settings: Any
+) -> None:
+    """The server posts messages through ``PostLane`` (rooms/http.py), in front of FastAPI's
+    router; the route itself answers whatever the lane leaves to it. Both give the same
+    answers: the message, the replay, and every error."""
+    from daarion_city.app import create_app
+    from daarion_city.rooms.http import PostLane
+    from tests.support import Server, serve_app
+
+    assert any(m.cls is PostLane for m in _app(api).user_middleware)
+    plain = create_app(settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}))
+    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not PostLane]
+    alice = await api.guest("Alice")
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    cases: list[tuple[str, dict[str, str], bytes]] = [
+        ("science", auth, b'{"body": "hi", "client_msg_id": "CMID"}'),
+        ("science", auth, b'{"body": "hi", "client_msg_id": "CMID"}'),  # the replay
+        ("science", auth, b'{"body": "no key"}'),
+        ("science", {}, b'{"body": "hi"}'),
+        ("science", {"Authorization": "Basic eDp5"}, b'{"body": "hi"}'),
+        ("science", {"Authorization": "Bearer nope"}, b'{"body": "hi"}'),
+        ("science", {"Authorization": "bearer  " + alice.token}, b'{"body": "lower"}'),
+        ("science", auth, b"{}"),
+        ("science", auth, b"[]"),
+        ("science", auth, b'"hi"'),
+        ("science", auth, b'{"body": ""}'),
+        ("science", auth, b'{"body": "hi", "author_user_id": "u_mallory"}'),
+        ("science", auth, b'{"body": "hi", "client_msg_id": 5}'),
+        ("nowhere", auth, b'{"body": "hi"}'),
+        ("nowhere", {}, b"{}"),
+    ]
+    answers: dict[str, list[tuple[int, str | None, Any]]] = {}
+    async with serve_app(plain, ws="websockets-sansio", lifespan="on") as served:
+        port = served.servers[0].sockets[0].getsockname()[1]
+        bare = Server(settings, "127.0.0.1", port, served, plain.state.resources)
+        for label, server in (("lane", api.server), ("route", bare)):
+            got = answers.setdefault(label, [])
+            async with httpx.AsyncClient(base_url=server.base_url) as http:
+                for room, headers, body in cases:
+                    r = await http.post(
+                        f"/city/rooms/{room}/messages",
+                        content=body.replace(b"CMID", label.encode()),
+                        headers={"content-type": "application/json", **headers},
+                    )
+                    answer = r.json()
+                    if r.status_code == 201:  # the same message but for what differs by run
+                        for varying in ("id", "seq", "created_at"):
+                            answer.pop(varying)
+                        if answer["client_msg_id"] == label:
+                            answer["client_msg_id"] = "CMID"
+                    got.append((r.status_code, r.headers.get("idempotent-replayed"), answer))
+    assert answers["lane"] == answers["route"]
+    statuses = [status for status, _, _ in answers["lane"]]
+    assert statuses == [201, 201, 201, 401, 401, 401, 201, 422, 422, 422, 422, 422, 422, 404, 401]
+    assert [replayed for _, replayed, _ in answers["lane"]][:3] == [None, "true", None]
+
+
+def _app(api: Api) -> Any:
+    lane = api.server.uvicorn.config.app
+    return getattr(lane, "app", lane)  # the FastAPI app behind the WebSocket lane

@@ -63,6 +63,27 @@ async def test_room_messages_take_the_direct_path_to_idle_sockets(api: Api) -> N
         assert DirectWriter.writes - before == 2  # framed once, written to both transports
 
 
+async def test_an_open_socket_keeps_no_copy_of_its_handshake(api: Api) -> None:
+    """uvicorn keeps the upgrade request and the 101 response for as long as a socket lives;
+    the endpoint drops them once the socket is accepted (about 4 KB per idle socket), and the
+    socket works on: messages both ways, pings, and a clean close."""
+    alice = await api.guest("Alice")
+    async with alice.socket("science") as ws:
+        await ws.expect("room.state")
+        (proto,) = [
+            c
+            for c in api.server.uvicorn.server_state.connections
+            if type(c).__name__ == "WebSocketsSansIOProtocol"
+        ]
+        assert proto.request is None
+        assert proto.response is None
+        await ws.send({"event": "room.message.send", "body": "still here", "client_msg_id": "h1"})
+        events = {(await ws.recv())["event"] for _ in range(2)}
+        assert events == {"room.message", "room.message.ack"}
+        await ws.send({"event": "ping"})
+        await ws.expect("pong")
+
+
 async def test_websocket_send_is_acked_broadcast_and_stored(api: Api) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")

@@ -117,6 +117,7 @@ async def open_resources(
         limiter: RateLimiter = MemoryRateLimiter()
         if redis_client is not None:
             limiter = RedisRateLimiter(redis_client, prefix=settings.city_redis_prefix)
+        stack.push_async_callback(limiter.close)
         occupancy: RoomOccupancy
         presence_store: PresenceStore
         if redis_client is not None:
@@ -205,6 +206,9 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    if "city" in enabled:
+        # Innermost of the middleware: posting a message skips the router (rooms/http.py).
+        app.add_middleware(rooms_http.PostLane)
     if settings.allowed_origins:
         # Bearer tokens, never cookies: no credentials, so "*" stays safe to allow.
         app.add_middleware(

@@ -143,12 +143,17 @@ _STATUS_CODES = {
 }
 
 
+def error_response(exc: CityError) -> JSONResponse:
+    """The answer to a domain error: its status, ``{"detail", "code"}`` and its headers."""
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, validation errors and framework errors to the SPEC's error shape."""
 
     async def city_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, CityError)
-        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+        return error_response(exc)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)

@@ -42,7 +42,7 @@ def _too_large_body(limit: int) -> bytes:
     return orjson.dumps({"detail": f"request body over {limit} bytes", "code": "payload_too_large"})
 
 
-def _is_json(headers: dict[bytes, bytes]) -> bool:
+def is_json(headers: dict[bytes, bytes]) -> bool:
     raw = headers.get(b"content-type", b"")
     ctype = raw.split(b";")[0].strip().lower()
     return ctype == b"application/json" or ctype.endswith(b"+json")
@@ -151,7 +151,7 @@ class RequestContextMiddleware:
             await send(message)
 
         app_receive: Receive = limited_receive
-        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and _is_json(headers):
+        if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and is_json(headers):
             chunks: list[bytes] = []
             with contextlib.suppress(_TooLarge):
                 while True:
@@ -171,7 +171,7 @@ class RequestContextMiddleware:
                 await respond(422, problem)
                 self._record(scope, status, started)
                 return
-            app_receive = _replay(body, receive)
+            app_receive = replay_body(body, receive)
 
         with contextlib.suppress(_TooLarge):
             await self.app(scope, app_receive, send_wrapper)
@@ -194,7 +194,7 @@ class RequestContextMiddleware:
         )
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """A ``receive`` that hands the app the body already read, then the client's next events."""
     sent = False
 

@@ -76,8 +76,8 @@ class Connection:
         self.catching_up = True
         self.going_away = False  # closed by the server's shutdown, not by its client
         self._held: list[tuple[int | None, str]] = []
-        # Created with the first queued frame: most sockets never queue one (room messages take
-        # the direct path), and an empty deque is a 600-byte block.
+        # Exists only while frames wait (room messages take the direct path; the opening
+        # snapshot is queued), and an empty deque is a 600-byte block.
         self._queue: deque[str] | None = None
         self._started = False
         self._closing = False
@@ -203,6 +203,8 @@ class Connection:
                 self._inflight = True  # a popped frame not yet written: no direct writes
                 await ws.send_text(queue.popleft())
                 self._inflight = False
+            if self._queue is queue:
+                self._queue = None  # drained: an idle socket keeps no deque (600 bytes)
         except (OSError, RuntimeError, WebSocketDisconnect) as exc:
             # The peer went away under us; the reader notices and cleans up.
             log.debug("writer of connection %s stopped: %r", self.id, exc)

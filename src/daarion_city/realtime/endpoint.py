@@ -22,6 +22,7 @@ from daarion_city.auth import Principal
 from daarion_city.errors import CityError, RateLimited, Unauthorized
 from daarion_city.origins import origin_allowed
 from daarion_city.realtime.protocol import FrameError, decode_object, encode
+from daarion_city.realtime.transport import release_handshake
 from daarion_city.resources import Resources, get_resources
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | Non
         await deny(websocket, 429, exc.code, exc.detail, exc.headers())
         return None
     await websocket.accept()
+    release_handshake(websocket.scope)
     try:
         token = websocket.query_params.get("token")
         if token is None:
