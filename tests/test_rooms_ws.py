@@ -66,7 +66,7 @@ async def test_room_messages_take_the_direct_path_to_idle_sockets(api: Api) -> N
 async def test_an_open_socket_keeps_no_copy_of_its_handshake(api: Api) -> None:
     """uvicorn keeps the upgrade request and the 101 response for as long as a socket lives;
     the endpoint drops them once the socket is accepted (about 4 KB per idle socket), and the
-    socket works on: messages both ways, pings, and a clean close."""
+    socket works on: messages both ways and pings."""
     alice = await api.guest("Alice")
     async with alice.socket("science") as ws:
         await ws.expect("room.state")

@@ -152,16 +152,9 @@ class RequestContextMiddleware:
 
         app_receive: Receive = limited_receive
         if scope["method"] in ("POST", "PUT", "PATCH", "DELETE") and is_json(headers):
-            chunks: list[bytes] = []
+            body = b""
             with contextlib.suppress(_TooLarge):
-                while True:
-                    message = await limited_receive()
-                    if message["type"] != "http.request":
-                        break  # the client left; the route sees an empty body and answers
-                    chunks.append(message.get("body", b""))
-                    if not message.get("more_body", False):
-                        break
-            body = b"".join(chunks)
+                body = await read_body(limited_receive)
             if too_large:
                 await respond_too_large()
                 self._record(scope, status, started)
@@ -192,6 +185,20 @@ class RequestContextMiddleware:
             elapsed * 1000,
             extra={"status": status, "duration_ms": round(elapsed * 1000, 2)},
         )
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body; what came before the client left, if it left (the route then
+    sees a short or empty body and answers)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 def replay_body(body: bytes, receive: Receive) -> Receive:

@@ -68,10 +68,7 @@ def release_handshake(scope: MutableMapping[str, Any]) -> None:
     if proto is None or not getattr(proto, "handshake_complete", False):
         return
     request = getattr(proto, "request", None)
-    headers = getattr(request, "headers", None)
-    if headers is not None and callable(getattr(headers, "clear", None)):
-        headers.clear()
     if request is not None:
+        request.headers.clear()  # websockets' Headers: the parser's reference empties too
         proto.request = None
-    if getattr(proto, "response", None) is not None:
-        proto.response = None
+    proto.response = None

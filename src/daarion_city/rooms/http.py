@@ -24,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from daarion_city.auth import CurrentUser
 from daarion_city.errors import CityError, Unauthorized, error_doc, error_response
-from daarion_city.middleware import is_json, replay_body
+from daarion_city.middleware import is_json, read_body, replay_body
 from daarion_city.resources import Resources, get_resources
 from daarion_city.rooms.schemas import (
     MembershipAnswer,
@@ -129,7 +129,7 @@ class PostLane:
         if scope["type"] == "http" and scope["method"] == "POST":
             match = _MESSAGES_PATH.fullmatch(scope["path"])
             if match is not None and is_json(dict(scope["headers"])):
-                body = await _read_body(receive)
+                body = await read_body(receive)
                 if await self._serve(scope, receive, send, match.group(1), body):
                     return
                 receive = replay_body(body, receive)
@@ -163,18 +163,6 @@ class PostLane:
         await send({"type": "http.response.start", "status": 201, "headers": start})
         await send({"type": "http.response.body", "body": answer})
         return True
-
-
-async def _read_body(receive: Receive) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
 
 
 @router.post("/{room}/join", response_model=MembershipAnswer, responses=ERRORS)
