@@ -51,6 +51,17 @@ async def _all_online(user_ids: list[str]) -> dict[str, str]:
 COMMIT_BATCH = 200
 
 
+_Key = tuple[str, str]  # (author_user_id, client_msg_id)
+
+
+class _AlreadyStored(Exception):
+    """Some posts of a batch were retries of messages committed earlier (their keys)."""
+
+    def __init__(self, keys: set[_Key]) -> None:
+        super().__init__(f"{len(keys)} already stored")
+        self.keys = keys
+
+
 @dataclass(slots=True)
 class _Pending:
     user: Principal
@@ -319,46 +330,69 @@ class RoomService:
                     item.future.set_result(result)
 
     async def _commit(self, room_id: str, batch: list[_Pending]) -> list[PostResult]:
+        """Commit a batch. Each transaction inserts its messages skipping those whose
+        ``client_msg_id`` is stored already; when some were (retries), it rolls back and the
+        next one reads those and stores the rest. Each round learns a key more, so it ends."""
+        stored_keys: set[_Key] = set()
+        while True:
+            try:
+                return await self._commit_once(room_id, batch, stored_keys)
+            except _AlreadyStored as exc:
+                stored_keys |= exc.keys
+
+    async def _commit_once(
+        self, room_id: str, batch: list[_Pending], stored_keys: set[_Key]
+    ) -> list[PostResult]:
         now = utcnow()
         rows: list[dict[str, Any]] = []
-        slots: list[PostResult | int] = []  # a stored message, or an index into rows
+        # Per post: a stored message's key, an index into rows, or -1 - the index of the row
+        # an earlier post of this batch with the same key created.
+        slots: list[_Key | int] = []
+        fresh: dict[_Key, int] = {}
+        for item in batch:
+            key = (item.user.user_id, item.client_msg_id) if item.client_msg_id else None
+            if key is not None and key in stored_keys:
+                slots.append(key)
+                continue
+            if key is not None and key in fresh:  # a retry within the same batch
+                slots.append(-1 - fresh[key])
+                continue
+            if key is not None:
+                fresh[key] = len(rows)
+            slots.append(len(rows))
+            rows.append(
+                {
+                    "id": new_id("m"),
+                    "room_id": room_id,
+                    "seq": 0,  # below, once reserved
+                    "author_user_id": item.user.user_id,
+                    "author_agent_id": None,
+                    "username": item.user.name,
+                    "body": item.body,
+                    "client_msg_id": item.client_msg_id,
+                    "created_at": now,
+                }
+            )
+        replays: dict[_Key, Any] = {}
+        events: list[RecordedEvent] = []
         async with self.db.begin() as conn:
-            # Seqs for the whole batch, taken with the row lock in one round trip; retries
-            # found below give theirs back before the commit.
-            base = last = await store.reserve_seqs(conn, room_id, len(batch))
-            keys = [(i.user.user_id, i.client_msg_id) for i in batch if i.client_msg_id]
-            stored = await store.find_by_client_msg_ids(conn, room_id, keys)
-            fresh: dict[tuple[str, str], int] = {}
-            for item in batch:
-                key = (item.user.user_id, item.client_msg_id) if item.client_msg_id else None
-                if key is not None and key in stored:
-                    slots.append(PostResult(message_wire(stored[key]), created=False))
-                    continue
-                if key is not None and key in fresh:  # a retry within the same batch
-                    slots.append(-1 - fresh[key])
-                    continue
-                last += 1
-                if key is not None:
-                    fresh[key] = len(rows)
-                slots.append(len(rows))
-                rows.append(
-                    {
-                        "id": new_id("m"),
-                        "room_id": room_id,
-                        "seq": last,
-                        "author_user_id": item.user.user_id,
-                        "author_agent_id": None,
-                        "username": item.user.name,
-                        "body": item.body,
-                        "client_msg_id": item.client_msg_id,
-                        "created_at": now,
-                    }
-                )
-            if last != base + len(batch):  # retries of stored messages take no seq
-                await store.set_last_seq(conn, room_id, last)
-            events: list[RecordedEvent] = []
+            # The seqs, taken with the room's row lock in one round trip: commits of a room
+            # run one at a time, in seq order, and a rollback leaves no gap.
+            base = await store.reserve_seqs(conn, room_id, len(rows))
+            for offset, row in enumerate(rows, start=1):
+                row["seq"] = base + offset
+            if stored_keys:
+                replays = await store.find_by_client_msg_ids(conn, room_id, list(stored_keys))
             if rows:
-                await store.insert_messages(conn, rows)
+                inserted = await store.insert_messages(conn, rows)
+                if len(inserted) < len(rows):  # retries of messages stored earlier
+                    raise _AlreadyStored(
+                        {
+                            (row["author_user_id"], row["client_msg_id"])
+                            for row in rows
+                            if row["id"] not in inserted
+                        }
+                    )
                 events = await self.feed.record_many(
                     conn,
                     "room_message",
@@ -392,8 +426,8 @@ class RoomService:
         for item in batch:
             self._clear_typing(room_id, item.user)
         return [
-            slot
-            if isinstance(slot, PostResult)
+            PostResult(message_wire(replays[slot]), created=False)
+            if isinstance(slot, tuple)
             else PostResult(messages[slot], created=True)
             if slot >= 0
             else PostResult(messages[-1 - slot], created=False)

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -75,6 +77,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def insert_for(conn: AsyncConnection) -> Any:
+    """The connection's dialect's INSERT construct (``ON CONFLICT`` differs per dialect)."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
 
 
 # SQLSTATE classes that say "the server cannot serve you now", not "your statement is wrong":

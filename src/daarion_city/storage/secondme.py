@@ -6,11 +6,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import secondme_messages as messages
 from daarion_city.storage.tables import secondme_sessions as sessions
 
@@ -19,9 +18,8 @@ async def ensure_session(
     conn: AsyncConnection, *, session_id: str, user_id: str, agent_id: str, now: datetime
 ) -> Row[Any]:
     """The user's session, created on first use without a race (unique user_id, DO NOTHING)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     await conn.execute(
-        insert(sessions)
+        insert_for(conn)(sessions)
         .values(id=session_id, user_id=user_id, agent_id=agent_id, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )
