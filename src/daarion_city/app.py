@@ -204,6 +204,11 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         version=VERSION,
         description="Public rooms with live chat, presence, the city feed, Second Me and Matrix.",
         lifespan=lifespan,
+        # FastAPI looks up the global OpenTelemetry providers (environment reads included) on
+        # every request unless its telemetry is off; /metrics and the access log are ours.
+        telemetry=None
+        if settings.city_opentelemetry
+        else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
     if "city" in enabled:

@@ -1,0 +1,98 @@
+"""Posts against two versions of the service, alternating, in one run (PostgreSQL + Redis).
+
+    .venv/bin/python -m bench.compare --old HEAD~1 --new WORKTREE --rounds 3
+
+Each version is the package source of a git revision (``git archive``), or the working tree for
+``WORKTREE``; the server of each round imports it through ``PYTHONPATH`` and gets a database of
+its own. The machine drifts by tens of percent over minutes, so only rounds that alternate are
+compared; the summary gives each version's median.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import statistics
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tests.cluster import Instance
+
+from bench.common import REDIS, SECRET, UNLIMITED, scratch
+from bench.suite import OUT, loadgen
+
+WORKTREE = "WORKTREE"
+
+
+def export(rev: str, into: Path) -> Path:
+    """The ``src`` directory of ``rev`` (or of the working tree)."""
+    if rev == WORKTREE:
+        return Path("src").resolve()
+    archive = subprocess.run(["git", "archive", rev, "src"], capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into / rev.replace("/", "_"), filter="data")
+    return into / rev.replace("/", "_") / "src"
+
+
+async def one_round(label: str, src: Path, seconds: float, clients: int) -> dict[str, Any]:
+    async with scratch("compare") as space:
+        env = {
+            "CITY_JWT_SECRET": SECRET,
+            "LOG_LEVEL": "warning",
+            **UNLIMITED,
+            "DATABASE_URL": space.database_url,
+            "REDIS_URL": REDIS,
+            "CITY_REDIS_PREFIX": space.redis_prefix,
+            "DATABASE_POOL_SIZE": "20",
+            "PYTHONPATH": str(src),
+            "CITY_DATA_DIR": str(OUT / f"compare-{label}"),
+        }
+        service = Instance(f"bench-compare-{label}", env, OUT)
+        await asyncio.to_thread(service.start)
+        try:
+            pid = str(service.proc.pid if service.proc else 0)
+            args = ["post", "--clients", str(clients), "--seconds", str(seconds)]
+            (result,) = await asyncio.to_thread(
+                loadgen, *args, "--room", "science", "--http", service.base_url, "--pid", pid
+            )
+        finally:
+            await asyncio.to_thread(service.stop)
+    result["target"] = label
+    print(json.dumps(result), flush=True)
+    return result
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--old", default="HEAD")
+    parser.add_argument("--new", default=WORKTREE)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=50)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        versions = {"old": export(args.old, Path(tmp)), "new": export(args.new, Path(tmp))}
+        runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
+        for _ in range(args.rounds):
+            for label, src in versions.items():
+                runs[label].append(await one_round(label, src, args.seconds, args.clients))
+    summary = {
+        label: {
+            "rev": getattr(args, label),
+            "commits_per_s": statistics.median(r["commits_per_s"] for r in rs),
+            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
+            "server_cpu_ms_per_post": statistics.median(r["server_cpu_ms_per_post"] for r in rs),
+        }
+        for label, rs in runs.items()
+    }
+    print(json.dumps({"summary": summary}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
