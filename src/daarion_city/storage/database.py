@@ -79,9 +79,9 @@ class Database:
         await self.engine.dispose()
 
 
-def insert_for(conn: AsyncConnection) -> Any:
-    """The connection's dialect's INSERT construct (``ON CONFLICT`` differs per dialect)."""
-    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+def insert_for(dialect: str) -> Any:
+    """The dialect's INSERT construct (``ON CONFLICT`` differs per dialect)."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
 # SQLSTATE classes that say "the server cannot serve you now", not "your statement is wrong":

@@ -10,13 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.tables import feed_events
 
+_INSERT = feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_order=True)
+
 
 async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert events in the caller's transaction; returns their positions (the ordering key),
-    in the order of ``rows``."""
-    result = await conn.execute(
-        feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_order=True), rows
-    )
+    in the order of ``rows``. (The statement is built once, as the message path's are in
+    storage/rooms.py.)"""
+    result = await conn.execute(_INSERT, rows)
     return [int(pos) for pos in result.scalars()]
 
 

@@ -19,7 +19,7 @@ async def ensure_session(
 ) -> Row[Any]:
     """The user's session, created on first use without a race (unique user_id, DO NOTHING)."""
     await conn.execute(
-        insert_for(conn)(sessions)
+        insert_for(conn.dialect.name)(sessions)
         .values(id=session_id, user_id=user_id, agent_id=agent_id, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["user_id"])
     )
