@@ -1,6 +1,8 @@
-"""Posts against two versions of the service, alternating, in one run (PostgreSQL + Redis).
+"""Two versions of the service, alternating, in one run (PostgreSQL + Redis): posts (50
+clients) or fan-out (1,000 subscribers, one publisher at ``--rate``).
 
     .venv/bin/python -m bench.compare --old HEAD~1 --new WORKTREE --rounds 3
+    .venv/bin/python -m bench.compare --scenario fanout --rate 75 --old HEAD~1 --new HEAD
 
 Each version is the package source of a git revision (``git archive``), or the working tree for
 ``WORKTREE``; the server of each round imports it through ``PYTHONPATH`` and gets a database of
@@ -24,7 +26,7 @@ from typing import Any
 from tests.cluster import Instance
 
 from bench.common import REDIS, SECRET, UNLIMITED, scratch
-from bench.suite import OUT, loadgen
+from bench.suite import OUT, fanout_step, loadgen
 
 WORKTREE = "WORKTREE"
 
@@ -39,7 +41,7 @@ def export(rev: str, into: Path) -> Path:
     return into / rev.replace("/", "_") / "src"
 
 
-async def one_round(label: str, src: Path, seconds: float, clients: int) -> dict[str, Any]:
+async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     async with scratch("compare") as space:
         env = {
             "CITY_JWT_SECRET": SECRET,
@@ -55,11 +57,24 @@ async def one_round(label: str, src: Path, seconds: float, clients: int) -> dict
         service = Instance(f"bench-compare-{label}", env, OUT)
         await asyncio.to_thread(service.start)
         try:
-            pid = str(service.proc.pid if service.proc else 0)
-            args = ["post", "--clients", str(clients), "--seconds", str(seconds)]
-            (result,) = await asyncio.to_thread(
-                loadgen, *args, "--room", "science", "--http", service.base_url, "--pid", pid
-            )
+            pid = service.proc.pid if service.proc else 0
+            if args.scenario == "fanout":
+                ws = f"ws://127.0.0.1:{service.port}"
+                result = await asyncio.to_thread(
+                    fanout_step, "service", ws, service.base_url, pid, args.rate, 1000, args.seconds
+                )
+            else:
+                options = ["post", "--clients", str(args.clients), "--seconds", str(args.seconds)]
+                (result,) = await asyncio.to_thread(
+                    loadgen,
+                    *options,
+                    "--room",
+                    "science",
+                    "--http",
+                    service.base_url,
+                    "--pid",
+                    str(pid),
+                )
         finally:
             await asyncio.to_thread(service.stop)
     result["target"] = label
@@ -74,6 +89,8 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--scenario", choices=["post", "fanout"], default="post")
+    parser.add_argument("--rate", type=int, default=75, help="fanout: posts per second")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -81,14 +98,14 @@ async def main() -> None:
         runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
         for _ in range(args.rounds):
             for label, src in versions.items():
-                runs[label].append(await one_round(label, src, args.seconds, args.clients))
+                runs[label].append(await one_round(label, src, args))
+    keys = {
+        "post": ["commits_per_s", "p99_ms", "server_cpu_ms_per_post"],
+        "fanout": ["deliveries_per_s", "delivery_ratio", "latency_p99_ms", "cpu_us_per_delivery"],
+    }[args.scenario]
     summary = {
-        label: {
-            "rev": getattr(args, label),
-            "commits_per_s": statistics.median(r["commits_per_s"] for r in rs),
-            "p99_ms": statistics.median(r["p99_ms"] for r in rs),
-            "server_cpu_ms_per_post": statistics.median(r["server_cpu_ms_per_post"] for r in rs),
-        }
+        label: {"rev": getattr(args, label)}
+        | {key: statistics.median(r[key] for r in rs) for key in keys}
         for label, rs in runs.items()
     }
     print(json.dumps({"summary": summary}), flush=True)
