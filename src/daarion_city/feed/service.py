@@ -86,12 +86,25 @@ class FeedService:
     ) -> list[RecordedEvent]:
         """Write events of one kind (each ``{room_id, user_id, agent_id, payload}``) in the
         caller's transaction, in one statement."""
+        return await self.write(conn, self.rows(kind, events))
+
+    async def write(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
+        """Write rows made by :meth:`rows` in the caller's transaction, in one statement."""
+        return self.recorded(rows, await store.insert_events(conn, rows))
+
+    @staticmethod
+    def rows(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The rows of new events of one kind, for a caller that writes them itself (the
+        rooms' one-statement commit on PostgreSQL)."""
         now = utcnow()
-        rows = [
+        return [
             {"id": new_id("evt"), "kind": kind, "created_at": now, "agent_id": None, **e}
             for e in events
         ]
-        positions = await store.insert_events(conn, rows)
+
+    @staticmethod
+    def recorded(rows: list[dict[str, Any]], positions: list[int]) -> list[RecordedEvent]:
+        """Written rows, with their positions in the same order, as events to publish."""
         return [
             RecordedEvent(pos, event_wire(SimpleNamespace(**row)))
             for pos, row in zip(positions, rows, strict=True)

@@ -330,10 +330,17 @@ class RoomService:
                     item.future.set_result(result)
 
     async def _commit(self, room_id: str, batch: list[_Pending]) -> list[PostResult]:
-        """Commit a batch. Each transaction inserts its messages skipping those whose
-        ``client_msg_id`` is stored already; when some were (retries), it rolls back and the
-        next one reads those and stores the rest. Each round learns a key more, so it ends."""
+        """Commit a batch. On PostgreSQL the first try is one statement that stores them all
+        or nothing (``store.insert_batch_pg``). Otherwise, and after that failed, each
+        transaction inserts the messages skipping those whose ``client_msg_id`` is stored
+        already; when some were (retries), it rolls back and the next one reads those and
+        stores the rest. Each round learns a key more, so it ends."""
         stored_keys: set[_Key] = set()
+        if not self.db.is_sqlite:
+            try:
+                return await self._commit_once(room_id, batch, stored_keys, one_statement=True)
+            except IntegrityError:
+                pass  # a retry, or a refused message: the careful path sorts out which
         while True:
             try:
                 return await self._commit_once(room_id, batch, stored_keys)
@@ -341,7 +348,12 @@ class RoomService:
                 stored_keys |= exc.keys
 
     async def _commit_once(
-        self, room_id: str, batch: list[_Pending], stored_keys: set[_Key]
+        self,
+        room_id: str,
+        batch: list[_Pending],
+        stored_keys: set[_Key],
+        *,
+        one_statement: bool = False,
     ) -> list[PostResult]:
         now = utcnow()
         rows: list[dict[str, Any]] = []
@@ -374,37 +386,42 @@ class RoomService:
                 }
             )
         replays: dict[_Key, Any] = {}
+        event_rows = self.feed.rows(
+            "room_message",
+            [
+                {
+                    "room_id": room_id,
+                    "user_id": row["author_user_id"],
+                    "payload": {"message_id": row["id"], "snippet": row["body"][:100]},
+                }
+                for row in rows
+            ],
+        )
         events: list[RecordedEvent] = []
-        async with self.db.begin() as conn:
-            # The seqs, taken with the room's row lock in one round trip: commits of a room
-            # run one at a time, in seq order, and a rollback leaves no gap.
-            base = await store.reserve_seqs(conn, room_id, len(rows))
-            for offset, row in enumerate(rows, start=1):
-                row["seq"] = base + offset
-            if stored_keys:
-                replays = await store.find_by_client_msg_ids(conn, room_id, list(stored_keys))
-            if rows:
-                inserted = await store.insert_messages(conn, rows)
-                if len(inserted) < len(rows):  # retries of messages stored earlier
-                    raise _AlreadyStored(
-                        {
-                            (row["author_user_id"], row["client_msg_id"])
-                            for row in rows
-                            if row["id"] not in inserted
-                        }
-                    )
-                events = await self.feed.record_many(
-                    conn,
-                    "room_message",
-                    [
-                        {
-                            "room_id": room_id,
-                            "user_id": row["author_user_id"],
-                            "payload": {"message_id": row["id"], "snippet": row["body"][:100]},
-                        }
-                        for row in rows
-                    ],
-                )
+        if one_statement and rows:
+            async with self.db.autocommit() as conn:
+                positions = await store.insert_batch_pg(conn, room_id, rows, event_rows)
+            events = self.feed.recorded(event_rows, positions)
+        else:
+            async with self.db.begin() as conn:
+                # The seqs, taken with the room's row lock in one round trip: commits of a
+                # room run one at a time, in seq order, and a rollback leaves no gap.
+                base = await store.reserve_seqs(conn, room_id, len(rows))
+                for offset, row in enumerate(rows, start=1):
+                    row["seq"] = base + offset
+                if stored_keys:
+                    replays = await store.find_by_client_msg_ids(conn, room_id, list(stored_keys))
+                if rows:
+                    inserted = await store.insert_messages(conn, rows)
+                    if len(inserted) < len(rows):  # retries of messages stored earlier
+                        raise _AlreadyStored(
+                            {
+                                (row["author_user_id"], row["client_msg_id"])
+                                for row in rows
+                                if row["id"] not in inserted
+                            }
+                        )
+                    events = await self.feed.write(conn, event_rows)
         messages = [message_wire(SimpleNamespace(**row)) for row in rows]
         self.metrics.messages.inc(len(rows))
         if rows:

@@ -62,6 +62,15 @@ class Database:
             yield conn
 
     @asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection whose every statement commits on its own (no BEGIN, no COMMIT): for a
+        single statement that must be atomic by itself. PostgreSQL only."""
+        assert not self.is_sqlite
+        async with _translate_errors(), self.engine.connect() as conn:
+            await conn.execution_options(isolation_level="AUTOCOMMIT")
+            yield conn
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A connection for reads (no write lock)."""
         async with _translate_errors(), self.engine.connect() as conn:
