@@ -32,9 +32,12 @@ WORKTREE = "WORKTREE"
 
 
 def export(rev: str, into: Path) -> Path:
-    """The ``src`` directory of ``rev`` (or of the working tree)."""
+    """The ``src`` directory of ``rev``: a git revision, ``WORKTREE``, or a directory holding
+    a ``src`` (a patched copy, say)."""
     if rev == WORKTREE:
         return Path("src").resolve()
+    if Path(rev, "src").is_dir():
+        return Path(rev, "src").resolve()
     archive = subprocess.run(["git", "archive", rev, "src"], capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into / rev.replace("/", "_"), filter="data")
