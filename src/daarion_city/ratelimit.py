@@ -5,10 +5,10 @@ A bucket of ``burst`` tokens refills at ``rate`` tokens per second; each action 
 enough has refilled (``Retry-After``).
 
 Two limiters behind one Protocol: :class:`MemoryRateLimiter` (one process) and
-:class:`RedisRateLimiter` (shared by every instance: one Lua script per hit, timed by Redis'
+:class:`RedisRateLimiter` (shared by every instance: a Lua script, timed by Redis'
 own clock so instances with skewed clocks agree). The Redis limiter sends the hits that arrive
-while its previous round trip is out as one pipeline (as the rooms' group commit does for
-posts): under load many hits share a round trip, and a lone hit goes out at once. When Redis
+while its previous round trip is out as one call of the script (as the rooms' group commit does
+for posts): under load many hits share a round trip, and a lone hit goes out at once. When Redis
 does not answer, it falls back to its in-process buckets and logs it: a limiter outage must
 not stop the city (the limits then hold per instance), the way Envoy's and Discord's limiters
 fail open.
@@ -92,21 +92,29 @@ class MemoryRateLimiter:
             self._buckets.clear()
 
 
-# KEYS[1] the bucket; ARGV rate, burst, cost. Returns the seconds to wait ("0": taken) as text
+# KEYS the buckets; ARGV rate, burst, cost for each, in turn. Takes from each in order (a key
+# named twice sees its first take) and returns the seconds to wait for each ("0": taken) as text
 # (a Lua number would be truncated to an integer on its way out).
 TAKE = """
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 't', 'u')
-local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
-local wait = 0
-if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
-redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return tostring(wait)
+local waits = {}
+for i, key in ipairs(KEYS) do
+  local rate = tonumber(ARGV[3 * i - 2])
+  local burst, cost = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i])
+  local b = redis.call('HMGET', key, 't', 'u')
+  local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
+  tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+  local wait = 0
+  if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+  redis.call('HSET', key, 't', tostring(tokens), 'u', tostring(now))
+  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+  waits[i] = tostring(wait)
+end
+return waits
 """
+# Hits per script call: bounds how long one call holds Redis.
+MAX_HITS_PER_CALL = 500
 
 
 @dataclass(slots=True)
@@ -150,12 +158,13 @@ class RedisRateLimiter:
             raise RateLimited(wait)
 
     async def _send_queued(self) -> None:
-        """One pipelined round trip for every hit queued, until none is left."""
+        """One script call for the hits queued, until none is left."""
         try:
             while self._queued:
-                batch, self._queued = self._queued, []
+                batch = self._queued[:MAX_HITS_PER_CALL]
+                del self._queued[:MAX_HITS_PER_CALL]
                 try:
-                    results = await self._take(batch)
+                    results: list[Any] = await self._take(batch)
                 except (RedisError, OSError, TimeoutError) as exc:
                     results = [exc] * len(batch)
                 for hit, result in zip(batch, results, strict=True):
@@ -170,20 +179,13 @@ class RedisRateLimiter:
             self._sending = False
 
     async def _take(self, batch: list[_Hit]) -> list[Any]:
-        results = await self._pipeline(batch)
-        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-        if missing:  # Redis restarted or its scripts were flushed: load it, run those again
+        keys = [hit.key for hit in batch]
+        args = [arg for hit in batch for arg in hit.args]
+        try:
+            return list(await self._redis.evalsha(self._script.sha, len(keys), *keys, *args))
+        except NoScriptError:  # Redis restarted or its scripts were flushed: load it again
             await self._redis.script_load(TAKE)
-            again = await self._pipeline([batch[i] for i in missing])
-            for i, result in zip(missing, again, strict=True):
-                results[i] = result
-        return results
-
-    async def _pipeline(self, batch: list[_Hit]) -> list[Any]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for hit in batch:
-                pipe.evalsha(self._script.sha, 1, hit.key, *hit.args)
-            return list(await pipe.execute(raise_on_error=False))
+            return list(await self._redis.evalsha(self._script.sha, len(keys), *keys, *args))
 
     async def close(self) -> None:
         await self._tasks.close()
