@@ -107,6 +107,12 @@ async def test_stream_delivers_new_events_live(api: Api) -> None:
         assert event["kind"] == "room_message"
         assert event["payload"]["message_id"] == m["id"]
         assert event_id == event["id"]
+        # Posts that share a commit reach the stream as one bus item: every event arrives.
+        posted = await asyncio.gather(*(alice.say("science", f"many {i}") for i in range(8)))
+        got = [(await asyncio.wait_for(events.get(), 5))[1] for _ in posted]
+        assert sorted(e["payload"]["message_id"] for e in got) == sorted(m["id"] for m in posted)
+        await asyncio.sleep(0.2)
+        assert events.empty()
 
 
 async def test_stream_resumes_after_last_event_id(api: Api) -> None:

@@ -111,13 +111,14 @@ class FeedService:
         ]
 
     @staticmethod
-    def item(event: RecordedEvent) -> tuple[str, bytes]:
-        """A committed event as a bus item, for a caller that publishes several at once."""
-        return CHANNEL, b"%d\n" % event.pos + orjson.dumps(event.wire)
+    def item(events: list[RecordedEvent]) -> tuple[str, bytes]:
+        """Committed events as one bus item (for a caller that publishes several things at
+        once): for each, a line with its position and a line with its JSON."""
+        return CHANNEL, b"".join(b"%d\n%b\n" % (e.pos, orjson.dumps(e.wire)) for e in events)
 
     async def publish(self, event: RecordedEvent) -> None:
         try:
-            await self.bus.publish(*self.item(event))
+            await self.bus.publish(*self.item([event]))
         except Exception:
             # Committed already; streams resume from the database with Last-Event-ID.
             log.warning("could not publish feed event %s", event.wire["id"], exc_info=True)
@@ -174,12 +175,13 @@ class FeedService:
     def _on_bus(self, data: bytes) -> None:
         if not self._subscribers:
             return  # no stream open here: nothing to parse
-        head, _, body = data.partition(b"\n")
-        event = RecordedEvent(int(head), orjson.loads(body))
-        for sub in list(self._subscribers):
-            if not sub.offer(event):
-                log.info("feed stream subscriber fell behind; ending its stream")
-                self._end(sub)
+        lines = data.split(b"\n")
+        for i in range(0, len(lines) - 1, 2):
+            event = RecordedEvent(int(lines[i]), orjson.loads(lines[i + 1]))
+            for sub in list(self._subscribers):
+                if not sub.offer(event):
+                    log.info("feed stream subscriber fell behind; ending its stream")
+                    self._end(sub)
 
     def _end(self, sub: _Subscriber) -> None:
         self._subscribers.discard(sub)

@@ -426,15 +426,14 @@ class RoomService:
         self.metrics.messages.inc(len(rows))
         if rows:
             # The whole batch in one round trip to the bus: its messages as one envelope (one
-            # write per socket), then their feed events. A failure is healed like any lost
-            # publish (hubs read the gap from the database; feed streams resume with
+            # write per socket), then their feed events as another. A failure is healed like
+            # any lost publish (hubs read the gap from the database; feed streams resume with
             # Last-Event-ID).
             frames = [
                 (int(row["seq"]), message_frame(room_id, message))
                 for row, message in zip(rows, messages, strict=True)
             ]
-            items = [self.hub.messages_item(room_id, frames)]
-            items += [self.feed.item(event) for event in events]
+            items = [self.hub.messages_item(room_id, frames), self.feed.item(events)]
             try:
                 await self.hub.bus.publish_many(items)
             except Exception:
