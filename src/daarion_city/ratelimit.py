@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import RedisError
 
 from daarion_city.clock import Clock, system_clock
 from daarion_city.errors import RateLimited
@@ -179,13 +179,9 @@ class RedisRateLimiter:
             self._sending = False
 
     async def _take(self, batch: list[_Hit]) -> list[Any]:
-        keys = [hit.key for hit in batch]
+        # redis-py's Script loads itself again when Redis lost it (a restart, SCRIPT FLUSH).
         args = [arg for hit in batch for arg in hit.args]
-        try:
-            return list(await self._redis.evalsha(self._script.sha, len(keys), *keys, *args))
-        except NoScriptError:  # Redis restarted or its scripts were flushed: load it again
-            await self._redis.script_load(TAKE)
-            return list(await self._redis.evalsha(self._script.sha, len(keys), *keys, *args))
+        return list(await self._script(keys=[hit.key for hit in batch], args=args))
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -142,7 +142,6 @@ WITH room AS (
         (id, room_id, seq, author_user_id, username, body, client_msg_id, created_at)
     SELECT b.id, $1, room.base + b.ord, b.author, b.name, b.body, b.cmid, $9
     FROM batch b, room
-    RETURNING id
 ), events AS (
     INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
     SELECT b.event_id, $10, $1, b.author, b.payload, $11
