@@ -411,6 +411,12 @@ async def test_redis_stopped_for_10_s_under_load(
     async with (
         connect(watcher_url, max_size=None, open_timeout=5, compression=None) as on_b,
         connect(
+            a.ws_url(f"/ws/city/rooms/redisfault?token={token('u_carol')}"),
+            max_size=None,
+            open_timeout=5,
+            compression=None,
+        ) as on_a,
+        connect(
             a.ws_url(f"/ws/city/presence?token={token('u_alice')}"), open_timeout=5
         ) as alice_presence,
         connect(
@@ -420,16 +426,23 @@ async def test_redis_stopped_for_10_s_under_load(
         state = orjson.loads(await asyncio.wait_for(on_b.recv(), 5))
         assert state["event"] == "room.state"
         assert state["last_seq"] == 0
+        assert orjson.loads(await asyncio.wait_for(on_a.recv(), 5))["event"] == "room.state"
         frames: list[dict[str, Any]] = []
+        frames_a: list[dict[str, Any]] = []  # with the time each arrived
 
         async def watch() -> None:
             async for raw in on_b:
                 frames.append(orjson.loads(raw))
 
+        async def watch_a() -> None:
+            async for raw in on_a:
+                frames_a.append({**orjson.loads(raw), "_at": time.monotonic()})
+
         alice_seen: list[dict[str, Any]] = []
         bob_seen: list[dict[str, Any]] = []
         background = [
             asyncio.create_task(watch()),
+            asyncio.create_task(watch_a()),
             asyncio.create_task(heartbeats(alice_presence, interval, alice_seen)),
             asyncio.create_task(heartbeats(bob_presence, interval, bob_seen)),
         ]
@@ -451,14 +464,14 @@ async def test_redis_stopped_for_10_s_under_load(
                 redis_server.start()
                 up = time.monotonic()
                 # Presence is back within one heartbeat interval, on both instances, and so is
-                # the room's occupancy (in Redis too): bob's socket on B.
+                # the room's occupancy (in Redis too): bob's socket on B and carol's on A.
                 back: dict[str, float] = {}
                 async with asyncio.timeout(interval * 4):
                     while len(back) < 3:
                         for inst in (a, b):
                             if inst.name not in back and await online(inst) == {"u_alice", "u_bob"}:
                                 back[inst.name] = time.monotonic() - up
-                        if "room" not in back and await members_online(a, "redisfault") == 1:
+                        if "room" not in back and await members_online(a, "redisfault") == 2:
                             back["room"] = time.monotonic() - up
                         await asyncio.sleep(0.05)
                 await load.wait_acks(senders, 5)
@@ -481,6 +494,17 @@ async def test_redis_stopped_for_10_s_under_load(
             assert [m["seq"] for m in got] == list(range(1, top + 1))
             by_seq = {m["seq"]: m for m in acked.values()}
             assert all(by_seq[m["seq"]]["id"] == m["id"] for m in got)
+            # On A, where they were posted, the messages committed while Redis was away arrived
+            # while it was away: an instance's own sockets do not wait for the bus.
+            got_a = [f for f in frames_a if f.get("event") == "room.message"]
+            assert [f["message"]["seq"] for f in got_a] == list(range(1, top + 1))
+            at_a = {f["message"]["seq"]: f["_at"] for f in got_a}
+            late = [
+                (o.message["seq"], round(at_a[o.message["seq"]] - up, 2))
+                for o in during
+                if o.message is not None and at_a[o.message["seq"]] > up
+            ]
+            assert not late, late
         finally:
             for task in background:
                 task.cancel()

@@ -433,6 +433,7 @@ class RoomService:
                 (int(row["seq"]), message_frame(room_id, message))
                 for row, message in zip(rows, messages, strict=True)
             ]
+            self.hub.deliver_local(room_id, frames)
             items = [self.hub.messages_item(room_id, frames), self.feed.item(events)]
             try:
                 await self.hub.bus.publish_many(items)
