@@ -70,6 +70,12 @@ class _Pending:
     future: asyncio.Future[PostResult]
 
 
+def _answer(batch: list[_Pending], results: list[PostResult]) -> None:
+    for item, result in zip(batch, results, strict=True):
+        if not item.future.done():
+            item.future.set_result(result)
+
+
 class TooManySockets(CityError):
     status, code = 429, "too_many_connections"
 
@@ -78,6 +84,16 @@ class TooManySockets(CityError):
 class PostResult:
     message: dict[str, Any]
     created: bool
+
+
+@dataclass(slots=True)
+class _Committed:
+    """A committed batch: the answers, and what is announced once they are sent."""
+
+    results: list[PostResult]
+    frames: list[tuple[int, str]]  # (seq, frame) of the messages it created
+    events: list[RecordedEvent]
+    users: list[Principal]
 
 
 class RoomService:
@@ -298,7 +314,7 @@ class RoomService:
                 batch = queue[:COMMIT_BATCH]
                 del queue[:COMMIT_BATCH]
                 try:
-                    results = await self._commit(room_id, batch)
+                    committed = await self._commit(room_id, batch)
                 except Exception as exc:
                     if len(batch) > 1 and not isinstance(exc, CityError):
                         # One bad post must not fail the others that shared its commit: each
@@ -310,9 +326,8 @@ class RoomService:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
-                for item, result in zip(batch, results, strict=True):
-                    if not item.future.done():
-                        item.future.set_result(result)
+                _answer(batch, committed.results)
+                await self._announce(room_id, committed)
         finally:
             self._committing.discard(room_id)
             if not self._pending.get(room_id):
@@ -321,15 +336,15 @@ class RoomService:
     async def _commit_each(self, room_id: str, batch: list[_Pending]) -> None:
         for item in batch:
             try:
-                (result,) = await self._commit(room_id, [item])
+                committed = await self._commit(room_id, [item])
             except Exception as exc:  # this post's own failure, answered to it alone
                 if not item.future.done():
                     item.future.set_exception(exc)
             else:
-                if not item.future.done():
-                    item.future.set_result(result)
+                _answer([item], committed.results)
+                await self._announce(room_id, committed)
 
-    async def _commit(self, room_id: str, batch: list[_Pending]) -> list[PostResult]:
+    async def _commit(self, room_id: str, batch: list[_Pending]) -> _Committed:
         """Commit a batch. On PostgreSQL the first try is one statement that stores them all
         or nothing (``store.insert_batch_pg``). Otherwise, and after that failed, each
         transaction inserts the messages skipping those whose ``client_msg_id`` is stored
@@ -354,7 +369,7 @@ class RoomService:
         stored_keys: set[_Key],
         *,
         one_statement: bool = False,
-    ) -> list[PostResult]:
+    ) -> _Committed:
         now = utcnow()
         rows: list[dict[str, Any]] = []
         # Per post: a stored message's key, an index into rows, or -1 - the index of the row
@@ -424,32 +439,40 @@ class RoomService:
                     events = await self.feed.write(conn, event_rows)
         messages = [message_wire(SimpleNamespace(**row)) for row in rows]
         self.metrics.messages.inc(len(rows))
-        if rows:
-            # The whole batch in one round trip to the bus: its messages as one envelope (one
-            # write per socket), then their feed events as another. A failure is healed like
-            # any lost publish (hubs read the gap from the database; feed streams resume with
-            # Last-Event-ID).
-            frames = [
+        return _Committed(
+            [
+                PostResult(message_wire(replays[slot]), created=False)
+                if isinstance(slot, tuple)
+                else PostResult(messages[slot], created=True)
+                if slot >= 0
+                else PostResult(messages[-1 - slot], created=False)
+                for slot in slots
+            ],
+            [
                 (int(row["seq"]), message_frame(room_id, message))
                 for row, message in zip(rows, messages, strict=True)
-            ]
+            ],
+            events,
+            [item.user for item in batch],
+        )
+
+    async def _announce(self, room_id: str, committed: _Committed) -> None:
+        """After the answers: a committed batch to this instance's sockets, then to the bus in
+        one round trip (its messages as one envelope, one write per socket, then their feed
+        events as another). The answers do not wait for the bus: a publish that fails is
+        healed like any lost one (hubs read the gap from the database; feed streams resume
+        with Last-Event-ID). The next batch of the room commits after this one is published,
+        so the bus carries a room's messages in ``seq`` order."""
+        if frames := committed.frames:
             self.hub.deliver_local(room_id, frames)
-            items = [self.hub.messages_item(room_id, frames), self.feed.item(events)]
+            items = [self.hub.messages_item(room_id, frames), self.feed.item(committed.events)]
             try:
                 await self.hub.bus.publish_many(items)
             except Exception:
-                self.hub.publish_failed(room_id, int(rows[-1]["seq"]))
+                self.hub.publish_failed(room_id, frames[-1][0])
                 log.warning("publishing on the bus failed", exc_info=True)
-        for item in batch:
-            self._clear_typing(room_id, item.user)
-        return [
-            PostResult(message_wire(replays[slot]), created=False)
-            if isinstance(slot, tuple)
-            else PostResult(messages[slot], created=True)
-            if slot >= 0
-            else PostResult(messages[-1 - slot], created=False)
-            for slot in slots
-        ]
+        for user in committed.users:
+            self._clear_typing(room_id, user)
 
     async def _publish(self, publishing: Awaitable[None]) -> None:
         """Publishing happens after a commit: a bus failure is logged, never turned into a
