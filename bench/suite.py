@@ -5,7 +5,9 @@ and a summary table to stdout (paste it into bench/RESULTS.md).
     ulimit -n 20000; .venv/bin/python -m bench.suite [--quick]
 
 fanout: rates step up (baseline and service interleaved at each step) until delivery drops below
-1.0 or p99 goes over 50 ms; the highest rate that kept both is reported for each target.
+1.0 or p99 goes over 50 ms; the highest rate that kept both is reported for each target. A step
+that fails is run once more before the target leaves the ladder: on this shared machine one
+stall of a few hundred milliseconds fails a step that passes on the next try, for either target.
 """
 
 from __future__ import annotations
@@ -188,7 +190,11 @@ async def main() -> None:
     await asyncio.to_thread(OUT.mkdir, parents=True, exist_ok=True)
     await asyncio.to_thread((OUT / "suite.jsonl").unlink, missing_ok=True)
     subs = 200 if args.quick else 1000
-    ladder = [25, 50] if args.quick else [25, 50, 75, 100, 125, 150, 175, 200, 250, 300]
+    # Finer steps near where both targets top out on these machines (90-150 posts/s), so
+    # that the ratio is not set by the spacing of the steps.
+    ladder = (
+        [25, 50] if args.quick else [25, 50, 75, 90, 100, 110, 125, 140, 150, 175, 200, 250, 300]
+    )
     picked = [int(r) for r in os.environ.get("BENCH_RATES", "").split(",") if r]
     rates = picked or ladder  # BENCH_RATES=25 runs one step
     seconds = 3.0 if args.quick else 5.0
@@ -288,7 +294,7 @@ async def fanout_pair(
 ) -> None:
     """Both ladders interleaved, baseline then service at each rate, so that the machine's
     drift over the run (it is shared and noisy) falls on both alike. A target leaves the ladder
-    at its first step that fails; the best passing step of each is reported."""
+    at its first step that fails twice in a row; the best passing step of each is reported."""
     targets = {
         "baseline": (f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", bpid),
         "service": (sws, shttp, spid),
@@ -300,6 +306,11 @@ async def fanout_pair(
             if target not in climbing:
                 continue
             line = await asyncio.to_thread(fanout_step, target, ws, http, pid, rate, subs, seconds)
+            if not passed(line):  # a failure counts once it repeats
+                line = await asyncio.to_thread(
+                    fanout_step, target, ws, http, pid, rate, subs, seconds
+                )
+                line["second_try"] = True
             if passed(line):
                 best[target] = line
             else:
