@@ -3,8 +3,8 @@
 A message, whichever way it came in, takes one path (``post``): one transaction writes the
 message row with the room's next ``seq`` and its ``room_message`` feed event (a repeated
 ``client_msg_id`` returns the stored message and writes nothing); only after the commit is it
-acknowledged and published on the bus, from which every instance's hub delivers it to its sockets
-in ``seq`` order.
+acknowledged, handed to this instance's sockets and published on the bus, from which every other
+instance's hub delivers it to its sockets in ``seq`` order.
 """
 
 from __future__ import annotations
@@ -291,9 +291,9 @@ class RoomService:
 
         Group commit: posts to one room wait in that room's queue, and one task commits whatever
         has queued up in one transaction (the room's row lock, the idempotency check, the
-        messages and their feed events), then publishes them in ``seq`` order. Under load many
-        posts share a commit; alone, a post commits at once. Each post is answered only after
-        its commit."""
+        messages and their feed events), answers them, then announces them in ``seq`` order
+        (``_announce``). Under load many posts share a commit; alone, a post commits at once.
+        Each post is answered only after its commit."""
         room_id = await self.resolve(ref)
         await self.limiter.hit(
             f"msg:{user.user_id}",
