@@ -13,6 +13,11 @@ fanout: S subscribers in one room (spread over ``--procs`` processes); a publish
 R for the given seconds, each body carrying its send time. Reported: deliveries/s, publish ->
 deliver latency p50/p99 (sampled on every 50th socket), the delivery ratio (frames received /
 posts x S), and the server's CPU microseconds per delivery (from /proc/PID/stat).
+
+rooms: the same with the S subscribers spread over ``--rooms`` rooms (``{room}-0`` ...), and the
+posts (R per second in all) going to the rooms in turn: many small rooms, each post reaching
+S / rooms sockets, so the per-post path (commits, the bus, one channel per room) weighs more
+than the per-socket writes.
 """
 
 from __future__ import annotations
@@ -83,9 +88,14 @@ def source_address(i: int) -> tuple[str, int]:
 
 
 # --- fan-out --------------------------------------------------------------------------------
+def room_names(room: str, rooms: int) -> list[str]:
+    """The rooms of a run: ``room`` itself, or ``room-0`` ... ``room-{rooms-1}``."""
+    return [room] if rooms <= 1 else [f"{room}-{k}" for k in range(rooms)]
+
+
 def _subscriber_proc(
     ws_base: str,
-    room: str,
+    rooms: list[str],
     count: int,
     offset: int,
     ready: Any,
@@ -97,7 +107,7 @@ def _subscriber_proc(
         import uvloop
 
         uvloop.install()
-    asyncio.run(_subscribers(ws_base, room, count, offset, ready, results, stop, client))
+    asyncio.run(_subscribers(ws_base, rooms, count, offset, ready, results, stop, client))
 
 
 class RawSubscriber(asyncio.Protocol):
@@ -193,7 +203,7 @@ async def open_raw(
 
 async def _subscribers(
     ws_base: str,
-    room: str,
+    rooms: list[str],
     count: int,
     offset: int,
     ready: Any,
@@ -222,8 +232,12 @@ async def _subscribers(
 
         return on_frame
 
+    def url_of(i: int) -> str:
+        room = rooms[(offset + i) % len(rooms)]
+        return f"{ws_base}/ws/city/rooms/{room}?token={token(f'u_sub_{offset + i}')}"
+
     async def one_raw(i: int) -> None:
-        url = f"{ws_base}/ws/city/rooms/{room}?token={token(f'u_sub_{offset + i}')}"
+        url = url_of(i)
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         async with opening:
             proto = await open_raw(
@@ -238,7 +252,7 @@ async def _subscribers(
                 proto.transport.abort()
 
     async def one(i: int) -> None:
-        url = f"{ws_base}/ws/city/rooms/{room}?token={token(f'u_sub_{offset + i}')}"
+        url = url_of(i)
         await opening.acquire()
         async with connect(
             url,
@@ -274,6 +288,14 @@ async def _subscribers(
 
 
 async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
+    rooms = room_names(args.room, args.rooms if args.scenario == "rooms" else 1)
+    if args.subscribers % len(rooms):
+        raise SystemExit("--subscribers must be a multiple of --rooms")
+    headers = {"Authorization": f"Bearer {token('u_publisher')}"}
+    if args.target == "service" and len(rooms) > 1:
+        async with httpx.AsyncClient(base_url=args.http, timeout=30) as http:
+            for name in rooms:  # 409 when a previous run made it
+                await http.post("/city/rooms", json={"slug": name, "name": name}, headers=headers)
     ctx = mp.get_context("spawn")
     ready, results, stop = ctx.Queue(), ctx.Queue(), ctx.Event()
     per = [
@@ -284,24 +306,39 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n in per:
         p = ctx.Process(
             target=_subscriber_proc,
-            args=(args.ws, args.room, n, offset, ready, results, stop, args.client),
+            args=(args.ws, rooms, n, offset, ready, results, stop, args.client),
         )
         p.start()
         procs.append(p)
         offset += n
     for _ in range(args.subscribers):
         await asyncio.to_thread(ready.get, True, 120)
-    headers = {"Authorization": f"Bearer {token('u_publisher')}"}
-    if args.target == "service":
-        url = f"{args.http}/city/rooms/{args.room}/messages"
-    else:
-        url = f"{args.http}/publish/{args.room}"
+    paths = [
+        f"/city/rooms/{name}/messages" if args.target == "service" else f"/publish/{name}"
+        for name in rooms
+    ]
     rate = args.rate
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=20)) as client:
-        # A barrier: the service announces each of the S joins to the others (S²/2 frames, which
-        # the baseline does not send); measuring starts once every subscriber has read past them.
-        r = await client.post(url, json={"body": "warmup"}, headers=headers)
-        r.raise_for_status()
+    # The publisher's connections (keep-alive, one post in flight each): httpx would cost more
+    # CPU per post than the servers at the rates of many small rooms, on the same two cores.
+    idle_http: asyncio.Queue[RawHttp] = asyncio.Queue()
+    for _ in range(20):
+        idle_http.put_nowait(RawHttp(args.http))
+    wire_headers = {"authorization": headers["Authorization"]}
+
+    async def publish(path: str, body: dict[str, str]) -> int:
+        http = await idle_http.get()
+        try:
+            return await http.post(path, orjson.dumps(body), wire_headers)
+        finally:
+            idle_http.put_nowait(http)
+
+    try:
+        # A barrier: the service announces each of the S joins to the others (S²/2 frames per
+        # room, which the baseline does not send); measuring starts once every subscriber has
+        # read past them.
+        for path in paths:
+            if (status := await publish(path, {"body": "warmup"})) != 201:
+                raise SystemExit(f"the warm-up post answered {status}")
         for _ in range(args.subscribers):
             await asyncio.to_thread(ready.get, True, 300)
         await asyncio.sleep(0.5)
@@ -313,7 +350,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         while (elapsed := time.perf_counter() - started) < args.seconds:
             while sent < int(elapsed * rate) + 1:
                 body = {"body": f"{time.time():.6f} x"}
-                pending.add(asyncio.create_task(client.post(url, json=body, headers=headers)))
+                pending.add(asyncio.create_task(publish(paths[sent % len(paths)], body)))
                 sent += 1
             await asyncio.sleep(0.002)
         answers = await asyncio.gather(*pending)
@@ -322,6 +359,9 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         split1 = cpu_split(args.pid) if args.pid else (0.0, 0.0)
         cpu = (sum(split1) - cpu0) if args.pid else float("nan")
         sys_share = (split1[1] - split0[1]) / cpu if args.pid and cpu > 0 else float("nan")
+    finally:
+        while not idle_http.empty():
+            await idle_http.get_nowait().close()
     stop.set()
     received, latencies = 0, []
     for _ in procs:
@@ -330,14 +370,15 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         latencies += r["latencies"]
     for p in procs:
         p.join(10)
-    expected = sent * args.subscribers
+    expected = sent * args.subscribers // len(rooms)
     return [
         {
-            "scenario": "fanout",
+            "scenario": args.scenario,
             "target": args.target,
             "subscribers": args.subscribers,
+            "rooms": len(rooms),
             "rate": rate,
-            "posts_ok": sum(1 for a in answers if a.status_code == 201),
+            "posts_ok": sum(1 for status in answers if status == 201),
             "deliveries_per_s": round(received / wall),
             "delivery_ratio": round(received / expected, 4) if expected else None,
             "latency_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
@@ -522,13 +563,14 @@ async def history(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("scenario", choices=["fanout", "post", "idle", "history"])
+    parser.add_argument("scenario", choices=["fanout", "rooms", "post", "idle", "history"])
     parser.add_argument("--target", choices=["service", "baseline"], default="service")
     parser.add_argument("--ws", default="ws://127.0.0.1:7001")
     parser.add_argument("--http", default="http://127.0.0.1:7001")
     parser.add_argument("--room", default="general")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--rooms", type=int, default=50, help="rooms: how many")
     parser.add_argument(
         "--client",
         choices=["raw", "websockets"],
@@ -547,7 +589,9 @@ def main() -> None:
         import uvloop
 
         uvloop.install()
-    scenario = {"fanout": fanout, "post": post, "idle": idle, "history": history}[args.scenario]
+    scenario = {"fanout": fanout, "rooms": fanout, "post": post, "idle": idle, "history": history}[
+        args.scenario
+    ]
     for line in asyncio.run(scenario(args)):
         print(json.dumps(line), flush=True)
 

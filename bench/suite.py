@@ -4,7 +4,8 @@ and a summary table to stdout (paste it into bench/RESULTS.md).
 
     ulimit -n 20000; .venv/bin/python -m bench.suite [--quick]
 
-fanout: rates step up (baseline and service interleaved at each step) until delivery drops below
+fanout (one room of 1,000) and rooms (50 rooms of 20): rates step up (baseline and service
+interleaved at each step) until delivery drops below
 1.0 or p99 goes over 50 ms; the highest rate that kept both is reported for each target. A step
 that fails is run once more before the target leaves the ladder: on this shared machine one
 stall of a few hundred milliseconds fails a step that passes on the next try, for either target.
@@ -75,11 +76,25 @@ def start_baseline() -> tuple[subprocess.Popen[bytes], int, int]:
     return proc, ws, pub
 
 
+ROOMS = 50  # the rooms scenario: the same sockets in rooms of SUBS / ROOMS
+
+
 def fanout_step(
-    target: str, ws: str, http: str, pid: int, rate: int, subs: int, seconds: float
+    target: str,
+    ws: str,
+    http: str,
+    pid: int,
+    rate: int,
+    subs: int,
+    seconds: float,
+    scenario: str = "fanout",
 ) -> dict[str, Any]:
     (line,) = loadgen(
-        "fanout",
+        scenario,
+        "--rooms",
+        str(ROOMS),
+        "--room",
+        "bench" if scenario == "rooms" else "general",
         "--target",
         target,
         "--ws",
@@ -175,7 +190,7 @@ async def fill_room(db_url: str, room: str, count: int) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller figures, for a smoke run")
-    parser.add_argument("--only", default="fanout,post,idle,history", help="scenarios to run")
+    parser.add_argument("--only", default="fanout,rooms,post,idle,history", help="scenarios to run")
     parser.add_argument(
         "--stores",
         default="postgres,sqlite",
@@ -196,7 +211,11 @@ async def main() -> None:
         [25, 50] if args.quick else [25, 50, 75, 90, 100, 110, 125, 140, 150, 175, 200, 250, 300]
     )
     picked = [int(r) for r in os.environ.get("BENCH_RATES", "").split(",") if r]
-    rates = picked or ladder  # BENCH_RATES=25 runs one step
+    ladders = {
+        "fanout": picked or ladder,  # BENCH_RATES=25 runs one step
+        # Posts per second in all, each reaching the 20 sockets of its room.
+        "rooms": [250, 500] if args.quick else [500, 1000, 1500, 2000, 2500, 3000, 3500, 4000],
+    }
     seconds = 3.0 if args.quick else 5.0
     # 20,000 is the open-file limit per process here, and the server needs a few more fds than
     # sockets: 19,000 is the most one instance can hold.
@@ -208,11 +227,11 @@ async def main() -> None:
         if store == "postgres":
             async with scratch("suite") as space:
                 summaries[store] = await run_suite(
-                    args, store, space, subs, rates, seconds, idle_sockets, history_rows
+                    args, store, space, subs, ladders, seconds, idle_sockets, history_rows
                 )
         else:
             summaries[store] = await run_suite(
-                args, store, None, subs, rates, seconds, idle_sockets, history_rows
+                args, store, None, subs, ladders, seconds, idle_sockets, history_rows
             )
     print(json.dumps({"summary": summaries}, indent=2), flush=True)
     if not args.no_write:
@@ -224,7 +243,7 @@ async def run_suite(
     store: str,
     space: Scratch | None,
     subs: int,
-    rates: list[int],
+    ladders: dict[str, list[int]],
     seconds: float,
     idle_sockets: int,
     history_rows: int,
@@ -255,10 +274,17 @@ async def run_suite(
         spid = service.proc.pid if service.proc else 0
         sws, shttp = f"ws://127.0.0.1:{service.port}", service.base_url
         only = set(args.only.split(","))
-        if "fanout" in only:
-            await fanout_pair(
-                summary, baseline.pid, bws, bpub, sws, shttp, spid, rates, subs, seconds
-            )
+        for scenario in ("fanout", "rooms"):
+            if scenario in only:
+                await fanout_pair(
+                    summary,
+                    scenario,
+                    (baseline.pid, bws, bpub),
+                    (sws, shttp, spid),
+                    ladders[scenario],
+                    subs,
+                    seconds,
+                )
         if "post" in only:
             await post_run(summary, shttp, spid, seconds)
         if "idle" in only:
@@ -282,19 +308,19 @@ async def run_suite(
 
 async def fanout_pair(
     summary: dict[str, Any],
-    bpid: int,
-    bws: int,
-    bpub: int,
-    sws: str,
-    shttp: str,
-    spid: int,
+    scenario: str,
+    baseline: tuple[int, int, int],
+    service: tuple[str, str, int],
     rates: list[int],
     subs: int,
     seconds: float,
 ) -> None:
-    """Both ladders interleaved, baseline then service at each rate, so that the machine's
-    drift over the run (it is shared and noisy) falls on both alike. A target leaves the ladder
-    at its first step that fails twice in a row; the best passing step of each is reported."""
+    """Both ladders of ``scenario`` (fanout or rooms) interleaved, baseline then service at
+    each rate, so that the machine's drift over the run (it is shared and noisy) falls on both
+    alike. A target leaves the ladder at its first step that fails twice in a row; the best
+    passing step of each is reported."""
+    bpid, bws, bpub = baseline
+    sws, shttp, spid = service
     targets = {
         "baseline": (f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", bpid),
         "service": (sws, shttp, spid),
@@ -305,11 +331,10 @@ async def fanout_pair(
         for target, (ws, http, pid) in targets.items():
             if target not in climbing:
                 continue
-            line = await asyncio.to_thread(fanout_step, target, ws, http, pid, rate, subs, seconds)
+            step = (target, ws, http, pid, rate, subs, seconds, scenario)
+            line = await asyncio.to_thread(fanout_step, *step)
             if not passed(line):  # a failure counts once it repeats
-                line = await asyncio.to_thread(
-                    fanout_step, target, ws, http, pid, rate, subs, seconds
-                )
+                line = await asyncio.to_thread(fanout_step, *step)
                 line["second_try"] = True
             if passed(line):
                 best[target] = line
@@ -317,7 +342,7 @@ async def fanout_pair(
                 climbing.discard(target)
         if not climbing:
             break
-    summary["fanout"] = best
+    summary[scenario] = best
 
 
 def start_floor(kind: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -414,12 +439,17 @@ def results_block(summaries: dict[str, dict[str, Any]], subs: int) -> str:
     rows = []
     for store, s in summaries.items():
         name = {"postgres": "PostgreSQL + Redis", "sqlite": "SQLite, in process"}.get(store, store)
-        if "fanout" in s:
-            b, v = s["fanout"].get("baseline"), s["fanout"].get("service")
+        for scenario, what in (
+            ("fanout", f"fan-out to {subs:,} sockets in one room"),
+            ("rooms", f"{subs:,} sockets in {ROOMS} rooms of {subs // ROOMS}"),
+        ):
+            if scenario not in s:
+                continue
+            b, v = s[scenario].get("baseline"), s[scenario].get("service")
             bd = b["deliveries_per_s"] if b else None
             vd = v["deliveries_per_s"] if v else None
             rows.append(
-                f"| {name} | fan-out to {subs:,} sockets: deliveries/s at the highest rate with "
+                f"| {name} | {what}: deliveries/s at the highest rate with "
                 f"delivery 1.0 and p99 ≤ 50 ms | {fmt(vd)} (p99 {fmt(v and v['latency_p99_ms'])} "
                 f"ms, {fmt(v and v['cpu_us_per_delivery'])} µs CPU each) | {fmt(bd)} (p99 "
                 f"{fmt(b and b['latency_p99_ms'])} ms, {fmt(b and b['cpu_us_per_delivery'])} µs) | "
