@@ -1,5 +1,6 @@
 """Two versions of the service, alternating, in one run (PostgreSQL + Redis): posts (50
-clients) or fan-out (1,000 subscribers, one publisher at ``--rate``).
+clients), fan-out (1,000 subscribers, one publisher at ``--rate``) or rooms (the same
+subscribers in 50 rooms of 20, ``--rate`` posts per second in all).
 
     .venv/bin/python -m bench.compare --old HEAD~1 --new WORKTREE --rounds 3
     .venv/bin/python -m bench.compare --scenario fanout --rate 75 --old HEAD~1 --new HEAD
@@ -61,11 +62,10 @@ async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str
         await asyncio.to_thread(service.start)
         try:
             pid = service.proc.pid if service.proc else 0
-            if args.scenario == "fanout":
+            if args.scenario in ("fanout", "rooms"):
                 ws = f"ws://127.0.0.1:{service.port}"
-                result = await asyncio.to_thread(
-                    fanout_step, "service", ws, service.base_url, pid, args.rate, 1000, args.seconds
-                )
+                step = ("service", ws, service.base_url, pid, args.rate, 1000, args.seconds)
+                result = await asyncio.to_thread(fanout_step, *step, args.scenario)
             else:
                 options = ["post", "--clients", str(args.clients), "--seconds", str(args.seconds)]
                 (result,) = await asyncio.to_thread(
@@ -92,7 +92,7 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=50)
-    parser.add_argument("--scenario", choices=["post", "fanout"], default="post")
+    parser.add_argument("--scenario", choices=["post", "fanout", "rooms"], default="post")
     parser.add_argument("--rate", type=int, default=75, help="fanout: posts per second")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ async def main() -> None:
     keys = {
         "post": ["commits_per_s", "p99_ms", "server_cpu_ms_per_post"],
         "fanout": ["deliveries_per_s", "delivery_ratio", "latency_p99_ms", "cpu_us_per_delivery"],
-    }[args.scenario]
+    }[args.scenario if args.scenario == "post" else "fanout"]
     summary = {
         label: {"rev": getattr(args, label)}
         | {key: statistics.median(r[key] for r in rs) for key in keys}
