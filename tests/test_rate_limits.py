@@ -69,6 +69,30 @@ async def test_http_posts_over_the_limit_get_429(api: Api) -> None:
     assert [m["body"] for m in page["messages"]] == ["m0", "m1", "m2", "hello"]
 
 
+async def test_posts_refused_beside_allowed_ones_leave_no_trace(api: Api) -> None:
+    """Posts sent at once share commits, and the rate limit is checked while they wait for
+    theirs: the refused ones get 429 and store, announce and number nothing; the allowed
+    ones get 201 and gapless seqs, and a socket in the room sees exactly them, in order."""
+    alice = await api.guest("Alice")
+    bob = await api.guest("Bob")
+    async with bob.socket("science") as ws:
+        await ws.expect("room.state")
+        sends = [(alice, f"a{i}") for i in range(6)] + [(bob, f"b{i}") for i in range(2)]
+        answers = await asyncio.gather(
+            *(u.post("/city/rooms/science/messages", {"body": body}) for u, body in sends)
+        )
+        codes = [r.status_code for r in answers]
+        assert sorted(codes) == [201] * 5 + [429] * 3  # alice's burst is 3
+        assert all(r.json()["code"] == "rate_limited" for r in answers if r.status_code == 429)
+        stored = sorted((r.json() for r in answers if r.status_code == 201), key=lambda m: m["seq"])
+        assert [m["seq"] for m in stored] == [1, 2, 3, 4, 5]
+        seen = [(await ws.expect("room.message"))["message"] for _ in stored]
+        assert [m["id"] for m in seen] == [m["id"] for m in stored]
+        await ws.silent(0.3, ignore=("room.join", "room.leave", "typing"))
+    page = (await api.http.get("/city/rooms/science/messages")).json()
+    assert [m["id"] for m in page["messages"]] == [m["id"] for m in stored]
+
+
 async def test_room_creation_is_limited(api: Api) -> None:
     alice = await api.guest("Alice")
     assert (await alice.post("/city/rooms", {"slug": "one", "name": "One"})).status_code == 201

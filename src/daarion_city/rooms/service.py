@@ -68,12 +68,29 @@ class _Pending:
     body: str
     client_msg_id: str | None
     future: asyncio.Future[PostResult]
+    allowed: asyncio.Future[None]  # the rate limit's verdict: done, or RateLimited
 
 
 def _answer(batch: list[_Pending], results: list[PostResult]) -> None:
     for item, result in zip(batch, results, strict=True):
         if not item.future.done():
             item.future.set_result(result)
+
+
+async def _allowed(batch: list[_Pending]) -> list[_Pending]:
+    """The posts of ``batch`` the rate limit allowed; the others are answered its error."""
+    waiting = [item.allowed for item in batch if not item.allowed.done()]
+    if waiting:
+        await asyncio.wait(waiting)
+    kept = []
+    for item in batch:
+        if item.allowed.cancelled():  # the server is stopping
+            item.future.cancel()
+        elif (exc := item.allowed.exception()) is None:
+            kept.append(item)
+        elif not item.future.done():
+            item.future.set_exception(exc)
+    return kept
 
 
 class TooManySockets(CityError):
@@ -295,12 +312,18 @@ class RoomService:
         (``_announce``). Under load many posts share a commit; alone, a post commits at once.
         Each post is answered only after its commit."""
         room_id = await self.resolve(ref)
-        await self.limiter.hit(
-            f"msg:{user.user_id}",
-            rate=self.settings.city_message_rate,
-            burst=self.settings.city_message_burst,
+        # The rate limit's round trip runs while the post waits for its commit; the commit
+        # takes only the posts it allowed and answers the others 429.
+        allowed = asyncio.ensure_future(
+            self.limiter.hit(
+                f"msg:{user.user_id}",
+                rate=self.settings.city_message_rate,
+                burst=self.settings.city_message_burst,
+            )
         )
-        item = _Pending(user, body, client_msg_id, asyncio.get_running_loop().create_future())
+        item = _Pending(
+            user, body, client_msg_id, asyncio.get_running_loop().create_future(), allowed
+        )
         self._pending.setdefault(room_id, []).append(item)
         if room_id not in self._committing:
             self._committing.add(room_id)
@@ -313,6 +336,9 @@ class RoomService:
             while queue := self._pending.get(room_id):
                 batch = queue[:COMMIT_BATCH]
                 del queue[:COMMIT_BATCH]
+                batch = await _allowed(batch)
+                if not batch:
+                    continue
                 try:
                     committed = await self._commit(room_id, batch)
                 except Exception as exc:
