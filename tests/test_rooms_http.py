@@ -316,6 +316,74 @@ async def test_a_post_that_fails_in_the_database_does_not_take_its_batch_with_it
     assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5]  # still no gap
 
 
+async def test_posts_to_many_rooms_at_once_share_statements_and_stay_apart(
+    api: Api, backend: str
+) -> None:
+    """Posts to many rooms at once: on PostgreSQL the rooms' batches share statements (the
+    metric counts them). Each room still numbers its own messages without gap, a retry in one
+    room replays its original, a message the database refuses fails alone, and no room's
+    trouble reaches another's messages."""
+    rooms = [f"many{k}" for k in range(8)]
+    owner = await api.guest("Owner")
+    for slug in rooms:
+        r = await owner.post("/city/rooms", {"slug": slug, "name": slug})
+        assert r.status_code == 201, r.text
+    if backend == "postgresql":
+        import asyncpg
+
+        conn = await asyncpg.connect(api.server.settings.database_url)
+        try:
+            await conn.execute(
+                """
+                CREATE FUNCTION refuse_boom() RETURNS trigger AS $$
+                BEGIN
+                  IF NEW.body = 'boom' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;
+                  RETURN NEW;
+                END $$ LANGUAGE plpgsql;
+                CREATE TRIGGER refuse_boom BEFORE INSERT ON city_room_messages
+                  FOR EACH ROW EXECUTE FUNCTION refuse_boom();
+                """
+            )
+        finally:
+            await conn.close()
+    first = await owner.say("many0", "first", client_msg_id="again")
+    users = [await api.guest(f"P{i}") for i in range(6)]
+    sends: list[tuple[Any, str, dict[str, Any]]] = [
+        (u, room, {"body": f"{room} {u.user_id}"}) for room in rooms for u in users
+    ]
+    sends.append((owner, "many0", {"body": "first", "client_msg_id": "again"}))  # a retry
+    if backend == "postgresql":
+        sends.append((owner, "many3", {"body": "boom"}))
+    answers = await asyncio.gather(
+        *(u.post(f"/city/rooms/{room}/messages", body) for u, room, body in sends)
+    )
+    for (_, room, body), answer in zip(sends, answers, strict=True):
+        if body["body"] == "boom":
+            assert answer.status_code == 500
+        elif body.get("client_msg_id") == "again":
+            assert answer.status_code == 201
+            assert answer.headers["idempotent-replayed"] == "true"
+            assert answer.json()["id"] == first["id"]
+        else:
+            assert answer.status_code == 201, (room, answer.text)
+    for room in rooms:
+        page = (await api.http.get(f"/city/rooms/{room}/messages", params={"limit": 50})).json()
+        expected = len(users) + (1 if room == "many0" else 0)
+        assert [m["seq"] for m in page["messages"]] == list(range(1, expected + 1)), room
+        assert all(m["body"] != "boom" for m in page["messages"])
+    feed = (await api.http.get("/city/feed", params={"kind": "room_message", "limit": 100})).json()
+    assert len(feed) == len(rooms) * len(users) + 1
+    if backend == "postgresql":
+        metrics = (await api.http.get("/metrics")).text
+        shared = [
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith('city_message_commit_rooms_total{shared="several"}')
+        ]
+        assert shared, metrics
+        assert shared[0] > 0, metrics
+
+
 async def test_posting_answers_the_same_with_and_without_the_post_lane(
     api: Api, settings: Any
 ) -> None:

@@ -27,6 +27,12 @@ class Metrics:
             "city_presence_sockets", "Open presence WebSockets", registry=r
         )
         self.messages = Counter("city_messages", "Room messages committed", registry=r)
+        self.commit_rooms = Counter(
+            "city_message_commit_rooms",
+            "Room batches committed, by how many rooms shared the statement (one, several)",
+            ["shared"],
+            registry=r,
+        )
         self.deliveries = Gauge(
             "city_deliveries", "Room message frames queued to sockets (since start)", registry=r
         )

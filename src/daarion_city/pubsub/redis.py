@@ -4,6 +4,10 @@ One subscriber connection per process, read by one owned task. Redis pub/sub is 
 while the connection is down, publishes are lost for this subscriber. When the reader reconnects
 it re-subscribes every channel and then runs the reconnect listeners, which heal from the database
 (room hubs read every message after the last ``seq`` they delivered).
+
+``publish_many`` calls made while a pipeline is in flight go together in the next one: the
+commits of many rooms that complete together publish in one round trip, not one each. Items go
+out in the order of the calls, so each caller's order holds.
 """
 
 from __future__ import annotations
@@ -49,11 +53,16 @@ class RedisPubSub:
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.connected = False
+        self._outbox: list[tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_loop(), name="redis-pubsub-reader")
 
     async def stop(self) -> None:
+        if self._sender is not None:
+            self._sender.cancel()
+            await asyncio.gather(self._sender, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -75,15 +84,41 @@ class RedisPubSub:
         await self.client.publish(self.prefix + channel, data)
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
-        if len(items) == 1:
-            await self.publish(*items[0])
-            return
         if not self.connected:
             raise RedisConnectionError("redis pub/sub is reconnecting")
-        async with self.client.pipeline(transaction=False) as pipe:
-            for channel, data in items:
-                pipe.publish(self.prefix + channel, data)
-            await pipe.execute()
+        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outbox.append((items, sent))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox(), name="redis-publisher")
+        await sent
+
+    async def _send_outbox(self) -> None:
+        """One pipeline for everything queued, until nothing is; each call learns its fate."""
+        taken: list[tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = []
+        try:
+            while self._outbox:
+                taken, self._outbox = self._outbox, []
+                error: BaseException | None = None
+                try:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for items, _ in taken:
+                            for channel, data in items:
+                                pipe.publish(self.prefix + channel, data)
+                        await pipe.execute()
+                except Exception as exc:
+                    error = exc
+                for _, sent in taken:
+                    if sent.done():
+                        continue
+                    if error is None:
+                        sent.set_result(None)
+                    else:
+                        sent.set_exception(error)
+        except BaseException:
+            for _, sent in [*taken, *self._outbox]:
+                sent.cancel()
+            self._outbox = []
+            raise
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])

@@ -93,6 +93,91 @@ async def _allowed(batch: list[_Pending]) -> list[_Pending]:
     return kept
 
 
+class _SplitUp(Exception):
+    """A statement of several rooms' batches failed: each room commits on its own."""
+
+
+def _settle(future: asyncio.Future[list[int]], result: list[int] | BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+class _CommitCombiner:
+    """Group commit across rooms (PostgreSQL). Each room's commit loop makes one batch at a
+    time; the batches of different rooms that become ready while a statement runs go together
+    in the next one (``store.insert_rooms_batch_pg``), so that many rooms with a post or two
+    each cost a statement per round trip, not one each. A room alone takes the single-room
+    statement. When a statement of several rooms fails, each of them is told to commit on its
+    own (``_SplitUp``): a retry or a refused message in one room never fails another's."""
+
+    def __init__(self, db: Database, tasks: TaskSet, metrics: Metrics) -> None:
+        self.db = db
+        self._tasks = tasks
+        self._metrics = metrics
+        self._queue: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]] = []
+        self._running = False
+
+    async def insert(
+        self, room_id: str, rows: list[dict[str, Any]], events: list[dict[str, Any]]
+    ) -> list[int]:
+        """Store a room's batch as ``store.insert_batch_pg`` does; its events' positions."""
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append(((room_id, rows, events), future))
+        if not self._running:
+            self._running = True
+            self._tasks.spawn(self._run(), name="commit-rooms")
+        return await future
+
+    async def _run(self) -> None:
+        taken: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]] = []
+        try:
+            while self._queue:
+                taken, self._queue = self._queue, []
+                await self._statement(taken)
+        except BaseException:
+            for _, future in [*taken, *self._queue]:
+                future.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._running = False
+
+    async def _statement(
+        self, taken: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]]
+    ) -> None:
+        if len(taken) == 1:
+            ((room_id, rows, events), future) = taken[0]
+            self._metrics.commit_rooms.labels("one").inc()
+            try:
+                async with self.db.autocommit() as conn:
+                    _settle(future, await store.insert_batch_pg(conn, room_id, rows, events))
+            except Exception as exc:
+                _settle(future, exc)
+            return
+        self._metrics.commit_rooms.labels("several").inc(len(taken))
+        try:
+            async with self.db.autocommit() as conn:
+                answers = await store.insert_rooms_batch_pg(conn, [batch for batch, _ in taken])
+        except Exception:
+            log.debug(
+                "a statement of %d rooms failed; each commits alone", len(taken), exc_info=True
+            )
+            for _, future in taken:
+                _settle(future, _SplitUp())
+            return
+        for ((room_id, _, _), future), positions in zip(taken, answers, strict=True):
+            _settle(
+                future,
+                positions
+                if positions is not None
+                else NotFound(f"no room {room_id!r}", code="room_not_found"),
+            )
+
+
 class TooManySockets(CityError):
     status, code = 429, "too_many_connections"
 
@@ -144,6 +229,7 @@ class RoomService:
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
         self._members_read = FreshFlight(self.online_members)
+        self._combiner = _CommitCombiner(db, self._tasks, metrics)
 
     # --- start-up -------------------------------------------------------------------------------
     async def ensure_default_rooms(self) -> None:
@@ -380,7 +466,7 @@ class RoomService:
         if not self.db.is_sqlite:
             try:
                 return await self._commit_once(room_id, batch, stored_keys, one_statement=True)
-            except IntegrityError:
+            except (IntegrityError, _SplitUp):
                 pass  # a retry, or a refused message: the careful path sorts out which
         while True:
             try:
@@ -440,8 +526,7 @@ class RoomService:
         )
         events: list[RecordedEvent] = []
         if one_statement and rows:
-            async with self.db.autocommit() as conn:
-                positions = await store.insert_batch_pg(conn, room_id, rows, event_rows)
+            positions = await self._combiner.insert(room_id, rows, event_rows)
             events = self.feed.recorded(event_rows, positions)
         else:
             async with self.db.begin() as conn:

@@ -184,6 +184,85 @@ async def insert_batch_pg(
     return [int(position_of[event["id"]]) for event in events]
 
 
+# PostgreSQL, the batches of several rooms in one statement (the rooms' commits that became
+# ready together): each room's seqs reserved under its row lock, taken in id order so that two
+# such statements (of two instances) cannot deadlock; the messages numbered per room in their
+# order; the feed events in the order of the rows.
+_INSERT_ROOMS_BATCH_PG = """
+WITH batch AS (
+    SELECT * FROM unnest(
+        $1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::varchar[],
+        $7::varchar[], $8::json[], $9::timestamptz[], $10::timestamptz[]
+    ) WITH ORDINALITY AS b(room, id, author, name, body, cmid, event_id, payload, at, event_at, ord)
+), counts AS (
+    SELECT room, count(*) AS n FROM batch GROUP BY room
+), locked AS MATERIALIZED (
+    SELECT r.id FROM city_rooms r WHERE r.id IN (SELECT room FROM counts) ORDER BY r.id FOR UPDATE
+), rooms AS (
+    UPDATE city_rooms r SET last_seq = r.last_seq + c.n
+    FROM counts c, locked l
+    WHERE r.id = c.room AND l.id = c.room
+    RETURNING r.id, r.last_seq - c.n AS base
+), numbered AS (
+    SELECT b.*, rooms.base + row_number() OVER (PARTITION BY b.room ORDER BY b.ord) AS seq
+    FROM batch b JOIN rooms ON rooms.id = b.room
+), messages AS (
+    INSERT INTO city_room_messages
+        (id, room_id, seq, author_user_id, username, body, client_msg_id, created_at)
+    SELECT id, room, seq, author, name, body, cmid, at FROM numbered
+), events AS (
+    INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
+    SELECT event_id, $11, room, author, payload, event_at FROM numbered ORDER BY ord
+    RETURNING id, pos
+)
+SELECT (SELECT array_agg(id) FROM rooms) AS room_ids,
+       (SELECT array_agg(base) FROM rooms) AS bases,
+       (SELECT array_agg(id) FROM events) AS ids,
+       (SELECT array_agg(pos) FROM events) AS positions
+"""
+
+RoomBatch = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
+"""``(room_id, rows, events)`` as :func:`insert_batch_pg` takes them."""
+
+
+async def insert_rooms_batch_pg(
+    conn: AsyncConnection, batches: list[RoomBatch]
+) -> list[list[int] | None]:
+    """:func:`insert_batch_pg` for the batches of several rooms (each room once) in one
+    statement: all of them or, on any error, none. Sets each row's ``seq``; returns each
+    batch's event positions, or None for a room that does not exist (nothing of it stored)."""
+    rows = [
+        (room_id, row, event)
+        for room_id, rs, es in batches
+        for row, event in zip(rs, es, strict=True)
+    ]
+    params = (
+        [room_id for room_id, _, _ in rows],
+        [row["id"] for _, row, _ in rows],
+        [row["author_user_id"] for _, row, _ in rows],
+        [row["username"] for _, row, _ in rows],
+        [row["body"] for _, row, _ in rows],
+        [row["client_msg_id"] for _, row, _ in rows],
+        [event["id"] for _, _, event in rows],
+        [orjson.dumps(event["payload"]).decode() for _, _, event in rows],
+        [row["created_at"] for _, row, _ in rows],
+        [event["created_at"] for _, _, event in rows],
+        batches[0][2][0]["kind"],
+    )
+    out = (await conn.exec_driver_sql(_INSERT_ROOMS_BATCH_PG, params)).one()
+    base_of = dict(zip(out.room_ids or [], out.bases or [], strict=True))
+    position_of = dict(zip(out.ids or [], out.positions or [], strict=True))
+    answers: list[list[int] | None] = []
+    for room_id, rs, es in batches:
+        if room_id not in base_of:
+            answers.append(None)
+            continue
+        for offset, row in enumerate(rs, start=1):
+            row["seq"] = int(base_of[room_id]) + offset
+        answers.append([int(position_of[event["id"]]) for event in es])
+    return answers
+
+
 async def find_by_client_msg_ids(
     conn: AsyncConnection, room_id: str, keys: list[tuple[str, str]]
 ) -> dict[tuple[str, str], Row[tuple[object, ...]]]:
