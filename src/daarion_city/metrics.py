@@ -29,7 +29,8 @@ class Metrics:
         self.messages = Counter("city_messages", "Room messages committed", registry=r)
         self.commit_rooms = Counter(
             "city_message_commit_rooms",
-            "Room batches committed, by how many rooms shared the statement (one, several)",
+            "Room batches committed by a shared statement (several) or by their own (one), "
+            "on PostgreSQL's one-statement path",
             ["shared"],
             registry=r,
         )

@@ -151,14 +151,14 @@ class _CommitCombiner:
     ) -> None:
         if len(taken) == 1:
             ((room_id, rows, events), future) = taken[0]
-            self._metrics.commit_rooms.labels("one").inc()
             try:
                 async with self.db.autocommit() as conn:
                     _settle(future, await store.insert_batch_pg(conn, room_id, rows, events))
             except Exception as exc:
                 _settle(future, exc)
+            else:
+                self._metrics.commit_rooms.labels("one").inc()
             return
-        self._metrics.commit_rooms.labels("several").inc(len(taken))
         try:
             async with self.db.autocommit() as conn:
                 answers = await store.insert_rooms_batch_pg(conn, [batch for batch, _ in taken])
@@ -169,6 +169,7 @@ class _CommitCombiner:
             for _, future in taken:
                 _settle(future, _SplitUp())
             return
+        self._metrics.commit_rooms.labels("several").inc(len(taken))
         for ((room_id, _, _), future), positions in zip(taken, answers, strict=True):
             _settle(
                 future,
