@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from daarion_city.tasks import FreshFlight
+from daarion_city.tasks import Batcher, FreshFlight, TaskSet
 
 
 async def test_a_shared_read_always_starts_after_its_caller_asked() -> None:
@@ -52,3 +52,30 @@ async def test_a_failed_read_fails_its_callers_only() -> None:
     with pytest.raises(RuntimeError):
         await flight.get("a")
     assert await flight.get("a") == "a"
+
+
+async def test_batcher_groups_the_calls_made_while_a_batch_runs() -> None:
+    """The first call runs alone at once; calls that arrive while it runs share the next run
+    (at most ``max_batch`` each); each caller gets its own answer or its own exception."""
+
+    runs: list[list[int]] = []
+    gate = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int | BaseException]:
+        runs.append(items)
+        await gate.wait()
+        return [ValueError(i) if i == 3 else i * 10 for i in items]
+
+    tasks = TaskSet("test")
+    batcher: Batcher[int, int] = Batcher(run, tasks, name="test", max_batch=3)
+    calls = [asyncio.ensure_future(batcher.submit(0))]
+    await asyncio.sleep(0)
+    calls += [asyncio.ensure_future(batcher.submit(i)) for i in range(1, 6)]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert runs == [[0], [1, 2, 3], [4, 5]]
+    assert results[:3] == [0, 10, 20]
+    assert isinstance(results[3], ValueError)
+    assert results[4:] == [40, 50]
+    await tasks.close()

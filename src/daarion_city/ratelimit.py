@@ -16,17 +16,16 @@ fail open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from daarion_city.clock import Clock, system_clock
 from daarion_city.errors import RateLimited
-from daarion_city.tasks import TaskSet
+from daarion_city.tasks import Batcher, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -117,11 +116,7 @@ return waits
 MAX_HITS_PER_CALL = 500
 
 
-@dataclass(slots=True)
-class _Hit:
-    key: str
-    args: tuple[float, int, float]  # rate, burst, cost
-    answer: asyncio.Future[float]  # the seconds to wait
+_Hit = tuple[str, tuple[float, int, float]]  # the bucket's key; rate, burst, cost
 
 
 class RedisRateLimiter:
@@ -135,18 +130,15 @@ class RedisRateLimiter:
         self._script = redis.register_script(TAKE)
         self._fallback = fallback or MemoryRateLimiter()
         self._down_logged = False
-        self._queued: list[_Hit] = []
-        self._sending = False
         self._tasks = TaskSet("ratelimit")
+        # The hits that arrive while a script call runs share the next one.
+        self._hits: Batcher[_Hit, float] = Batcher(
+            self._take, self._tasks, name="ratelimit-send", max_batch=MAX_HITS_PER_CALL
+        )
 
     async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
-        answer = asyncio.get_running_loop().create_future()
-        self._queued.append(_Hit(f"{self._prefix}ratelimit:{key}", (rate, burst, cost), answer))
-        if not self._sending:
-            self._sending = True
-            self._tasks.spawn(self._send_queued(), name="ratelimit-send")
         try:
-            wait = await answer
+            wait = await self._hits.submit((f"{self._prefix}ratelimit:{key}", (rate, burst, cost)))
         except (RedisError, OSError, TimeoutError) as exc:
             if not self._down_logged:
                 log.warning("rate limits held per instance while Redis is unavailable: %r", exc)
@@ -157,31 +149,12 @@ class RedisRateLimiter:
         if wait > 0:
             raise RateLimited(wait)
 
-    async def _send_queued(self) -> None:
-        """One script call for the hits queued, until none is left."""
-        try:
-            while self._queued:
-                batch = self._queued[:MAX_HITS_PER_CALL]
-                del self._queued[:MAX_HITS_PER_CALL]
-                try:
-                    results: list[Any] = await self._take(batch)
-                except (RedisError, OSError, TimeoutError) as exc:
-                    results = [exc] * len(batch)
-                for hit, result in zip(batch, results, strict=True):
-                    if hit.answer.done():
-                        continue  # its caller went away
-                    if isinstance(result, BaseException):
-                        hit.answer.set_exception(result)
-                    else:
-                        raw = result.decode() if isinstance(result, bytes) else result
-                        hit.answer.set_result(float(raw))
-        finally:
-            self._sending = False
-
-    async def _take(self, batch: list[_Hit]) -> list[Any]:
+    async def _take(self, batch: list[_Hit]) -> list[float | BaseException]:
+        """One script call: the seconds each hit must wait (0 when it was allowed)."""
         # redis-py's Script loads itself again when Redis lost it (a restart, SCRIPT FLUSH).
-        args = [arg for hit in batch for arg in hit.args]
-        return list(await self._script(keys=[hit.key for hit in batch], args=args))
+        args = [arg for _, hit_args in batch for arg in hit_args]
+        waits = await self._script(keys=[key for key, _ in batch], args=args)
+        return [float(w.decode() if isinstance(w, bytes) else w) for w in waits]
 
     async def close(self) -> None:
         await self._tasks.close()

@@ -11,6 +11,8 @@ from typing import Any, Generic, TypeVar
 log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class TaskSet:
@@ -113,3 +115,61 @@ class FreshFlight(Generic[K, V]):
                 self._start(key)
 
         task.add_done_callback(done)
+
+
+class Batcher(Generic[T, R]):
+    """Calls made while a batch is in flight go together in the next one (group commit).
+
+    ``submit`` queues an item and waits for its own result; one owned task runs ``run`` on
+    everything queued (at most ``max_batch`` items per run) until nothing is. ``run`` answers
+    each item in order with a result or an exception; an exception ``run`` raises is every
+    item's answer. Nothing waits for a batch to fill: an item alone runs at once. Used for
+    the rate limit's script calls, the bus's publish pipelines and the rooms' commits."""
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[list[R | BaseException]]],
+        tasks: TaskSet,
+        *,
+        name: str,
+        max_batch: int | None = None,
+    ) -> None:
+        self._run = run
+        self._tasks = tasks
+        self._name = name
+        self._max = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._running = False
+
+    async def submit(self, item: T) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if not self._running:
+            self._running = True
+            self._tasks.spawn(self._drain(), name=self._name)
+        return await future
+
+    async def _drain(self) -> None:
+        taken: list[tuple[T, asyncio.Future[R]]] = []
+        try:
+            while self._queue:
+                size = len(self._queue) if self._max is None else self._max
+                taken, self._queue = self._queue[:size], self._queue[size:]
+                try:
+                    results = await self._run([item for item, _ in taken])
+                except Exception as exc:
+                    results = [exc] * len(taken)
+                for (_, future), result in zip(taken, results, strict=True):
+                    if future.done():
+                        continue  # its caller went away
+                    if isinstance(result, BaseException):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        except BaseException:  # stopped: nobody waits for ever
+            for _, future in [*taken, *self._queue]:
+                future.cancel()
+            self._queue = []
+            raise
+        finally:
+            self._running = False

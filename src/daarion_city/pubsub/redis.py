@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from daarion_city.pubsub.base import Handler, ReconnectListener
+from daarion_city.tasks import Batcher, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,16 @@ class RedisPubSub:
         self._reader: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self.connected = False
-        self._outbox: list[tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._tasks = TaskSet("redis-pubsub")
+        self._publishes: Batcher[list[tuple[str, bytes]], None] = Batcher(
+            self._send, self._tasks, name="redis-publisher"
+        )
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_loop(), name="redis-pubsub-reader")
 
     async def stop(self) -> None:
-        if self._sender is not None:
-            self._sender.cancel()
-            await asyncio.gather(self._sender, return_exceptions=True)
+        await self._tasks.close()
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
@@ -86,39 +87,16 @@ class RedisPubSub:
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
         if not self.connected:
             raise RedisConnectionError("redis pub/sub is reconnecting")
-        sent: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox.append((items, sent))
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.create_task(self._send_outbox(), name="redis-publisher")
-        await sent
+        await self._publishes.submit(items)
 
-    async def _send_outbox(self) -> None:
-        """One pipeline for everything queued, until nothing is; each call learns its fate."""
-        taken: list[tuple[list[tuple[str, bytes]], asyncio.Future[None]]] = []
-        try:
-            while self._outbox:
-                taken, self._outbox = self._outbox, []
-                error: BaseException | None = None
-                try:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for items, _ in taken:
-                            for channel, data in items:
-                                pipe.publish(self.prefix + channel, data)
-                        await pipe.execute()
-                except Exception as exc:
-                    error = exc
-                for _, sent in taken:
-                    if sent.done():
-                        continue
-                    if error is None:
-                        sent.set_result(None)
-                    else:
-                        sent.set_exception(error)
-        except BaseException:
-            for _, sent in [*taken, *self._outbox]:
-                sent.cancel()
-            self._outbox = []
-            raise
+    async def _send(self, calls: list[list[tuple[str, bytes]]]) -> list[BaseException | None]:
+        """One pipeline for the items of every call, in the order of the calls."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for items in calls:
+                for channel, data in items:
+                    pipe.publish(self.prefix + channel, data)
+            await pipe.execute()
+        return [None] * len(calls)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])

@@ -36,7 +36,7 @@ from daarion_city.rooms.schemas import RoomCreate, message_wire, room_wire
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.tables import rooms as rooms_table
-from daarion_city.tasks import FreshFlight, TaskSet
+from daarion_city.tasks import Batcher, FreshFlight, TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -97,88 +97,6 @@ class _SplitUp(Exception):
     """A statement of several rooms' batches failed: each room commits on its own."""
 
 
-def _settle(future: asyncio.Future[list[int]], result: list[int] | BaseException) -> None:
-    if future.done():
-        return
-    if isinstance(result, BaseException):
-        future.set_exception(result)
-    else:
-        future.set_result(result)
-
-
-class _CommitCombiner:
-    """Group commit across rooms (PostgreSQL). Each room's commit loop makes one batch at a
-    time; the batches of different rooms that become ready while a statement runs go together
-    in the next one (``store.insert_rooms_batch_pg``), so that many rooms with a post or two
-    each cost a statement per round trip, not one each. A room alone takes the single-room
-    statement. When a statement of several rooms fails, each of them is told to commit on its
-    own (``_SplitUp``): a retry or a refused message in one room never fails another's."""
-
-    def __init__(self, db: Database, tasks: TaskSet, metrics: Metrics) -> None:
-        self.db = db
-        self._tasks = tasks
-        self._metrics = metrics
-        self._queue: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]] = []
-        self._running = False
-
-    async def insert(
-        self, room_id: str, rows: list[dict[str, Any]], events: list[dict[str, Any]]
-    ) -> list[int]:
-        """Store a room's batch as ``store.insert_batch_pg`` does; its events' positions."""
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self._queue.append(((room_id, rows, events), future))
-        if not self._running:
-            self._running = True
-            self._tasks.spawn(self._run(), name="commit-rooms")
-        return await future
-
-    async def _run(self) -> None:
-        taken: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]] = []
-        try:
-            while self._queue:
-                taken, self._queue = self._queue, []
-                await self._statement(taken)
-        except BaseException:
-            for _, future in [*taken, *self._queue]:
-                future.cancel()
-            self._queue = []
-            raise
-        finally:
-            self._running = False
-
-    async def _statement(
-        self, taken: list[tuple[store.RoomBatch, asyncio.Future[list[int]]]]
-    ) -> None:
-        if len(taken) == 1:
-            ((room_id, rows, events), future) = taken[0]
-            try:
-                async with self.db.autocommit() as conn:
-                    _settle(future, await store.insert_batch_pg(conn, room_id, rows, events))
-            except Exception as exc:
-                _settle(future, exc)
-            else:
-                self._metrics.commit_rooms.labels("one").inc()
-            return
-        try:
-            async with self.db.autocommit() as conn:
-                answers = await store.insert_rooms_batch_pg(conn, [batch for batch, _ in taken])
-        except Exception:
-            log.debug(
-                "a statement of %d rooms failed; each commits alone", len(taken), exc_info=True
-            )
-            for _, future in taken:
-                _settle(future, _SplitUp())
-            return
-        self._metrics.commit_rooms.labels("several").inc(len(taken))
-        for ((room_id, _, _), future), positions in zip(taken, answers, strict=True):
-            _settle(
-                future,
-                positions
-                if positions is not None
-                else NotFound(f"no room {room_id!r}", code="room_not_found"),
-            )
-
-
 class TooManySockets(CityError):
     status, code = 429, "too_many_connections"
 
@@ -230,7 +148,11 @@ class RoomService:
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
         self._members_read = FreshFlight(self.online_members)
-        self._combiner = _CommitCombiner(db, self._tasks, metrics)
+        # Group commit across rooms (PostgreSQL): each room's commit loop makes one batch at a
+        # time, and the batches of rooms that become ready while a statement runs share the next.
+        self._batches: Batcher[store.RoomBatch, list[int]] = Batcher(
+            self._store_batches, self._tasks, name="commit-rooms"
+        )
 
     # --- start-up -------------------------------------------------------------------------------
     async def ensure_default_rooms(self) -> None:
@@ -459,10 +381,11 @@ class RoomService:
 
     async def _commit(self, room_id: str, batch: list[_Pending]) -> _Committed:
         """Commit a batch. On PostgreSQL the first try is one statement that stores them all
-        or nothing (``store.insert_batch_pg``). Otherwise, and after that failed, each
-        transaction inserts the messages skipping those whose ``client_msg_id`` is stored
-        already; when some were (retries), it rolls back and the next one reads those and
-        stores the rest. Each round learns a key more, so it ends."""
+        or nothing (``store.insert_batches_pg``, shared with the other rooms ready at the same
+        time). Otherwise, and after that failed, each transaction inserts the messages
+        skipping those whose ``client_msg_id`` is stored already; when some were (retries),
+        it rolls back and the next one reads those and stores the rest. Each round learns a
+        key more, so it ends."""
         stored_keys: set[_Key] = set()
         if not self.db.is_sqlite:
             try:
@@ -527,7 +450,7 @@ class RoomService:
         )
         events: list[RecordedEvent] = []
         if one_statement and rows:
-            positions = await self._combiner.insert(room_id, rows, event_rows)
+            positions = await self._batches.submit((room_id, rows, event_rows))
             events = self.feed.recorded(event_rows, positions)
         else:
             async with self.db.begin() as conn:
@@ -567,6 +490,32 @@ class RoomService:
             events,
             [item.user for item in batch],
         )
+
+    async def _store_batches(
+        self, batches: list[store.RoomBatch]
+    ) -> list[list[int] | BaseException]:
+        """Rooms' batches in one statement; their events' positions. When a statement of several
+        rooms fails, each of them commits on its own (``_SplitUp``): a retry or a refused
+        message in one room never fails another's."""
+        try:
+            async with self.db.autocommit() as conn:
+                answers = await store.insert_batches_pg(conn, batches)
+        except Exception as exc:
+            if len(batches) == 1:
+                return [exc]
+            log.debug(
+                "a statement of %d rooms failed; each commits alone", len(batches), exc_info=True
+            )
+            return [_SplitUp()] * len(batches)
+        self.metrics.commit_rooms.labels("one" if len(batches) == 1 else "several").inc(
+            len(batches)
+        )
+        return [
+            positions
+            if positions is not None
+            else NotFound(f"no room {room_id!r}", code="room_not_found")
+            for (room_id, _, _), positions in zip(batches, answers, strict=True)
+        ]
 
     async def _announce(self, room_id: str, committed: _Committed) -> None:
         """After the answers: a committed batch to this instance's sockets, then to the bus in

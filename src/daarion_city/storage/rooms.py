@@ -122,73 +122,15 @@ async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
     return set((await conn.execute(statement, rows)).scalars())
 
 
-# PostgreSQL, the common commit: new messages (none a retry) and their feed events in one
-# statement outside any transaction, so one round trip instead of five (BEGIN, the seq
-# reservation, two inserts, COMMIT). The UPDATE takes the room's row lock, as reserve_seqs does.
-# A statement is atomic by itself: a retry among the messages (a unique violation) undoes all of
-# it, seqs included.
-_INSERT_BATCH_PG = """
-WITH room AS (
-    UPDATE city_rooms SET last_seq = last_seq + cardinality($2::varchar[])
-    WHERE id = $1
-    RETURNING last_seq - cardinality($2::varchar[]) AS base
-), batch AS (
-    SELECT * FROM unnest(
-        $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::varchar[],
-        $7::varchar[], $8::json[]
-    ) WITH ORDINALITY AS b(id, author, name, body, cmid, event_id, payload, ord)
-), messages AS (
-    INSERT INTO city_room_messages
-        (id, room_id, seq, author_user_id, username, body, client_msg_id, created_at)
-    SELECT b.id, $1, room.base + b.ord, b.author, b.name, b.body, b.cmid, $9
-    FROM batch b, room
-), events AS (
-    INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
-    SELECT b.event_id, $10, $1, b.author, b.payload, $11
-    FROM batch b, room
-    ORDER BY b.ord
-    RETURNING id, pos
-)
-SELECT room.base, array_agg(events.id) AS ids, array_agg(events.pos) AS positions
-FROM room, events
-GROUP BY room.base
-"""
-
-
-async def insert_batch_pg(
-    conn: AsyncConnection, room_id: str, rows: list[dict[str, Any]], events: list[dict[str, Any]]
-) -> list[int]:
-    """Store new messages of users (``rows``, keyed by column name, without seqs) and their
-    feed events (``events[i]`` for ``rows[i]``) in one statement on an autocommit connection.
-    Sets each row's ``seq`` and returns the events' positions; raises ``IntegrityError``, with
-    nothing stored, when any of them is a retry of a stored message."""
-    params = (
-        room_id,
-        [row["id"] for row in rows],
-        [row["author_user_id"] for row in rows],
-        [row["username"] for row in rows],
-        [row["body"] for row in rows],
-        [row["client_msg_id"] for row in rows],
-        [event["id"] for event in events],
-        [orjson.dumps(event["payload"]).decode() for event in events],
-        rows[0]["created_at"],
-        events[0]["kind"],
-        events[0]["created_at"],
-    )
-    result = await conn.exec_driver_sql(_INSERT_BATCH_PG, params)
-    row_out = result.one()
-    base, ids, positions = int(row_out.base), row_out.ids, row_out.positions
-    for offset, row in enumerate(rows, start=1):
-        row["seq"] = base + offset
-    position_of = dict(zip(ids, positions, strict=True))
-    return [int(position_of[event["id"]]) for event in events]
-
-
-# PostgreSQL, the batches of several rooms in one statement (the rooms' commits that became
-# ready together): each room's seqs reserved under its row lock, taken in id order so that two
-# such statements (of two instances) cannot deadlock; the messages numbered per room in their
-# order; the feed events in the order of the rows.
-_INSERT_ROOMS_BATCH_PG = """
+# PostgreSQL, the common commit: the new messages of one room or several (their batches that
+# became ready together) and their feed events in one statement outside any transaction, so one
+# round trip instead of five per room (BEGIN, the seq reservation, two inserts, COMMIT). Each
+# room's seqs are reserved under its row lock, as reserve_seqs does, the rooms locked in id order
+# so that two such statements (of two instances) cannot deadlock; the messages are numbered per
+# room in their order, the feed events positioned in the order of the rows. A statement is
+# atomic by itself: a retry among the messages (a unique violation) undoes all of it, seqs
+# included.
+_INSERT_BATCHES_PG = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::varchar[],
@@ -222,15 +164,17 @@ SELECT (SELECT array_agg(id) FROM rooms) AS room_ids,
 """
 
 RoomBatch = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
-"""``(room_id, rows, events)`` as :func:`insert_batch_pg` takes them."""
+"""``(room_id, rows, events)``: new messages of users (keyed by column name, without seqs)
+and their feed events (``events[i]`` for ``rows[i]``)."""
 
 
-async def insert_rooms_batch_pg(
+async def insert_batches_pg(
     conn: AsyncConnection, batches: list[RoomBatch]
 ) -> list[list[int] | None]:
-    """:func:`insert_batch_pg` for the batches of several rooms (each room once) in one
-    statement: all of them or, on any error, none. Sets each row's ``seq``; returns each
-    batch's event positions, or None for a room that does not exist (nothing of it stored)."""
+    """Store the batches of one or more rooms (each room once) in one statement on an
+    autocommit connection: all of them, or with ``IntegrityError`` (a retry of a stored
+    message) or any other error none. Sets each row's ``seq``; returns each batch's event
+    positions, or None for a room that does not exist (nothing of it stored)."""
     rows = [
         (room_id, row, event)
         for room_id, rs, es in batches
@@ -249,7 +193,7 @@ async def insert_rooms_batch_pg(
         [event["created_at"] for _, _, event in rows],
         batches[0][2][0]["kind"],
     )
-    out = (await conn.exec_driver_sql(_INSERT_ROOMS_BATCH_PG, params)).one()
+    out = (await conn.exec_driver_sql(_INSERT_BATCHES_PG, params)).one()
     base_of = dict(zip(out.room_ids or [], out.bases or [], strict=True))
     position_of = dict(zip(out.ids or [], out.positions or [], strict=True))
     answers: list[list[int] | None] = []
