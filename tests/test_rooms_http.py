@@ -315,6 +315,12 @@ async def test_a_post_that_fails_in_the_database_does_not_take_its_batch_with_it
     codes = {b: a.status_code for b, a in zip(bodies, answers, strict=True)}
     assert codes.pop("boom") == 500
     assert set(codes.values()) == {201}
+    # The failure is answered in the API's error shape, with the request's id, and counted.
+    boom = answers[bodies.index("boom")]
+    assert boom.json() == {"detail": "internal error", "code": "internal"}
+    assert boom.headers.get("x-request-id")
+    metrics = (await api.http.get("/metrics")).text
+    assert 'city_http_requests_total{method="POST",status="500"} 1.0' in metrics
     page = (await api.http.get("/city/rooms/science/messages")).json()
     assert sorted(m["body"] for m in page["messages"]) == ["a", "b", "c", "d", "e"]
     assert [m["seq"] for m in page["messages"]] == [1, 2, 3, 4, 5]  # still no gap
@@ -389,9 +395,11 @@ async def test_posting_answers_the_same_with_and_without_the_post_lane(
     from daarion_city.rooms.http import PostLane
     from tests.support import Server, serve_app
 
-    assert any(m.cls is PostLane for m in _app(api).user_middleware)
-    plain = create_app(settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}))
-    plain.user_middleware = [m for m in plain.user_middleware if m.cls is not PostLane]
+    assert _lanes(api.server.uvicorn.config.app, PostLane)
+    plain = create_app(
+        settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}), lanes=False
+    )
+    assert not _lanes(plain.state.lane, PostLane)
     alice = await api.guest("Alice")
     auth = {"Authorization": f"Bearer {alice.token}"}
     cases: list[tuple[str, dict[str, str], bytes]] = [
@@ -412,7 +420,7 @@ async def test_posting_answers_the_same_with_and_without_the_post_lane(
         ("nowhere", {}, b"{}"),
     ]
     answers: dict[str, list[tuple[int, str | None, Any]]] = {}
-    async with serve_app(plain, ws="websockets-sansio", lifespan="on") as served:
+    async with serve_app(plain.state.lane, ws="websockets-sansio", lifespan="on") as served:
         port = served.servers[0].sockets[0].getsockname()[1]
         bare = Server(settings, "127.0.0.1", port, served, plain.state.resources)
         for label, server in (("lane", api.server), ("route", bare)):
@@ -437,9 +445,11 @@ async def test_posting_answers_the_same_with_and_without_the_post_lane(
     assert [replayed for _, replayed, _ in answers["lane"]][:3] == [None, "true", None]
 
 
-def _app(api: Api) -> Any:
-    lane = api.server.uvicorn.config.app
-    return getattr(lane, "app", lane)  # the FastAPI app behind the WebSocket lane
+def _lanes(asgi: Any, kind: type) -> bool:
+    """Whether the chain of ASGI layers in front of the app holds a ``kind``."""
+    while asgi is not None and not isinstance(asgi, kind):
+        asgi = getattr(asgi, "http", None) or getattr(asgi, "app", None)
+    return asgi is not None
 
 
 async def test_a_retry_is_looked_up_by_index_in_any_plan(database_url: str, backend: str) -> None:

@@ -369,8 +369,11 @@ async def test_sockets_work_with_and_without_the_lane(api: Api, settings: Any) -
     assert isinstance(
         api.server.resources is not None and api.server.uvicorn.config.app, SocketLane
     )
-    other = create_app(settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}))
-    async with serve_app(other, ws="websockets-sansio", lifespan="on") as plain:
+    other = create_app(
+        settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}), lanes=False
+    )
+    assert not isinstance(other.state.lane, SocketLane)
+    async with serve_app(other.state.lane, ws="websockets-sansio", lifespan="on") as plain:
         port = plain.servers[0].sockets[0].getsockname()[1]
         bare = Server(settings, "127.0.0.1", port, plain, other.state.resources)
         for i, server in enumerate((api.server, bare)):

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from daarion_city import auth, ops
 from daarion_city.config import ALL_SERVICES, Settings
@@ -184,7 +185,40 @@ async def open_resources(
         )
 
 
-def create_app(settings: Settings, services: Iterable[str] | None = None) -> FastAPI:
+def front(app: FastAPI, settings: Settings, metrics: Metrics, *, post_lane: bool) -> ASGIApp:
+    """The HTTP middleware, in front of FastAPI rather than inside it: request ids, limits,
+    metrics and the access log (outermost), CORS, then the post lane. FastAPI's own stack
+    (its error middleware, exception handlers, router) is what a request reaches only when
+    the lanes leave it to the app: a post the lane serves passes through five fewer
+    coroutine layers (bench/RESULTS.md, seventh session)."""
+    http: ASGIApp = app
+    if post_lane:
+        http = rooms_http.PostLane(app)
+    if settings.allowed_origins:
+        # Bearer tokens, never cookies: no credentials, so "*" stays safe to allow.
+        http = CORSMiddleware(
+            http,
+            allow_origins=settings.allowed_origins,
+            allow_credentials=False,
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["Retry-After", "X-Request-ID"],
+            max_age=600,
+        )
+    return RequestContextMiddleware(
+        http,
+        metrics=metrics,
+        max_body=settings.city_max_body_bytes,
+        json_limits=settings.json_limits,
+    )
+
+
+def create_app(
+    settings: Settings, services: Iterable[str] | None = None, *, lanes: bool = True
+) -> FastAPI:
+    """The app; what a server serves is ``app.state.lane``: the sockets' and the post lane in
+    front of the HTTP middleware in front of FastAPI (``lanes=False``: the middleware and
+    FastAPI only, every request through its router, as the tests compare)."""
     enabled = frozenset(services or ALL_SERVICES)
     unknown = enabled - set(ALL_SERVICES)
     if unknown:
@@ -211,26 +245,6 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    if "city" in enabled:
-        # Innermost of the middleware: posting a message skips the router (rooms/http.py).
-        app.add_middleware(rooms_http.PostLane)
-    if settings.allowed_origins:
-        # Bearer tokens, never cookies: no credentials, so "*" stays safe to allow.
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.allowed_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-            expose_headers=["Retry-After", "X-Request-ID"],
-            max_age=600,
-        )
-    app.add_middleware(
-        RequestContextMiddleware,
-        metrics=metrics,
-        max_body=settings.city_max_body_bytes,
-        json_limits=settings.json_limits,
-    )
     app.include_router(ops.router)
     app.include_router(auth.router)
     if "city" in enabled:
@@ -243,11 +257,12 @@ def create_app(settings: Settings, services: Iterable[str] | None = None) -> Fas
         app.include_router(secondme_http.router)
     if "matrix" in enabled:
         app.include_router(matrix_http.router)
+    http = front(app, settings, metrics, post_lane=lanes and "city" in enabled)
     # What the server calls first: the room and presence sockets skip the HTTP stack.
     app.state.lane = (
-        SocketLane(app, room=rooms_ws.room_socket, presence=presence_ws.presence_socket)
-        if "city" in enabled
-        else app
+        SocketLane(app, http=http, room=rooms_ws.room_socket, presence=presence_ws.presence_socket)
+        if lanes and "city" in enabled
+        else http
     )
     if "city" in enabled:
         # Mounted last, so every API route above wins over a file of the same path.

@@ -90,6 +90,12 @@ class Unavailable(CityError):
     status, code = 503, "unavailable"
 
 
+class Internal(CityError):
+    """What a request that failed unexpectedly is answered (the error itself is logged)."""
+
+    status, code = 500, "internal"
+
+
 class ErrorBody(BaseModel):
     """The answer of every failed request (FastAPI's 422 validation list aside)."""
 
@@ -143,6 +149,12 @@ _STATUS_CODES = {
 }
 
 
+def unexpected_error(scope: Scope, exc: Exception) -> JSONResponse:
+    """Log an error no handler expected; the 500 ``internal`` answer, which tells nothing."""
+    log.error("unhandled error on %s %s", scope["method"], scope["path"], exc_info=exc)
+    return error_response(Internal("internal error"))
+
+
 def error_response(exc: CityError) -> JSONResponse:
     """The answer to a domain error: its status, ``{"detail", "code"}`` and its headers."""
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
@@ -179,8 +191,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return JSONResponse({"detail": "internal error", "code": "internal"}, status_code=500)
+        return unexpected_error(request.scope, exc)
 
     app.add_exception_handler(CityError, city_error)
     app.add_exception_handler(RequestValidationError, validation_error)

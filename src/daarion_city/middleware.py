@@ -166,11 +166,13 @@ class RequestContextMiddleware:
                 return
             app_receive = replay_body(body, receive)
 
-        with contextlib.suppress(_TooLarge):
-            await self.app(scope, app_receive, send_wrapper)
-        if too_large and not response_started:
-            await respond_too_large()
-        self._record(scope, status, started)
+        try:
+            with contextlib.suppress(_TooLarge):
+                await self.app(scope, app_receive, send_wrapper)
+            if too_large and not response_started:
+                await respond_too_large()
+        finally:  # an unexpected error, answered 500 by the app or the server, is counted too
+            self._record(scope, status, started)
 
     def _record(self, scope: Scope, status: int, started: float) -> None:
         elapsed = time.perf_counter() - started

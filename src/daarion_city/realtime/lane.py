@@ -7,7 +7,8 @@ more than the socket's own state. The lane is a pure ASGI callable that uvicorn 
 the room and presence socket paths go straight to their handlers (the same functions FastAPI
 routes to when the app is served without the lane), with what the skipped layers provided (the
 app in the scope, the request id, the server's protocol for the fan-out fast path); everything
-else, HTTP and lifespan included, goes to the app unchanged.
+else, HTTP and lifespan included, goes on unchanged to ``http``: the HTTP middleware in front
+of the app (``daarion_city.app.front``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from contextvars import Token
 
 from fastapi import FastAPI
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from daarion_city.logs import request_id
@@ -34,10 +35,12 @@ class SocketLane:
         self,
         app: FastAPI,
         *,
+        http: ASGIApp | None = None,
         room: RoomHandler | None = None,
         presence: PresenceHandler | None = None,
     ) -> None:
         self.app = app
+        self.http: ASGIApp = http or app
         self.room = room
         self.presence = presence
 
@@ -59,7 +62,7 @@ class SocketLane:
                 finally:
                     request_id.reset(token)
                 return
-        await self.app(scope, receive, send)
+        await self.http(scope, receive, send)
 
     def _enter(self, scope: Scope, send: Send) -> Token[str]:
         """What the skipped layers would have done for the socket."""

@@ -18,12 +18,18 @@ import re
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from daarion_city.auth import CurrentUser
-from daarion_city.errors import CityError, Unauthorized, error_doc, error_response
+from daarion_city.errors import (
+    CityError,
+    Unauthorized,
+    error_doc,
+    error_response,
+    unexpected_error,
+)
 from daarion_city.middleware import is_json, read_body, replay_body
 from daarion_city.resources import Resources, get_resources
 from daarion_city.rooms.schemas import (
@@ -122,7 +128,7 @@ class PostLane:
     raised. A request without a bearer token that verifies, or with a body that is not JSON or
     that ``MessageCreate`` refuses, goes on to the app and its route, untouched."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: FastAPI) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,7 +151,7 @@ class PostLane:
         credentials = credentials.strip()
         if scheme.lower() != "bearer" or not credentials:
             return False
-        resources: Resources = scope["app"].state.resources
+        resources: Resources = self.app.state.resources
         try:
             user = resources.auth.verify(credentials)
             data = MessageCreate.model_validate_json(body)
@@ -155,6 +161,9 @@ class PostLane:
             result = await resources.rooms.post(user, room, data.body, data.client_msg_id)
         except CityError as exc:
             await error_response(exc)(scope, receive, send)
+            return True
+        except Exception as exc:  # as the app's error handler answers it
+            await unexpected_error(scope, exc)(scope, receive, send)
             return True
         answer = orjson.dumps(result.message)
         start: list[tuple[bytes, bytes]] = [(b"content-length", str(len(answer)).encode()), _JSON]
