@@ -148,7 +148,7 @@ class RoomService:
         self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._tasks = TaskSet("rooms")
         self._members_read = FreshFlight(self.online_members)
-        # Group commit across rooms (PostgreSQL): each room's commit loop makes one batch at a
+        # Group commit across rooms: each room's commit loop makes one batch at a
         # time, and the batches of rooms that become ready while a statement runs share the next.
         self._batches: Batcher[store.RoomBatch, list[int]] = Batcher(
             self._store_batches, self._tasks, name="commit-rooms"
@@ -380,18 +380,16 @@ class RoomService:
                 await self._announce(room_id, committed)
 
     async def _commit(self, room_id: str, batch: list[_Pending]) -> _Committed:
-        """Commit a batch. On PostgreSQL the first try is one statement that stores them all
-        or nothing (``store.insert_batches_pg``, shared with the other rooms ready at the same
-        time). Otherwise, and after that failed, each transaction inserts the messages
-        skipping those whose ``client_msg_id`` is stored already; when some were (retries),
-        it rolls back and the next one reads those and stores the rest. Each round learns a
-        key more, so it ends."""
+        """Commit a batch. The first try stores them all or nothing, shared with the other
+        rooms' batches ready at the same time (``_store_batches``). After that failed, each
+        transaction inserts the messages skipping those whose ``client_msg_id`` is stored
+        already; when some were (retries), it rolls back and the next one reads those and
+        stores the rest. Each round learns a key more, so it ends."""
         stored_keys: set[_Key] = set()
-        if not self.db.is_sqlite:
-            try:
-                return await self._commit_once(room_id, batch, stored_keys, one_statement=True)
-            except (IntegrityError, _SplitUp):
-                pass  # a retry, or a refused message: the careful path sorts out which
+        try:
+            return await self._commit_once(room_id, batch, stored_keys, one_statement=True)
+        except (IntegrityError, _SplitUp, store.StoredAlready):
+            pass  # a retry, or a refused message: the careful path sorts out which
         while True:
             try:
                 return await self._commit_once(room_id, batch, stored_keys)
@@ -494,12 +492,17 @@ class RoomService:
     async def _store_batches(
         self, batches: list[store.RoomBatch]
     ) -> list[list[int] | BaseException]:
-        """Rooms' batches in one statement; their events' positions. When a statement of several
-        rooms fails, each of them commits on its own (``_SplitUp``): a retry or a refused
-        message in one room never fails another's."""
+        """Rooms' batches together, their events' positions: one statement on PostgreSQL,
+        one transaction on SQLite. When several rooms' fail, each of them commits on its own
+        (``_SplitUp``): a retry or a refused message in one room never fails another's."""
+        answers: list[list[int]] | list[list[int] | None]
         try:
-            async with self.db.autocommit() as conn:
-                answers = await store.insert_batches_pg(conn, batches)
+            if self.db.is_sqlite:
+                async with self.db.begin() as conn:
+                    answers = await store.insert_batches(conn, batches)
+            else:
+                async with self.db.autocommit() as conn:
+                    answers = await store.insert_batches_pg(conn, batches)
         except Exception as exc:
             if len(batches) == 1:
                 return [exc]

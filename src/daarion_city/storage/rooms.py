@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.storage import feed as feed_store
 from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import room_members, room_messages, rooms
 
@@ -204,6 +205,31 @@ async def insert_batches_pg(
         for offset, row in enumerate(rs, start=1):
             row["seq"] = int(base_of[room_id]) + offset
         answers.append([int(position_of[event["id"]]) for event in es])
+    return answers
+
+
+class StoredAlready(Exception):
+    """A batch held a retry of a message stored earlier: nothing of it is kept."""
+
+
+async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> list[list[int]]:
+    """Store the batches of one or more rooms (each room once) in the caller's transaction,
+    one room after the other: its seqs reserved under its lock, its messages, then all the
+    rooms' feed events in one statement (SQLite, where a transaction holds the database's one
+    writer lock: one transaction for the rooms ready together instead of one each). Sets each
+    row's ``seq``; returns each batch's event positions. Raises :class:`StoredAlready` when a
+    message was a retry (the caller rolls back)."""
+    for room_id, rows, _ in batches:
+        base = await reserve_seqs(conn, room_id, len(rows))
+        for offset, row in enumerate(rows, start=1):
+            row["seq"] = base + offset
+        if len(await insert_messages(conn, rows)) < len(rows):
+            raise StoredAlready(room_id)
+    positions = await feed_store.insert_events(conn, [e for _, _, es in batches for e in es])
+    answers: list[list[int]] = []
+    for _, _, events in batches:
+        answers.append(positions[: len(events)])
+        del positions[: len(events)]
     return answers
 
 
