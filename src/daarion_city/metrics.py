@@ -29,8 +29,8 @@ class Metrics:
         self.messages = Counter("city_messages", "Room messages committed", registry=r)
         self.commit_rooms = Counter(
             "city_message_commit_rooms",
-            "Room batches committed by a shared statement (several) or by their own (one), "
-            "on PostgreSQL's one-statement path",
+            "Room batches committed together with other rooms' (several) or alone (one), "
+            "by the group commit (one statement on PostgreSQL, one transaction on SQLite)",
             ["shared"],
             registry=r,
         )

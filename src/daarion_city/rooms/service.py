@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -52,14 +52,6 @@ COMMIT_BATCH = 200
 
 
 _Key = tuple[str, str]  # (author_user_id, client_msg_id)
-
-
-class _AlreadyStored(Exception):
-    """Some posts of a batch were retries of messages committed earlier (their keys)."""
-
-    def __init__(self, keys: set[_Key]) -> None:
-        super().__init__(f"{len(keys)} already stored")
-        self.keys = keys
 
 
 @dataclass(slots=True)
@@ -388,12 +380,14 @@ class RoomService:
         stored_keys: set[_Key] = set()
         try:
             return await self._commit_once(room_id, batch, stored_keys, one_statement=True)
-        except (IntegrityError, _SplitUp, store.StoredAlready):
+        except store.StoredAlready as exc:  # retries (SQLite names them)
+            stored_keys |= exc.keys
+        except (IntegrityError, _SplitUp):
             pass  # a retry, or a refused message: the careful path sorts out which
         while True:
             try:
                 return await self._commit_once(room_id, batch, stored_keys)
-            except _AlreadyStored as exc:
+            except store.StoredAlready as exc:
                 stored_keys |= exc.keys
 
     async def _commit_once(
@@ -451,25 +445,14 @@ class RoomService:
             positions = await self._batches.submit((room_id, rows, event_rows))
             events = self.feed.recorded(event_rows, positions)
         else:
-            async with self.db.begin() as conn:
-                # The seqs, taken with the room's row lock in one round trip: commits of a
-                # room run one at a time, in seq order, and a rollback leaves no gap.
-                base = await store.reserve_seqs(conn, room_id, len(rows))
-                for offset, row in enumerate(rows, start=1):
-                    row["seq"] = base + offset
+            async with self.db.begin() as conn:  # StoredAlready rolls it back
                 if stored_keys:
                     replays = await store.find_by_client_msg_ids(conn, room_id, list(stored_keys))
                 if rows:
-                    inserted = await store.insert_messages(conn, rows)
-                    if len(inserted) < len(rows):  # retries of messages stored earlier
-                        raise _AlreadyStored(
-                            {
-                                (row["author_user_id"], row["client_msg_id"])
-                                for row in rows
-                                if row["id"] not in inserted
-                            }
-                        )
-                    events = await self.feed.write(conn, event_rows)
+                    # The seqs are taken under the room's row lock: commits of a room run one
+                    # at a time, in seq order, and a rollback leaves no gap.
+                    (positions,) = await store.insert_batches(conn, [(room_id, rows, event_rows)])
+                    events = self.feed.recorded(event_rows, positions)
         messages = [message_wire(SimpleNamespace(**row)) for row in rows]
         self.metrics.messages.inc(len(rows))
         return _Committed(
@@ -495,7 +478,7 @@ class RoomService:
         """Rooms' batches together, their events' positions: one statement on PostgreSQL,
         one transaction on SQLite. When several rooms' fail, each of them commits on its own
         (``_SplitUp``): a retry or a refused message in one room never fails another's."""
-        answers: list[list[int]] | list[list[int] | None]
+        answers: Sequence[list[int] | None]
         try:
             if self.db.is_sqlite:
                 async with self.db.begin() as conn:

@@ -209,22 +209,30 @@ async def insert_batches_pg(
 
 
 class StoredAlready(Exception):
-    """A batch held a retry of a message stored earlier: nothing of it is kept."""
+    """Some messages of a batch were retries of messages stored earlier (their
+    ``(author_user_id, client_msg_id)`` keys): nothing of the batch is kept."""
+
+    def __init__(self, keys: set[tuple[str, str]]) -> None:
+        super().__init__(f"{len(keys)} already stored")
+        self.keys = keys
 
 
 async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> list[list[int]]:
     """Store the batches of one or more rooms (each room once) in the caller's transaction,
-    one room after the other: its seqs reserved under its lock, its messages, then all the
-    rooms' feed events in one statement (SQLite, where a transaction holds the database's one
-    writer lock: one transaction for the rooms ready together instead of one each). Sets each
-    row's ``seq``; returns each batch's event positions. Raises :class:`StoredAlready` when a
-    message was a retry (the caller rolls back)."""
+    one room after the other: its seqs reserved under its lock (``reserve_seqs``), its
+    messages, then all the rooms' feed events in one statement. SQLite's commit of the rooms
+    ready together (a transaction holds the database's one writer lock), and either store's
+    careful path. Sets each row's ``seq``; returns each batch's event positions. Raises
+    :class:`StoredAlready` when messages were retries (the caller rolls back)."""
     for room_id, rows, _ in batches:
         base = await reserve_seqs(conn, room_id, len(rows))
         for offset, row in enumerate(rows, start=1):
             row["seq"] = base + offset
-        if len(await insert_messages(conn, rows)) < len(rows):
-            raise StoredAlready(room_id)
+        inserted = await insert_messages(conn, rows)
+        if len(inserted) < len(rows):
+            raise StoredAlready(
+                {(r["author_user_id"], r["client_msg_id"]) for r in rows if r["id"] not in inserted}
+            )
     positions = await feed_store.insert_events(conn, [e for _, _, es in batches for e in es])
     answers: list[list[int]] = []
     for _, _, events in batches:
