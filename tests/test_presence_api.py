@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from daarion_city.errors import Unavailable
 from tests.conftest import REDIS_URL
 from tests.support import Api, open_socket
 
@@ -227,3 +228,35 @@ async def test_room_sockets_get_presence_of_people_in_the_room(api: Api) -> None
             detail = (await api.http.get("/city/rooms/general")).json()
             statuses = {m["user_id"]: m["status"] for m in detail["online_members"]}
             assert statuses == {alice.user_id: "online", bob.user_id: "away"}
+
+
+async def test_a_snapshot_owed_after_a_bus_outage_is_sent_when_the_store_answers(
+    api: Api,
+) -> None:
+    """After the bus comes back, each presence socket is owed a whole ``presence.bulk_update``
+    (updates published meanwhile were lost to it). If the store does not answer at that moment
+    (Redis still restarting), the snapshot is not dropped: it goes out at a later sweep."""
+    alice = await api.guest("Alice")
+    presence = api.server.resources.presence
+    store = presence.store
+    answer = store.get_all_online
+    failures = 0
+
+    async def flaky_get_all_online() -> Any:
+        nonlocal failures
+        if failures < 2:  # the reconnect's own try and the first sweep after it
+            failures += 1
+            raise Unavailable("redis is unavailable")
+        return await answer()
+
+    async with open_socket(api.server, "/ws/city/presence", token=alice.token) as ws:
+        await ws.expect("presence.bulk_update")
+        store.get_all_online = flaky_get_all_online  # type: ignore[method-assign]
+        try:
+            await presence._after_bus_outage()  # what the bus runs once it has reconnected
+            bulk = await ws.expect("presence.bulk_update", timeout=3)
+        finally:
+            store.get_all_online = answer  # type: ignore[method-assign]
+        assert failures == 2
+        assert [(u["user_id"], u["status"]) for u in bulk["users"]] == [(alice.user_id, "online")]
+        await ws.silent(0.6, ignore=("presence.update",))  # owed once, sent once

@@ -87,6 +87,7 @@ class PresenceService:
         )
         self._refreshed: dict[tuple[str, str], tuple[str, float, Transition]] = {}
         self._unannounced: dict[str, Transition] = {}
+        self._snapshot_owed = False
         self._listeners: list[ChangeListener] = []
         self._tasks = TaskSet("presence")
 
@@ -144,18 +145,25 @@ class PresenceService:
         gets a fresh ``presence.bulk_update`` (a whole state, as on connect); and changes this
         instance could not announce are announced now."""
         self._refreshed.clear()
+        self._snapshot_owed = True
+        await self._send_owed_snapshot()
+        await self._announce_pending()
+
+    async def _send_owed_snapshot(self) -> None:
+        """Send the snapshot owed since a bus outage to every presence socket; if the store does
+        not answer yet, it stays owed and the next sweep tries again."""
+        if not self._snapshot_owed:
+            return
         if self.sockets:
             try:
                 users = await self.store.get_all_online()
             except Exception:
-                log.warning("presence snapshot after a bus outage failed", exc_info=True)
-            else:
-                bulk = encode(
-                    {"event": "presence.bulk_update", "users": [record(u) for u in users]}
-                )
-                for conn in list(self.sockets):
-                    conn.send_event(bulk)
-        await self._announce_pending()
+                log.warning("presence snapshot after a bus outage failed; retried at a sweep")
+                return
+            bulk = encode({"event": "presence.bulk_update", "users": [record(u) for u in users]})
+            for conn in list(self.sockets):
+                conn.send_event(bulk)
+        self._snapshot_owed = False
 
     async def _announce_pending(self) -> None:
         """Announce, with each user's state by now, the changes whose announcement failed (on
@@ -201,6 +209,7 @@ class PresenceService:
     async def _sweep_and_count(self) -> None:
         cutoff = self.clock() - self.refresh_window
         self._refreshed = {k: v for k, v in self._refreshed.items() if v[1] >= cutoff}
+        await self._send_owed_snapshot()
         await self._announce_pending()
         await self.sweep()
         self.metrics.online_users.set(await self.store.get_online_count())
