@@ -20,16 +20,17 @@ import tracemalloc
 
 import httpx
 from tests.cluster import free_port, wait_for
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from bench.common import SECRET, UNLIMITED
 
 
-async def serve(port: int, sockets: int) -> None:
+async def serve(port: int, sockets: int, by: str = "filename") -> None:
     from daarion_city.app import create_app
     from daarion_city.config import Settings
     from daarion_city.server import CityServer, server_config
 
-    tracemalloc.start(1)
+    tracemalloc.start(1 if by == "filename" else 2)
     settings = Settings()
     app = create_app(settings)
     server = CityServer(server_config(app, settings, host="127.0.0.1", port=port), app)
@@ -40,19 +41,21 @@ async def serve(port: int, sockets: int) -> None:
         gc.collect()
         before = tracemalloc.take_snapshot()
         state = server.server_state
-        while sum(type(c).__name__ == "WebSocketsSansIOProtocol" for c in state.connections) < (  # noqa: ASYNC110
+        while sum(isinstance(c, WebSocketsSansIOProtocol) for c in state.connections) < (  # noqa: ASYNC110
             sockets
         ):
             await asyncio.sleep(0.2)
         await asyncio.sleep(1)  # past the join storm; `loadgen idle` holds them 2 s
         gc.collect()
-        stats = tracemalloc.take_snapshot().compare_to(before, "filename")
-        open_now = sum(type(c).__name__ == "WebSocketsSansIOProtocol" for c in state.connections)
+        stats = tracemalloc.take_snapshot().compare_to(before, by)
+        open_now = sum(isinstance(c, WebSocketsSansIOProtocol) for c in state.connections)
         by_file = {
-            s.traceback[0].filename.split("site-packages/")[-1].split("python3.11/")[-1]: round(
-                s.size_diff / open_now
-            )
-            for s in stats[:15]
+            " < ".join(
+                f"{f.filename.split('site-packages/')[-1].split('python3.11/')[-1]}"
+                + (f":{f.lineno}" if by != "filename" else "")
+                for f in s.traceback
+            ): round(s.size_diff / open_now)
+            for s in stats[: 15 if by == "filename" else 40]
         }
         total = sum(s.size_diff for s in stats) / open_now
         print(
@@ -69,10 +72,13 @@ async def serve(port: int, sockets: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sockets", type=int, default=2000)
+    parser.add_argument(
+        "--by", choices=["filename", "lineno"], default="filename", help="group allocations by"
+    )
     parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(args.serve, args.sockets))
+        asyncio.run(serve(args.serve, args.sockets, args.by))
         return
     port = free_port()
     with tempfile.TemporaryDirectory() as data:
@@ -94,6 +100,8 @@ def main() -> None:
                 str(args.sockets),
                 "--serve",
                 str(port),
+                "--by",
+                args.by,
             ],
             env=env,
             stdout=subprocess.PIPE,

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from tests.support import Api, open_socket
 
@@ -65,18 +66,20 @@ async def test_room_messages_take_the_direct_path_to_idle_sockets(api: Api) -> N
 
 async def test_an_open_socket_keeps_no_copy_of_its_handshake(api: Api) -> None:
     """uvicorn keeps the upgrade request and the 101 response for as long as a socket lives;
-    the endpoint drops them once the socket is accepted (about 4 KB per idle socket), and the
-    socket works on: messages both ways and pings."""
+    the endpoint drops them, and the scope's copy of the headers, once the socket is accepted
+    (about 4 KB per idle socket, more with a browser's cookies), and the socket works on:
+    messages both ways and pings."""
     alice = await api.guest("Alice")
     async with alice.socket("science") as ws:
         await ws.expect("room.state")
         (proto,) = [
             c
             for c in api.server.uvicorn.server_state.connections
-            if type(c).__name__ == "WebSocketsSansIOProtocol"
+            if isinstance(c, WebSocketsSansIOProtocol)
         ]
         assert proto.request is None
         assert proto.response is None
+        assert proto.scope["headers"] == []
         await ws.send({"event": "room.message.send", "body": "still here", "client_msg_id": "h1"})
         events = {(await ws.recv())["event"] for _ in range(2)}
         assert events == {"room.message", "room.message.ack"}

@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from daarion_city.config import Settings
+from daarion_city.realtime.transport import CityWebSocketProtocol
 from daarion_city.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
     options: dict[str, Any] = {
         "host": settings.city_host,
         "port": settings.city_port,
-        "ws": "websockets-sansio",
+        # uvicorn's websockets-sansio protocol, lighter per socket (realtime/transport.py).
+        "ws": CityWebSocketProtocol,
         "ws_max_size": settings.city_ws_max_frame_bytes,
         # permessage-deflate keeps a compressor per socket (about 64 KiB with zlib's defaults):
         # off, as measured in bench/RESULTS.md; chat frames are small.
