@@ -30,7 +30,7 @@ async def serve(port: int, sockets: int, by: str = "filename") -> None:
     from daarion_city.config import Settings
     from daarion_city.server import CityServer, server_config
 
-    tracemalloc.start(1 if by == "filename" else 2)
+    tracemalloc.start(1)
     settings = Settings()
     app = create_app(settings)
     server = CityServer(server_config(app, settings, host="127.0.0.1", port=port), app)
@@ -49,11 +49,11 @@ async def serve(port: int, sockets: int, by: str = "filename") -> None:
         gc.collect()
         stats = tracemalloc.take_snapshot().compare_to(before, by)
         open_now = sum(isinstance(c, WebSocketsSansIOProtocol) for c in state.connections)
+        where = "{}" if by == "filename" else "{}:{}"
         by_file = {
-            " < ".join(
-                f"{f.filename.split('site-packages/')[-1].split('python3.11/')[-1]}"
-                + (f":{f.lineno}" if by != "filename" else "")
-                for f in s.traceback
+            where.format(
+                s.traceback[0].filename.split("site-packages/")[-1].split("python3.11/")[-1],
+                s.traceback[0].lineno,
             ): round(s.size_diff / open_now)
             for s in stats[: 15 if by == "filename" else 40]
         }
