@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -151,3 +152,68 @@ def test_cli_token_migrate_and_check_config(database_url: str, tmp_path: Path) -
     assert '"city_jwt_secret": "********"' in config.stdout
     bad = _cli("check-config", env={**env, "CITY_INSTANCES": "3"})
     assert bad.returncode == 2
+
+
+def test_check_config_masks_every_credential_in_a_url(tmp_path: Path) -> None:
+    secrets_in_urls = {
+        # password in the user part and again in the query string
+        "DATABASE_URL": "postgresql://city:pg-pw-1111@db.example:5432/city"
+        "?sslmode=require&password=pg-pw-2222",
+        # a user part without password is often the key itself
+        "REDIS_URL": "redis://redis-key-3333@cache.example:6379/0?api_key=rk-4444",
+        "SECONDME_LLM_BASE_URL": "http://sk-live-5555@llm.example/v1?apikey=sk-6666",
+        "AGENTS_SERVICE_URL": "https://agents.example/api?access_token=at-7777"
+        "&sig=sg-8888&%74oken=tk-9999&sk-bare-1212#frag-1313",
+        "MATRIX_HOMESERVER_URL": "https://:mx-pw-1414@hs.example",
+        "MATRIX_AS_URL": "http://gw.example:7025/?x-custom-option=xc-1515",
+    }
+    env = {
+        **secrets_in_urls,
+        "CITY_DATA_DIR": str(tmp_path),
+        "CITY_JWT_SECRET": "jwt-1616-0123456789-0123456789-abcdef",
+    }
+    out = _cli("check-config", env=env)
+    assert out.returncode == 0, out.stderr
+    markers = "1111 2222 3333 4444 5555 6666 7777 8888 9999 1212 1313 1414 1515 1616".split()
+    leaked = [m for m in markers if m in out.stdout]
+    assert not leaked, out.stdout
+    shown = json.loads(out.stdout)
+    # what is not a secret stays readable
+    assert shown["database_url"] == (
+        "postgresql://city:********@db.example:5432/city?sslmode=require&password=********"
+    )
+    assert shown["effective_database_url"].startswith("postgresql+asyncpg://city:********@db.")
+    assert shown["redis_url"] == "redis://********@cache.example:6379/0?api_key=********"
+    assert shown["secondme_llm_base_url"] == "http://********@llm.example/v1?apikey=********"
+    assert shown["matrix_homeserver_url"] == "https://:********@hs.example"
+    assert shown["agents_service_url"].startswith("https://agents.example/api?access_token=****")
+
+
+def test_check_config_says_where_a_generated_secret_is(tmp_path: Path) -> None:
+    env = {"CITY_DATA_DIR": str(tmp_path), "CITY_JWT_SECRET": "", "DATABASE_URL": ""}
+    before = json.loads(_cli("check-config", env=env).stdout)["city_jwt_secret"]
+    assert before is not None
+    assert str(tmp_path / "jwt_secret") in before  # where it will be
+    assert not (tmp_path / "jwt_secret").exists()  # checking the configuration writes nothing
+    secret = load_secret(Settings(city_data_dir=tmp_path, city_jwt_secret=None))
+    out = _cli("check-config", env=env)
+    assert out.returncode == 0, out.stderr
+    assert secret not in out.stdout
+    shown = json.loads(out.stdout)["city_jwt_secret"]
+    assert shown.startswith("********")
+    assert str(tmp_path / "jwt_secret") in shown
+
+
+def test_help_lists_every_command_in_plain_text() -> None:
+    out = _cli("--help", env={})
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for markup in ("``", "{", "}", "**", "`"):
+        assert markup not in text, text
+    commands = ["serve", "migrate", "token", "check-config", "matrix-registration"]
+    for name in commands:
+        line = next((ln for ln in text.splitlines() if ln.split()[:1] == [name]), None)
+        assert line is not None and len(line.split()) > 2, f"{name} has no description:\n{text}"
+        sub = _cli(name, "--help", env={})
+        assert sub.returncode == 0, sub.stderr
+        assert "``" not in sub.stdout

@@ -169,6 +169,23 @@ async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> 
         await b_client.aclose()
 
 
+async def test_a_redis_bucket_expires_once_it_has_refilled(redis_prefix: str) -> None:
+    from daarion_city.ratelimit import RedisRateLimiter
+    from tests.conftest import REDIS_URL
+
+    client = aioredis.Redis.from_url(REDIS_URL)
+    limiter = RedisRateLimiter(client, prefix=redis_prefix)
+    try:
+        # One token of three taken, at 0.01 a second: full again in 100 s, not 300.
+        await limiter.hit("guest:1.2.3.4", rate=0.01, burst=3)
+        assert 99_000 < await client.pttl(f"{redis_prefix}ratelimit:guest:1.2.3.4") <= 101_000
+        await limiter.hit("guest:1.2.3.4", rate=0.01, burst=3)
+        assert 199_000 < await client.pttl(f"{redis_prefix}ratelimit:guest:1.2.3.4") <= 201_000
+    finally:
+        await limiter.close()
+        await client.aclose()
+
+
 async def test_a_redis_that_is_down_leaves_limits_per_instance() -> None:
     from daarion_city.ratelimit import RedisRateLimiter
 

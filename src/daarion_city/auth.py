@@ -116,6 +116,16 @@ def load_secret(settings: Settings) -> str:
     return secret
 
 
+def describe_secret(settings: Settings) -> str:
+    """What ``check-config`` shows for the signing secret: never the secret, but where it is."""
+    if settings.city_jwt_secret is not None and settings.city_jwt_secret.get_secret_value():
+        return "********"  # from CITY_JWT_SECRET, like every secret setting
+    path = (Path(settings.city_data_dir) / SECRET_FILE).resolve()
+    if path.exists():
+        return f"******** (generated, kept in {path})"
+    return f"not set: generated into {path} on the first start"
+
+
 _bearer = HTTPBearer(auto_error=False, description="JWT (HS256) from POST /auth/guest or the CLI")
 
 

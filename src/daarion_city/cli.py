@@ -1,4 +1,4 @@
-"""``daarion-city``: serve | migrate | token | check-config."""
+"""The ``daarion-city`` command: serve, migrate, token, check-config, matrix-registration."""
 
 from __future__ import annotations
 
@@ -65,8 +65,11 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import ConfigurationError, check_settings
+    from daarion_city.auth import describe_secret
 
-    print(json.dumps(settings.masked(), indent=2, ensure_ascii=False, default=str))
+    shown = settings.masked()
+    shown["city_jwt_secret"] = describe_secret(settings)  # not null when it was generated
+    print(json.dumps(shown, indent=2, ensure_ascii=False, default=str))
     try:
         check_settings(settings)
     except ConfigurationError as exc:
@@ -102,30 +105,45 @@ def _matrix_registration(_: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="daarion-city", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+DESCRIPTION = (
+    "DAARION City backend: rooms, presence, the city feed, Second Me and the Matrix bridge. "
+    "Configuration comes from environment variables (see check-config)."
+)
+# name -> the one line shown by `daarion-city --help` (and as the command's own description)
+COMMANDS = {
+    "serve": "run the service (HTTP and WebSocket)",
+    "migrate": "apply the database migrations",
+    "token": "mint a token for a user",
+    "check-config": "print the effective configuration, secrets masked, and check it",
+    "matrix-registration": "print the Matrix application-service registration YAML",
+}
 
-    serve = sub.add_parser("serve", help="run the service")
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="daarion-city", description=DESCRIPTION)
+    sub = parser.add_subparsers(
+        dest="command", required=True, title="commands", metavar="COMMAND"
+    )
+
+    def command(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
+
+    serve = command("serve")
     serve.add_argument("--only", help=f"comma-separated services of {','.join(ALL_SERVICES)}")
     serve.add_argument("--host", help="bind address (CITY_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (CITY_PORT, default 7001)")
     serve.set_defaults(func=_serve)
 
-    sub.add_parser("migrate", help="apply the database migrations").set_defaults(func=_migrate)
+    command("migrate").set_defaults(func=_migrate)
 
-    token = sub.add_parser("token", help="mint a token for a user")
+    token = command("token")
     token.add_argument("--user-id", required=True)
     token.add_argument("--name")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default one day)")
     token.set_defaults(func=_token)
 
-    sub.add_parser(
-        "check-config", help="print the effective configuration, secrets masked"
-    ).set_defaults(func=_check_config)
-    sub.add_parser(
-        "matrix-registration", help="print the application-service registration YAML"
-    ).set_defaults(func=_matrix_registration)
+    command("check-config").set_defaults(func=_check_config)
+    command("matrix-registration").set_defaults(func=_matrix_registration)
     return parser
 
 

@@ -6,9 +6,11 @@ Nothing here is built at import time; ``Settings()`` is called by the CLI or by 
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_plus
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -172,12 +174,13 @@ class Settings(BaseSettings):
         return JsonLimits(depth=self.city_max_json_depth, items=self.city_max_json_items)
 
     def masked(self) -> dict[str, Any]:
-        """The configuration as a dict with secrets and URL passwords masked."""
+        """The configuration as a dict, secrets masked: every ``SecretStr``, and in every
+        URL-valued setting the user part, the password and the query values (``mask_url``)."""
         out: dict[str, Any] = {}
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
-                out[name] = "********" if value.get_secret_value() else ""
-            elif name.endswith("_url") and isinstance(value, str):
+                out[name] = MASK if value.get_secret_value() else ""
+            elif isinstance(value, str) and (name.endswith("_url") or "://" in value):
                 out[name] = mask_url(value)
             elif isinstance(value, Path):
                 out[name] = str(value)
@@ -187,13 +190,76 @@ class Settings(BaseSettings):
         return out
 
 
+MASK = "********"
+# Query parameters whose values are shown: the connection options of the URLs this service
+# takes (PostgreSQL/asyncpg, Redis, SQLite, OpenAI-compatible servers), none of them a secret.
+# Every other query value is masked, whatever its name: a key of a provider or an option not
+# listed here is never printed.
+HARMLESS_QUERY = frozenset(
+    {
+        "sslmode",
+        "ssl",
+        "connect_timeout",
+        "command_timeout",
+        "timeout",
+        "application_name",
+        "target_session_attrs",
+        "prepared_statement_cache_size",
+        "db",
+        "protocol",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "health_check_interval",
+        "decode_responses",
+        "encoding",
+        "client_name",
+        "mode",
+        "cache",
+        "uri",
+        "check_same_thread",
+        "host",
+        "port",
+        "dbname",
+        "api-version",
+        "api_version",
+    }
+)
+
+
 def mask_url(url: str) -> str:
-    """Hide the password of ``scheme://user:password@host``."""
-    if "://" not in url or "@" not in url:
+    """``url`` with its credentials masked: a password (``user:********@``), a user part without
+    password as a whole (``********@``: it is often a token, as in ``http://sk-...@host/``),
+    every query value but those of ``HARMLESS_QUERY``, and a fragment. Scheme, host, port and
+    path are kept. A string without ``://`` is returned as it is."""
+    if "://" not in url:
         return url
     scheme, rest = url.split("://", 1)
-    creds, host = rest.rsplit("@", 1)
-    if ":" in creds:
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:****@{host}"
-    return url
+    # The user part ends at the last "@" before the query: a password with an unencoded "@"
+    # or "/" is still masked whole.
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    at = head.rfind("@")
+    userinfo, rest = (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
+    rest, hashmark, fragment = rest.partition("#")
+    location, question, query = rest.partition("?")
+    out = f"{scheme}://"
+    if userinfo is not None:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            out += f"{user}:{MASK if password else ''}@"
+        else:
+            out += f"{MASK if user else ''}@"
+    out += location
+    if question:
+        out += "?" + "&".join(_mask_param(p) for p in query.split("&"))
+    if hashmark:
+        out += "#" + (MASK if fragment else "")
+    return out
+
+
+def _mask_param(param: str) -> str:
+    name, equals, value = param.partition("=")
+    if not equals:
+        return MASK if name else ""  # a bare value (``?sk-...``) may be a key
+    if not value or unquote_plus(name).strip().lower() in HARMLESS_QUERY:
+        return param
+    return f"{name}={MASK}"

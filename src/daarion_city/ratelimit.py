@@ -93,7 +93,8 @@ class MemoryRateLimiter:
 
 # KEYS the buckets; ARGV rate, burst, cost for each, in turn. Takes from each in order (a key
 # named twice sees its first take) and returns the seconds to wait for each ("0": taken) as text
-# (a Lua number would be truncated to an integer on its way out).
+# (a Lua number would be truncated to an integer on its way out). A bucket expires a second after
+# it would be full again (a missing bucket is a full one), so no bucket outlives its use.
 TAKE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -107,7 +108,7 @@ for i, key in ipairs(KEYS) do
   local wait = 0
   if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
   redis.call('HSET', key, 't', tostring(tokens), 'u', tostring(now))
-  redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+  redis.call('PEXPIRE', key, math.ceil((burst - tokens) / rate * 1000) + 1000)
   waits[i] = tostring(wait)
 end
 return waits
@@ -120,7 +121,8 @@ _Hit = tuple[str, tuple[float, int, float]]  # the bucket's key; rate, burst, co
 
 
 class RedisRateLimiter:
-    """Buckets in Redis under ``{prefix}ratelimit:{key}``, gone once full again (PEXPIRE)."""
+    """Buckets in Redis under ``{prefix}ratelimit:{key}``, gone once full again (PEXPIRE of the
+    time to refill, set by the same script call)."""
 
     def __init__(
         self, redis: aioredis.Redis, *, prefix: str = "", fallback: MemoryRateLimiter | None = None

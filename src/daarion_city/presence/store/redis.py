@@ -7,7 +7,8 @@ Keys (after the configured prefix):
   ``~status`` and ``~seen``: the last derived status, kept a grace period past the record);
 - ``presence:index``           a sorted set ``user_id -> earliest connection expiry`` of every user
   not offline: listing and counting read it, and the sweeper takes the users due by ``now`` from
-  it, never scanning the key space.
+  it, never scanning the key space. Its TTL is kept at least that of every connection hash in
+  it, so after the last instance stops every key here runs out.
 
 Every event runs one Lua script that applies the rules of ``presence/model.py`` to one user
 atomically and returns ``(old, new)``: with several instances writing and sweeping at once,
@@ -66,6 +67,11 @@ else
     cjson.encode({status = new, name = name, last_seen_ms = last_seen}))
   redis.call('PEXPIRE', ckey, maxexp - now + grace)
   redis.call('ZADD', ikey, minexp, uid)
+  -- The index outlives every user in it (each one's hash at most), then runs out too: when no
+  -- instance is left to sweep it, nothing stays behind for ever.
+  if redis.call('PTTL', ikey) < maxexp - now + grace then
+    redis.call('PEXPIRE', ikey, maxexp - now + grace)
+  end
 end
 return {old, new, name, tostring(last_seen)}
 """
