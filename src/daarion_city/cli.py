@@ -114,16 +114,34 @@ COMMANDS = {
     "serve": "run the service (HTTP and WebSocket)",
     "migrate": "apply the database migrations",
     "token": "mint a token for a user",
-    "check-config": "print the effective configuration, secrets masked, and check it",
-    "matrix-registration": "print the Matrix application-service registration YAML",
+    "check-config": "print and check the configuration, secrets masked",
+    "matrix-registration": "print the Matrix appservice registration YAML",
 }
 
 
+class _OneLineCommands(argparse.HelpFormatter):
+    """Each command and its description on one line: argparse measures the commands two
+    columns short of where it prints them, so matrix-registration's line went below it."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=28)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction):
+            longest = max(len(name) for name in action.choices)
+            self._action_max_length = max(
+                self._action_max_length, self._current_indent + 2 * self._indent_increment + longest
+            )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="daarion-city", description=DESCRIPTION)
-    sub = parser.add_subparsers(
-        dest="command", required=True, title="commands", metavar="COMMAND"
+    parser = argparse.ArgumentParser(
+        prog="daarion-city",
+        description=DESCRIPTION,
+        formatter_class=_OneLineCommands,
     )
+    sub = parser.add_subparsers(dest="command", required=True, title="commands", metavar="COMMAND")
 
     def command(name: str) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=COMMANDS[name], description=COMMANDS[name])
