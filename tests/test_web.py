@@ -1,9 +1,12 @@
 """The web client in a real headless Chromium (Debian's, driven by Playwright for Python)
-against a real server on a loopback port. Also saves the screenshots shown in the README."""
+against a real server on a loopback port. Also takes the screenshots shown in the README: into
+tests/artifacts/screenshots (git-ignored), or into $CITY_SCREENSHOTS_DIR, which
+scripts/screenshots.sh sets to docs/screenshots to refresh the README's pictures."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / (os.environ.get("CITY_SCREENSHOTS_DIR") or "tests/artifacts/screenshots")
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
