@@ -13,7 +13,7 @@ import pytest
 
 from daarion_city.app import ConfigurationError, create_app
 from daarion_city.auth import TokenAuthority, load_secret
-from daarion_city.config import Settings
+from daarion_city.config import Settings, mask_url
 from daarion_city.storage.migrate import head_revision
 from tests.conftest import make_settings
 from tests.support import Api, run_server
@@ -188,6 +188,28 @@ def test_check_config_masks_every_credential_in_a_url(tmp_path: Path) -> None:
     assert shown["secondme_llm_base_url"] == "http://********@llm.example/v1?apikey=********"
     assert shown["matrix_homeserver_url"] == "https://:********@hs.example"
     assert shown["agents_service_url"].startswith("https://agents.example/api?access_token=****")
+
+
+M = "********"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("postgresql://u:p%40ss/w@db/city", f"postgresql://u:{M}@db/city"),  # "/" in it
+        ("redis://:pw@cache:6379/0?db=1&ssl=true", f"redis://:{M}@cache:6379/0?db=1&ssl=true"),
+        (
+            "http://h/v1?%70assword=x&API_KEY=y&sslmode=",
+            f"http://h/v1?%70assword={M}&API_KEY={M}&sslmode=",
+        ),
+        ("http://h/?sk-abc#tok", f"http://h/?{M}#{M}"),
+        ("sqlite+aiosqlite:////home/a@b/c.db", "sqlite+aiosqlite:////home/a@b/c.db"),
+        ("not a url", "not a url"),
+    ],
+)
+def test_mask_url(url: str, shown: str) -> None:
+    assert mask_url(url) == shown
 
 
 def test_check_config_says_where_a_generated_secret_is(tmp_path: Path) -> None:

@@ -237,7 +237,7 @@ def mask_url(url: str) -> str:
     # The user part ends at the last "@" before the query: a password with an unencoded "@"
     # or "/" is still masked whole.
     head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    at = head.rfind("@")
+    at = -1 if head.startswith("/") else head.rfind("@")  # sqlite:///path: no user part
     userinfo, rest = (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
     rest, hashmark, fragment = rest.partition("#")
     location, question, query = rest.partition("?")
