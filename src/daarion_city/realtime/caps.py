@@ -34,3 +34,7 @@ class SocketCap:
 
     def count(self, user_id: str) -> int:
         return self._counts.get(user_id, 0)
+
+    def __len__(self) -> int:
+        """How many users hold a socket of this kind."""
+        return len(self._counts)

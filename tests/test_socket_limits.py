@@ -1,5 +1,5 @@
-"""Presence sockets per user are capped, and a user's socket heartbeats share one bucket
-(on the in-process presence store and on Redis)."""
+"""Sockets per user are capped (presence and room sockets, one mechanism), and a user's presence
+socket heartbeats share one bucket (on the in-process presence store and on Redis)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ def backend() -> str:
 def settings_overrides(request: pytest.FixtureRequest, redis_prefix: str) -> dict[str, Any]:
     values: dict[str, Any] = {
         "presence_max_sockets_per_user": CAP,
+        "city_ws_max_per_user": CAP,
         "presence_write_rate": 0.01,  # no refill to speak of while the test runs
         "presence_write_burst": 4,
     }
@@ -41,14 +42,14 @@ async def until_pong(ws: Socket) -> list[dict[str, Any]]:
     return frames
 
 
-async def refused(api: Api, user: User) -> int | None:
-    """Open one more presence socket: the close code it gets, None when it was let in."""
-    async with open_socket(api.server, "/ws/city/presence", token=user.token) as ws:
+async def refused(api: Api, user: User, path: str = "/ws/city/presence") -> int | None:
+    """Open one more socket: the close code it gets, None when it was let in."""
+    async with open_socket(api.server, path, token=user.token) as ws:
         try:
             frame = await ws.recv()
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
-        assert frame["event"] == "presence.bulk_update"
+        assert frame["event"] in ("presence.bulk_update", "room.state")
         return None
 
 
@@ -102,3 +103,19 @@ async def test_a_users_socket_heartbeats_share_one_bucket(api: Api) -> None:
         assert [f["code"] for f in await until_pong(s1) if f["event"] == "error"] == [
             "rate_limited"
         ]
+
+
+async def test_room_sockets_per_user_are_capped(api: Api) -> None:
+    alice = await api.guest("Alice")
+    async with alice.socket("general") as r1, alice.socket("science") as r2:
+        async with alice.socket("general") as r3:
+            for ws in (r1, r2, r3):
+                await ws.expect("room.state")
+            assert await refused(api, alice, "/ws/city/rooms/welcome") == 4429
+            # Presence sockets are counted apart.
+            assert await refused(api, alice) is None
+        for _ in range(50):
+            if (code := await refused(api, alice, "/ws/city/rooms/welcome")) != 4429:
+                break
+            await asyncio.sleep(0.1)
+        assert code is None
