@@ -13,7 +13,7 @@ from tests.support import Api, open_socket
 
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
-    return {"city_typing_timeout": 0.5, "city_resume_limit": 20}
+    return {"city_typing_timeout": 0.5, "city_typing_interval": 0.1, "city_resume_limit": 20}
 
 
 async def test_state_on_connect(api: Api) -> None:

@@ -82,7 +82,15 @@ class Settings(BaseSettings):
     city_ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
     city_ws_send_queue: int = Field(1000, ge=1, description="Frames queued per socket before 4408")
     city_ws_max_per_user: int = Field(20, ge=1)
-    city_typing_timeout: float = Field(10.0, gt=0)
+    city_typing_timeout: float = Field(
+        10.0, gt=0, description="Seconds a typing notice lasts after the last true"
+    )
+    city_typing_interval: float = Field(
+        3.0,
+        gt=0,
+        description="A user's typing state in a room is announced at most this often; a change "
+        "asked for sooner is announced at the end of the interval (the latest state wins)",
+    )
     city_max_json_depth: int = Field(16, ge=2, description="Nesting of a JSON body or frame")
     city_max_json_items: int = Field(1000, ge=1, description="Items of one JSON array or object")
 
@@ -92,9 +100,19 @@ class Settings(BaseSettings):
     presence_away_after: float = Field(300.0, gt=0)
     presence_heartbeat_interval: float = Field(15.0, gt=0)
     presence_write_rate: float = Field(
-        1.0, gt=0, description="Presence writes per second per user (HTTP) or per socket"
+        1.0,
+        gt=0,
+        description="Per user: presence writes per second over HTTP (shared by the instances), "
+        "socket heartbeats per second on one instance (all the user's sockets together), and "
+        "room.typing frames per second on one instance; each its own bucket",
     )
     presence_write_burst: int = Field(20, ge=1)
+    presence_max_sockets_per_user: int = Field(
+        10,
+        ge=1,
+        description="Presence sockets per user on one instance (one more is closed with 4429); "
+        "times the heartbeat rate, it should stay under PRESENCE_WRITE_RATE",
+    )
 
     # --- second me ---------------------------------------------------------------------------
     secondme_agent_id: str = "ag_secondme_global"

@@ -74,13 +74,18 @@ class MemoryRateLimiter:
         return None  # nothing runs in the background
 
     def check(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
+        if (wait := self.wait(key, rate=rate, burst=burst, cost=cost)) > 0:
+            raise RateLimited(wait)
+
+    def wait(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens: 0.0, or the seconds to wait (nothing taken). No exception and
+        no await, for hot paths (a presence socket's heartbeats)."""
         now = self._clock()
         bucket, wait = take(self._buckets.get(key), rate=rate, burst=burst, now=now, cost=cost)
         if len(self._buckets) >= self._max_keys and key not in self._buckets:
             self._evict(now, rate, burst)
         self._buckets[key] = bucket
-        if wait > 0:
-            raise RateLimited(wait)
+        return wait
 
     def _evict(self, now: float, rate: float, burst: int) -> None:
         full_after = burst / rate

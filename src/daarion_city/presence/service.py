@@ -33,6 +33,7 @@ from daarion_city.presence.model import HTTP_CONNECTION, Transition, reported_st
 from daarion_city.presence.store import PresenceStore
 from daarion_city.pubsub import PubSub
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
+from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
@@ -82,6 +83,11 @@ class PresenceService:
         self.metrics = metrics
         self.clock = clock
         self.sockets: set[Connection] = set()
+        self.sockets_per_user = SocketCap(
+            settings.presence_max_sockets_per_user, "presence sockets"
+        )
+        # The users' socket heartbeat buckets: in process, so a heartbeat takes no round trip.
+        self._socket_writes = MemoryRateLimiter(clock)
         self.refresh_window = min(
             settings.presence_ttl / 4, settings.presence_heartbeat_interval / 2
         )
@@ -107,9 +113,17 @@ class PresenceService:
         await self.bus.unsubscribe(CHANNEL, self._on_bus)
 
     # --- events -------------------------------------------------------------------------------
+    def socket_write_wait(self, user_id: str) -> float:
+        """A heartbeat from one of the user's sockets takes a token from the bucket all their
+        sockets on this instance share: 0.0, or the seconds to wait (nothing taken)."""
+        settings = self.settings
+        return self._socket_writes.wait(
+            user_id, rate=settings.presence_write_rate, burst=settings.presence_write_burst
+        )
+
     async def check_write(self, user: Principal) -> None:
-        """The user's presence-write bucket (HTTP heartbeats and offline beacons; a socket's
-        heartbeats have their own bucket in ``presence/ws.py``). Raises ``RateLimited``."""
+        """The user's presence-write bucket over HTTP (heartbeats and offline beacons), shared by
+        the instances when Redis is configured. Raises ``RateLimited``."""
         await self.limiter.hit(
             f"presence:{user.user_id}",
             rate=self.settings.presence_write_rate,

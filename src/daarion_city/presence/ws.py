@@ -3,7 +3,12 @@
 On connect the socket counts as a heartbeat and gets ``presence.bulk_update``; then
 ``presence.heartbeat`` frames refresh its TTL (recommended every 15-20 s) and ``presence.update``
 frames arrive whenever anyone's status changes. Closing the user's last connection (with a close
-frame) takes them offline at once; a connection that just drops is left to its TTL."""
+frame) takes them offline at once; a connection that just drops is left to its TTL.
+
+A user has at most ``PRESENCE_MAX_SOCKETS_PER_USER`` presence sockets on an instance (one more
+is closed with 4429), and their sockets' heartbeats share one bucket there
+(``PRESENCE_WRITE_RATE`` / ``PRESENCE_WRITE_BURST``; past it an ``error`` ``rate_limited`` with
+``retry_after``, and the socket stays open)."""
 
 from __future__ import annotations
 
@@ -13,9 +18,9 @@ from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.errors import CityError, RateLimited
-from daarion_city.ratelimit import Bucket, take
+from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.endpoint import accept_user, close, error_event
+from daarion_city.realtime.endpoint import CLOSE_TOO_MANY, accept_user, close, error_event
 from daarion_city.realtime.protocol import (
     PONG,
     FrameError,
@@ -39,6 +44,11 @@ async def presence_socket(websocket: WebSocket) -> None:
         return
     resources, user = accepted
     presence = resources.presence
+    try:
+        presence.sockets_per_user.reserve(user.user_id)
+    except TooManySockets as exc:
+        await close(websocket, CLOSE_TOO_MANY, exc.detail)
+        return
     conn = Connection(
         websocket,
         user,
@@ -49,9 +59,6 @@ async def presence_socket(websocket: WebSocket) -> None:
     conn_id = f"{resources.instance_id}:p{conn.id}"
     settings = resources.settings
     limits = settings.json_limits
-    # This socket's presence-write bucket: in process, so a heartbeat costs no extra round trip;
-    # sockets per user are capped, which caps a user's writes.
-    bucket: Bucket | None = None
     resources.metrics.presence_sockets.inc()
     clean_close = False
     try:
@@ -73,13 +80,8 @@ async def presence_socket(websocket: WebSocket) -> None:
             if isinstance(frame, Ping):
                 conn.send(PONG)
                 continue
-            bucket, wait = take(
-                bucket,
-                rate=settings.presence_write_rate,
-                burst=settings.presence_write_burst,
-                now=presence.clock(),
-            )
-            if wait > 0:
+            # The user's bucket on this instance, whichever of their sockets sends.
+            if (wait := presence.socket_write_wait(user.user_id)) > 0:
                 resources.metrics.ws_errors.labels("rate_limited").inc()
                 conn.send(error_event(RateLimited(wait, "heartbeats too often")))
                 continue
@@ -102,6 +104,7 @@ async def presence_socket(websocket: WebSocket) -> None:
         await conn.stop()
         await close(websocket, 1011, "internal error")
     finally:
+        presence.sockets_per_user.release(user.user_id)
         resources.metrics.presence_sockets.dec()
         await conn.stop()
         try:

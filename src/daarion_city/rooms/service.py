@@ -28,11 +28,13 @@ from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.ids import new_id
 from daarion_city.metrics import Metrics
 from daarion_city.ratelimit import RateLimiter
+from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode, error_frame
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.schemas import RoomCreate, message_wire, room_wire
+from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.tables import rooms as rooms_table
@@ -89,10 +91,6 @@ class _SplitUp(Exception):
     """A statement of several rooms' batches failed: each room commits on its own."""
 
 
-class TooManySockets(CityError):
-    status, code = 429, "too_many_connections"
-
-
 @dataclass(frozen=True, slots=True)
 class PostResult:
     message: dict[str, Any]
@@ -136,9 +134,16 @@ class RoomService:
         self._lookups: dict[str, asyncio.Future[str]] = {}
         self._pending: dict[str, list[_Pending]] = {}  # room -> posts waiting for a commit
         self._committing: set[str] = set()
-        self._sockets_per_user: dict[str, int] = {}
-        self._typing: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.sockets_per_user = SocketCap(settings.city_ws_max_per_user, "room sockets")
         self._tasks = TaskSet("rooms")
+        self.typing = RoomTyping(
+            hub,
+            self._tasks,
+            interval=settings.city_typing_interval,
+            timeout=settings.city_typing_timeout,
+            rate=settings.presence_write_rate,
+            burst=settings.presence_write_burst,
+        )
         self._members_read = FreshFlight(self.online_members)
         # Group commit across rooms: each room's commit loop makes one batch at a
         # time, and the batches of rooms that become ready while a statement runs share the next.
@@ -519,7 +524,7 @@ class RoomService:
                 self.hub.publish_failed(room_id, frames[-1][0])
                 log.warning("publishing on the bus failed", exc_info=True)
         for user in committed.users:
-            self._clear_typing(room_id, user)
+            self.typing.clear(room_id, user)
 
     async def _publish(self, publishing: Awaitable[None]) -> None:
         """Publishing happens after a commit: a bus failure is logged, never turned into a
@@ -565,17 +570,11 @@ class RoomService:
         return f"{self.instance_id}:{conn.id}"
 
     def reserve_socket(self, user: Principal) -> None:
-        count = self._sockets_per_user.get(user.user_id, 0)
-        if count >= self.settings.city_ws_max_per_user:
-            raise TooManySockets(f"at most {self.settings.city_ws_max_per_user} sockets per user")
-        self._sockets_per_user[user.user_id] = count + 1
+        """Raises ``TooManySockets`` past ``CITY_WS_MAX_PER_USER`` on this instance."""
+        self.sockets_per_user.reserve(user.user_id)
 
     def release_socket(self, user: Principal) -> None:
-        count = self._sockets_per_user.get(user.user_id, 0) - 1
-        if count > 0:
-            self._sockets_per_user[user.user_id] = count
-        else:
-            self._sockets_per_user.pop(user.user_id, None)
+        self.sockets_per_user.release(user.user_id)
 
     async def open_socket(self, conn: Connection, since_seq: int | None) -> None:
         """Attach a socket: ``room.state``, the ``since_seq`` replay, then live delivery."""
@@ -625,7 +624,7 @@ class RoomService:
         self.hub.detach(conn)
         last = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
         if last:
-            self._clear_typing(room_id, user)
+            self.typing.clear(room_id, user)
             await self._announce_presence_in_room("room.leave", room_id, user)
 
     async def _announce_presence_in_room(self, event: str, room_id: str, user: Principal) -> None:
@@ -635,47 +634,8 @@ class RoomService:
         )
         await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
 
-    # --- typing ---------------------------------------------------------------------------------
-    async def set_typing(self, conn: Connection, typing: bool) -> None:
-        """Typing is ephemeral: announced on change, never stored, expiring after the timeout."""
-        key = (conn.room_id, conn.user.user_id)
-        handle = self._typing.pop(key, None)
-        if handle is not None:
-            handle.cancel()
-        if typing:
-            loop = asyncio.get_running_loop()
-            self._typing[key] = loop.call_later(
-                self.settings.city_typing_timeout, self._expire_typing, conn.room_id, conn.user
-            )
-        if typing != (handle is not None):
-            await self._publish_typing(conn.room_id, conn.user, typing)
-
-    def _expire_typing(self, room_id: str, user: Principal) -> None:
-        self._typing.pop((room_id, user.user_id), None)
-        self._tasks.spawn(self._publish_typing(room_id, user, False))
-
-    def _clear_typing(self, room_id: str, user: Principal) -> None:
-        handle = self._typing.pop((room_id, user.user_id), None)
-        if handle is not None:
-            handle.cancel()
-            self._tasks.spawn(self._publish_typing(room_id, user, False))
-
-    async def _publish_typing(self, room_id: str, user: Principal, typing: bool) -> None:
-        frame = encode(
-            {
-                "event": "room.typing",
-                "room_id": room_id,
-                "user_id": user.user_id,
-                "name": user.name,
-                "typing": typing,
-            }
-        )
-        await self._publish(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
-
     async def stop(self) -> None:
-        for handle in self._typing.values():
-            handle.cancel()
-        self._typing.clear()
+        self.typing.stop()
         await self._tasks.close()
 
 

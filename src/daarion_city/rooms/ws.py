@@ -11,6 +11,7 @@ from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.errors import CityError, NotFound
+from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.endpoint import (
     CLOSE_BAD_REQUEST,
@@ -33,7 +34,6 @@ from daarion_city.realtime.protocol import (
 )
 from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import Resources
-from daarion_city.rooms.service import TooManySockets
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -134,7 +134,11 @@ async def _handle(resources: Resources, conn: Connection, text: str | None) -> N
             )
         )
     elif isinstance(frame, Typing):
-        await resources.rooms.set_typing(conn, frame.typing)
+        try:
+            resources.rooms.typing.set(conn.room_id, conn.user, frame.typing)
+        except CityError as exc:  # the user's bucket is spent; the socket stays open
+            resources.metrics.ws_errors.labels(exc.code).inc()
+            conn.send(error_event(exc))
     elif isinstance(frame, Ping):
         conn.send(PONG)
     # Legacy room.join / room.leave frames: accepted and ignored.
