@@ -80,7 +80,17 @@ class Settings(BaseSettings):
     city_room_create_burst: int = Field(5, ge=1)
     city_max_body_bytes: int = Field(64 * 1024, ge=1024)
     city_ws_max_frame_bytes: int = Field(64 * 1024, ge=1024)
-    city_ws_send_queue: int = Field(1000, ge=1, description="Frames queued per socket before 4408")
+    city_ws_send_queue: int = Field(
+        1000,
+        ge=1,
+        description="Live frames queued per socket before 4408 (the opening snapshot not counted)",
+    )
+    city_ws_close_timeout: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a socket the server closes (4408, 1001) gets to take its close frame "
+        "before its connection is aborted",
+    )
     city_ws_max_per_user: int = Field(20, ge=1)
     city_typing_timeout: float = Field(
         10.0, gt=0, description="Seconds a typing notice lasts after the last true"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -11,6 +12,7 @@ from daarion_city.metrics import CONTENT_TYPE_LATEST
 from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import get_resources
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
@@ -36,6 +38,10 @@ async def readyz(request: Request) -> JSONResponse:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     resources = get_resources(request)
+    try:  # the online count as it is now, not as of the last sweep
+        resources.metrics.online_users.set(await resources.presence.store.get_online_count())
+    except Exception:  # the store is away: the last count stands (/readyz says why)
+        log.warning("presence count for /metrics failed", exc_info=True)
     resources.metrics.deliveries.set(resources.hub.delivered)
     resources.metrics.direct_writes.set(DirectWriter.writes)
     return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -262,7 +262,7 @@ class PresenceService:
         after the snapshot ends on the latest state)."""
         self.sockets.add(conn)  # catching up: updates are held until the snapshot is queued
         await self.heartbeat(conn.user, conn_id)
-        conn.send(await self.bulk_frame(conn_id))
+        conn.send_snapshot(await self.bulk_frame(conn_id))
         conn.go_live()
 
     async def close_socket(self, conn: Connection, conn_id: str, *, clean: bool) -> None:

@@ -55,6 +55,7 @@ async def presence_socket(websocket: WebSocket) -> None:
         "",
         max_queue=resources.settings.city_ws_send_queue,
         direct=DirectWriter.for_scope(websocket.scope),
+        close_timeout=resources.settings.city_ws_close_timeout,
     )
     conn_id = f"{resources.instance_id}:p{conn.id}"
     settings = resources.settings
@@ -69,7 +70,14 @@ async def presence_socket(websocket: WebSocket) -> None:
             if message["type"] == "websocket.disconnect":
                 # A socket the server closed for its shutdown is left to its TTL, like a
                 # dropped one: its client reconnects (to another instance) and stays online.
-                clean_close = message.get("code", 1000) not in ABRUPT_CLOSES and not conn.going_away
+                # So is one the server closed as too slow (4408): its client reconnects.
+                clean_close = (
+                    message.get("code", 1000) not in ABRUPT_CLOSES
+                    and not conn.going_away
+                    and not conn.closing
+                )
+                break
+            if conn.closing:  # closed by the server (too slow): its client will reconnect
                 break
             try:
                 frame = parse_presence_frame(message.get("text"), limits)

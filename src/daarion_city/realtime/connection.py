@@ -8,8 +8,17 @@ Delivery guarantees (per connection):
   after the snapshot in the order they came, skipping room messages the replay already carried,
   so the client sees the snapshot first, then no gap and no duplicate.
 
-Overflow policy: a reader that stops reading lets its queue fill; at ``max_queue`` frames the
-connection is closed with 4408 ("too slow") and its queue dropped. Other sockets are never
+The opening snapshot waits in a queue of its own, written before the live queue, and does not
+count against ``max_queue``: it is bounded by what builds it (one ``room.state``, at most
+``CITY_RESUME_LIMIT`` replayed messages; one ``presence.bulk_update``), so a resume within the
+limit is never closed for it. Live frames count, whether queued or held during catch-up.
+
+Overflow policy: a reader that stops reading lets its queue fill; at ``max_queue`` live frames
+the connection is closed with 4408 ("too slow") and its queue dropped. The close frame is written
+straight to the transport, even while flow control has paused writing (the peer gets it after
+what is already buffered), the socket's handler gets its disconnect at once (the socket leaves
+its room, and nothing it sends from then on is handled), and a peer that has not taken the
+close frame within ``close_timeout`` seconds has its connection aborted. Other sockets are never
 slowed: queueing is ``put_nowait`` and never awaits.
 """
 
@@ -25,7 +34,7 @@ from collections.abc import Callable
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from daarion_city.auth import Principal
-from daarion_city.realtime.transport import DirectWriter
+from daarion_city.realtime.transport import SCOPE_KEY, CityWebSocketProtocol, DirectWriter
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +52,11 @@ class Connection:
         "_held",
         "_inflight",
         "_queue",
+        "_snapshot",
         "_started",
         "_writer",
         "catching_up",
+        "close_timeout",
         "going_away",
         "id",
         "last_seq",
@@ -65,12 +76,14 @@ class Connection:
         max_queue: int,
         on_overflow: Callable[[Connection], None] | None = None,
         direct: DirectWriter | None = None,
+        close_timeout: float = 5.0,
     ) -> None:
         self.id = next(_ids)
         self.websocket = websocket
         self.user = user
         self.room_id = room_id
         self.max_queue = max_queue
+        self.close_timeout = close_timeout
         self.on_overflow = on_overflow
         self.last_seq = 0
         self.catching_up = True
@@ -79,6 +92,7 @@ class Connection:
         # Exists only while frames wait (room messages take the direct path; the opening
         # snapshot is queued), and an empty deque is a 600-byte block.
         self._queue: deque[str] | None = None
+        self._snapshot: deque[str] | None = None  # the opening snapshot, written first
         self._started = False
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
@@ -86,8 +100,21 @@ class Connection:
         self._inflight = False
 
     # --- queueing (never awaits) ---------------------------------------------------------------
+    def send_snapshot(self, frame: str) -> None:
+        """Queue a frame of the opening snapshot (while catching up): written before anything
+        live, and not counted against ``max_queue``."""
+        if not self.catching_up:
+            self.send(frame)
+            return
+        if self._closing:
+            return
+        if self._snapshot is None:
+            self._snapshot = deque()
+        self._snapshot.append(frame)
+        self._inflight = True  # frames ahead of the live ones: no direct writes until written
+
     def send(self, frame: str) -> None:
-        """Queue a frame; on overflow close the connection with 4408."""
+        """Queue a live frame; on overflow close the connection with 4408."""
         if self._closing:
             return
         queue = self._queue
@@ -177,7 +204,7 @@ class Connection:
 
     @property
     def queued(self) -> int:
-        return len(self._queue) if self._queue is not None else 0
+        return len(self._queue or ()) + len(self._snapshot or ())
 
     @property
     def closing(self) -> bool:
@@ -188,23 +215,27 @@ class Connection:
         """Begin writing. The writer task exists only while frames wait in the queue, so an
         idle socket (most of them: room messages take the direct path) costs no task."""
         self._started = True
-        if self._queue:
+        if self._queue or self._snapshot:
             self._spawn_writer()
 
     def _spawn_writer(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.id}")
 
     async def _write_loop(self) -> None:
-        queue, ws = self._queue, self.websocket
-        if queue is None:
-            return
+        ws = self.websocket
+        # While the writer runs, frames are queued or in flight: no direct writes (order).
+        self._inflight = True
         try:
-            while queue:
-                self._inflight = True  # a popped frame not yet written: no direct writes
-                await ws.send_text(queue.popleft())
-                self._inflight = False
-            if self._queue is queue:
-                self._queue = None  # drained: an idle socket keeps no deque (600 bytes)
+            snapshot = self._snapshot
+            while snapshot:
+                await ws.send_text(snapshot.popleft())
+            self._snapshot = None
+            while queue := self._queue:
+                while queue:
+                    await ws.send_text(queue.popleft())
+                if self._queue is queue:
+                    self._queue = None  # drained: an idle socket keeps no deque (600 bytes)
+            self._inflight = False
         except (OSError, RuntimeError, WebSocketDisconnect) as exc:
             # The peer went away under us; the reader notices and cleans up.
             log.debug("writer of connection %s stopped: %r", self.id, exc)
@@ -218,14 +249,16 @@ class Connection:
             self.user.user_id,
             self.max_queue,
         )
-        self._queue = None
+        self._queue = self._snapshot = None
         self._held.clear()
         self._closing = True
         if self.on_overflow is not None:
             self.on_overflow(self)
         if self._writer is not None:
             self._writer.cancel()
-        self._writer = asyncio.create_task(self._close(CLOSE_TOO_SLOW, "send queue overflow"))
+            self._writer = None
+        if not self._close_now(CLOSE_TOO_SLOW, "send queue overflow"):
+            self._writer = asyncio.create_task(self._close(CLOSE_TOO_SLOW, "send queue overflow"))
 
     def go_away(self) -> asyncio.Task[None]:
         """The server is shutting down: flush what is queued (bounded), then close with 1001."""
@@ -237,9 +270,21 @@ class Connection:
 
         return asyncio.create_task(flush_and_close(), name=f"ws-going-away-{self.id}")
 
+    def _close_now(self, code: int, reason: str) -> bool:
+        """Close through the server's protocol, whatever its flow control (see the module's
+        docstring); False when the socket is not served by it."""
+        proto = self.websocket.scope.get(SCOPE_KEY)
+        if not isinstance(proto, CityWebSocketProtocol):
+            return False
+        proto.close_now(code, reason, self.close_timeout)
+        return True
+
     async def _close(self, code: int, reason: str) -> None:
+        if self._close_now(code, reason):
+            return
+        # Another server: its ASGI close, bounded in time.
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(self.close_timeout):
                 if self.websocket.application_state != WebSocketState.DISCONNECTED:
                     await self.websocket.close(code, reason)
 

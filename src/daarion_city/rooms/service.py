@@ -593,7 +593,7 @@ class RoomService:
                     replay, _ = await store.messages_page(
                         db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
                     )
-        conn.send(
+        conn.send_snapshot(
             encode(
                 {
                     "event": "room.state",
@@ -604,7 +604,7 @@ class RoomService:
             )
         )
         if resync:
-            conn.send(
+            conn.send_snapshot(
                 error_frame(
                     "resync_required",
                     f"cannot resume from seq {since_seq}: reload the history over HTTP",
@@ -612,7 +612,7 @@ class RoomService:
             )
         top = last
         for row in replay:
-            conn.send(message_frame(room_id, message_wire(row)))
+            conn.send_snapshot(message_frame(room_id, message_wire(row)))
             top = max(top, int(row.seq))
         conn.go_live(top)
         conn.start()

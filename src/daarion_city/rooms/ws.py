@@ -79,12 +79,16 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         room_id,
         max_queue=resources.settings.city_ws_send_queue,
         direct=DirectWriter.for_scope(websocket.scope),
+        close_timeout=resources.settings.city_ws_close_timeout,
     )
+    resources.metrics.room_sockets.inc()
     try:
         await resources.rooms.open_socket(conn, since_seq)
         while True:
             message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            # Closed by the server (too slow): what the client sent is not handled, so nothing
+            # is stored that could not be acknowledged.
+            if message["type"] == "websocket.disconnect" or conn.closing:
                 break
             await _handle(resources, conn, message.get("text"))
     except (WebSocketDisconnect, RuntimeError, OSError):
@@ -100,6 +104,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         await conn.stop()
         await close(websocket, 1011, "internal error")
     finally:
+        resources.metrics.room_sockets.dec()
         await conn.stop()
         resources.rooms.release_socket(user)
         try:
