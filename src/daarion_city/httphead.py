@@ -91,7 +91,6 @@ class CityHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refused = False
         self._refusal = ""
-        self._deferred: bytes | None = None  # a 431 waiting for an earlier answer to complete
 
     # --- the connection ---------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -168,7 +167,11 @@ class CityHttpProtocol(HttpToolsProtocol):
         if self._size > self._max_bytes:
             self._refusal = self._too_large()
             raise _HeadRefused
-        super().on_header(name, value)
+        # uvicorn's on_header (0.54), inlined: this runs for every header of every request.
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._head_pending = self._head_waiting = False
@@ -205,19 +208,21 @@ class CityHttpProtocol(HttpToolsProtocol):
         if self.cycle is None or self.cycle.response_complete:
             self._answer_and_end(answer)
         elif status == 431:  # behind a pipelined request: answered once that one is
-            self._deferred = answer
+            cycle = self.cycle  # the last request read; those before it are answered first
+            answered = cycle.on_response
+
+            def then_refuse() -> None:
+                answered()
+                self._answer_deferred(answer)
+
+            cycle.on_response = then_refuse
             self.flow.pause_reading()
             self._timer = self.loop.call_later(self.limits.timeout, self.transport.close)
         else:
             self.transport.close()  # too slow, and an earlier answer is still being written
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        answer = self._deferred
-        if answer is None or self.pipeline or not self.cycle.response_complete:
-            return
-        self._deferred = None
-        if not self.transport.is_closing():
+    def _answer_deferred(self, answer: bytes) -> None:
+        if not self.transport.is_closing():  # the answer in flight may have closed it
             self._unset_keepalive_if_required()
             self._cancel_timer()
             self._answer_and_end(answer)
