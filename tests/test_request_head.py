@@ -211,3 +211,20 @@ async def test_a_pipelined_request_over_the_cap_is_refused_after_the_first_is_an
         assert (await read_answer(reader)).status == 200
         assert (await read_answer(reader)).status == 431
         assert await closed_by_server(reader)
+
+
+async def test_a_body_past_the_cap_in_the_heads_read_is_read_on(api: Api) -> None:
+    """The cap is the head's: a post whose head and 20 KB body come in one write is served."""
+    alice = await api.guest("Alice")
+    body = orjson.dumps({"body": "ї" * 9000})
+    head = request(
+        f"Authorization: Bearer {alice.token}",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        path="/city/rooms/general/messages",
+    ).replace(b"GET ", b"POST ", 1)
+    async with connection(api.server) as (reader, writer):
+        writer.write(head + body)
+        answer = await read_answer(reader)
+        assert answer.status == 201, answer.body
+        assert answer.json()["body"] == "ї" * 9000

@@ -106,7 +106,7 @@ class CityHttpProtocol(HttpToolsProtocol):
         self._cancel_timer()  # the socket's protocol takes the transport over
         super().handle_websocket_upgrade()
 
-    def data_received(self, data: bytes) -> None:
+    def data_received(self, data: bytes | memoryview) -> None:
         if self._refused:
             return  # lingering after a refusal: what the client still sends is discarded
         if self._head_pending:
@@ -116,11 +116,12 @@ class CityHttpProtocol(HttpToolsProtocol):
             self._head_room -= len(data)
         self._feed(data)
 
-    def _feed_to_cap(self, data: bytes) -> None:
+    def _feed_to_cap(self, data: bytes | memoryview) -> None:
         """This read would take the unfinished head past the cap: parse up to the cap, and the
-        rest only if the head ended within it."""
+        rest only if the head ended within it (views of the read, not copies)."""
         room, heads = self._head_room, self._heads
         self._head_room = 0
+        data = memoryview(data)
         self._feed(data[:room])
         transport = self.transport
         if self._refused or transport.is_closing() or transport.get_protocol() is not self:
@@ -130,7 +131,7 @@ class CityHttpProtocol(HttpToolsProtocol):
             return
         self.data_received(data[room:])
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         """uvicorn's ``data_received`` (0.54), with the refusal of a head over the caps."""
         self._unset_keepalive_if_required()
         try:
