@@ -56,14 +56,30 @@ async def browser() -> AsyncIterator[Browser]:
         await b.close()
 
 
+# What the page's Content-Security-Policy refused, as the page itself sees it.
+RECORD_CSP_VIOLATIONS = """
+    window.cspViolations = [];
+    document.addEventListener("securitypolicyviolation", (e) => {
+        window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI} ${e.sourceFile}`);
+    });
+"""
+
+
+async def csp_violations(page: Page) -> list[str]:
+    found: list[str] = await page.evaluate("window.cspViolations")
+    return found + [e for e in page.errors if "Security Policy" in e]  # type: ignore[attr-defined]
+
+
 async def sign_in(
     browser: Browser, server: Server, name: str, **ctx: Any
 ) -> tuple[BrowserContext, Page, str]:
     context = await browser.new_context(viewport=ctx.pop("viewport", DESKTOP), **ctx)
+    await context.add_init_script(RECORD_CSP_VIOLATIONS)
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+    page.on("console", lambda m: errors.append(m.text) if "Security Policy" in m.text else None)
     page.errors = errors  # type: ignore[attr-defined]
     await page.goto(server.base_url + "/")
     await page.get_by_test_id("guest-name").fill(name)
@@ -125,6 +141,47 @@ async def test_two_guests_chat_and_see_each_others_presence(
     await alice.close(run_before_unload=True)
     await a.and_(bob.locator("[data-status=offline]")).wait_for(timeout=2000)
     assert bob.errors == []  # type: ignore[attr-defined]
+    await ctx_a.close()
+    await ctx_b.close()
+
+
+async def test_the_page_works_under_its_content_security_policy(
+    browser: Browser, server: Server
+) -> None:
+    """A strict policy (no inline script or style, connections to its own origin only): signing
+    in, the room's socket, posting and seeing the message live, presence, the feed's stream and
+    Second Me all work with no violation, and the page cannot be framed."""
+    ctx_a, alice, _ = await sign_in(browser, server, "Alice")
+    ctx_b, bob, bob_id = await sign_in(browser, server, "Bob")
+    policy = (await bob.request.get(server.base_url + "/")).headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    await open_room(alice, "general")
+    await open_room(bob, "general")
+    await bob.get_by_test_id("message-input").fill("під суворою політикою")
+    await bob.keyboard.press("Enter")
+    await alice.get_by_test_id("message").filter(has_text="під суворою політикою").wait_for()
+    await member(alice, bob_id).and_(alice.locator("[data-status=online]")).wait_for()
+    await alice.get_by_test_id("feed-event").filter(has_text="під суворою політикою").wait_for()
+    await alice.get_by_test_id("secondme-input").fill("Hi")
+    await alice.get_by_test_id("secondme-send").click()
+    await alice.locator("[data-testid=secondme-answer][data-state=done]").wait_for(timeout=60000)
+    for page in (alice, bob):
+        assert await csp_violations(page) == []
+        assert page.errors == []  # type: ignore[attr-defined]
+    # What an XSS would inject is refused (and the recorder above sees it).
+    await bob.evaluate(
+        """() => { const s = document.createElement("script");
+                   s.textContent = "window.injected = 1"; document.body.append(s); }"""
+    )
+    await bob.wait_for_function("window.cspViolations.length > 0")
+    assert await bob.evaluate("window.injected") is None
+
+    framer = await ctx_a.new_page()
+    await framer.set_content(f'<iframe src="{server.base_url}/"></iframe>')
+    await asyncio.sleep(1.0)
+    frame = framer.frames[1]
+    assert await frame.locator("[data-testid=guest-name]").count() == 0  # not rendered
     await ctx_a.close()
     await ctx_b.close()
 

@@ -43,6 +43,14 @@ class Settings(BaseSettings):
     city_shutdown_timeout: float = Field(
         10.0, gt=0, description="Seconds requests in flight get to finish on SIGTERM"
     )
+    # The request head (request line and headers): 431 past the size or count, 408 past the time.
+    city_max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Bytes of a request's line and headers (Node's default)"
+    )
+    city_max_headers: int = Field(100, ge=8, description="Headers of one request")
+    city_header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a request's line and headers have to arrive"
+    )
 
     # --- storage -----------------------------------------------------------------------------
     database_url: str = ""

@@ -2,7 +2,9 @@
 
 Secrets never reach a log line: whatever a library logs (uvicorn logs a WebSocket's URL, query
 string included), ``?token=``/``access_token=`` values, bearer tokens and JWT-shaped strings
-are masked by the formatter, which sees every line.
+are masked by the formatter, which sees every line. Percent-encoding hides nothing: a query key
+is read decoded, as the server reads it (``?%74oken=`` is ``?token=``), and a run of URL
+characters with escapes is masked when, decoded, it holds a JWT.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
+from urllib.parse import unquote
 
 import orjson
 
@@ -20,15 +23,44 @@ request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", d
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
-_SECRETS = re.compile(
-    r"((?:token|access_token|api_key|password)=)[^&\s\"']+"  # query strings, form bodies
-    r"|((?i:bearer)\s+)[A-Za-z0-9._~+/=-]+"  # Authorization headers
-    r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+"  # any JWT
-)
+# Each pass runs only on a line that holds what it looks for (most lines hold none of it).
+_PAIR = re.compile(r"(?<![\w.~%-])([\w.~%-]++)=([^&\s\"'\\]++)")  # query strings, form bodies
+_BEARER = re.compile(r"((?i:bearer)\s+)[A-Za-z0-9._~+/=-]+")  # Authorization headers
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")  # any JWT
+_ESCAPED_RUN = re.compile(r"(?<![\w.~%-])[\w.~-]*+%[\w.~%-]*+")  # what may hide a JWT
+_SECRET_KEYS = ("token", "api_key", "password")  # and whatever ends so: access_token ...
+
+
+def _decoded(text: str) -> str:
+    """As the server reads it (once), and as a reader of the log could (a few times more)."""
+    for _ in range(3):
+        if "%" not in text:
+            break
+        text = unquote(text)
+    return text
+
+
+def _mask_pair(m: re.Match[str]) -> str:
+    key = m.group(1)  # ?%74oken= is ?token= to the server
+    return f"{key}=****" if _decoded(key).lower().endswith(_SECRET_KEYS) else m.group(0)
+
+
+def _mask_escaped(m: re.Match[str]) -> str:
+    return "****" if _JWT.search(_decoded(m.group(0))) else m.group(0)
 
 
 def mask_secrets(text: str) -> str:
-    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2) or "") + "****", text)
+    """Mask secret query values (their keys read percent-decoded, as the server reads them),
+    bearer tokens, and JWTs, whether written plainly or percent-encoded."""
+    if "=" in text:
+        text = _PAIR.sub(_mask_pair, text)
+    if "eyJ" in text:
+        text = _JWT.sub("****", text)
+    if "%" in text:
+        text = _ESCAPED_RUN.sub(_mask_escaped, text)
+    if "bearer" in text.lower():
+        text = _BEARER.sub(r"\1****", text)
+    return text
 
 
 class JsonFormatter(logging.Formatter):

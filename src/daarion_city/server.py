@@ -21,6 +21,8 @@ import uvicorn
 from fastapi import FastAPI
 
 from daarion_city.config import Settings
+from daarion_city.headers import SECURITY_HEADERS
+from daarion_city.httphead import HeadLimits, protocol_class
 from daarion_city.realtime.transport import CityWebSocketProtocol
 from daarion_city.resources import Resources
 
@@ -39,7 +41,16 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         # permessage-deflate keeps a compressor per socket (about 64 KiB with zlib's defaults):
         # off, as measured in bench/RESULTS.md; chat frames are small.
         "ws_per_message_deflate": False,
-        "http": "httptools",
+        # httptools, with caps on the request head's size, header count and time (httphead.py).
+        "http": protocol_class(
+            HeadLimits(
+                max_bytes=settings.city_max_header_bytes,
+                max_headers=settings.city_max_headers,
+                timeout=settings.city_header_timeout,
+            )
+        ),
+        # Sent with every answer, built once (headers.py).
+        "headers": SECURITY_HEADERS,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "log_config": None,
         "access_log": False,
