@@ -9,7 +9,6 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from daarion_city.clock import iso
 from daarion_city.validation import SLUG_PATTERN, NoNul, NotBlank, RoomName
 
-__all__ = ["MAX_BODY_CHARS", "SLUG_PATTERN"]
 MAX_BODY_CHARS = 10_000
 
 
