@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from daarion_city.config import Settings
 from daarion_city.matrix.appservice import registration, registration_yaml
-from daarion_city.matrix.ids import city_user_of, escape, puppet_id, unescape
+from daarion_city.matrix.ids import city_user_of, escape, is_valid_user_id, puppet_id, unescape
 from tests.conftest import make_settings
 from tests.support import Api, open_socket, run_server
 from tests.synapse import SERVER_NAME, Synapse
@@ -284,3 +285,35 @@ def test_cli_prints_the_registration(tmp_path: Path) -> None:
     assert "MATRIX_HS_TOKEN" in out.stderr
     assert reg["url"] == "http://10.0.0.5:7025"
     assert reg["namespaces"]["users"][0]["regex"] == r"@city_.*:city\.example"
+
+
+# --- ids that end in a newline (issue 18, finding 13) --------------------------------------------
+def test_a_matrix_id_with_a_trailing_newline_is_no_user_id() -> None:
+    mxid = puppet_id("u_alice", SERVER_NAME)
+    assert is_valid_user_id(mxid)
+    assert city_user_of(mxid, SERVER_NAME) == "u_alice"
+    for bad in (mxid + "\n", mxid + "\x00", "\n" + mxid):
+        assert not is_valid_user_id(bad), bad
+        assert city_user_of(bad, SERVER_NAME) is None, bad
+
+
+async def test_the_gateway_refuses_a_matrix_id_with_a_trailing_newline(tmp_path: Path) -> None:
+    settings = make_settings(
+        f"sqlite:///{tmp_path / 'city.sqlite3'}",
+        tmp_path / "data",
+        # Nothing listens there: every answer below is given before the homeserver is asked.
+        **matrix_settings(matrix_homeserver_url="http://127.0.0.1:9"),
+    )
+    puppet = puppet_id("u_alice", SERVER_NAME)
+    async with run_server(settings) as server, httpx.AsyncClient(base_url=server.base_url) as h:
+        r = await h.post(
+            "/internal/matrix/presence/online",
+            json={"matrix_user_id": puppet + "\n", "status": "online"},
+            headers={"X-Internal-Token": INTERNAL},
+        )
+        assert (r.status_code, r.json()["code"]) == (400, "invalid_user_id"), r.text
+        hs = {"Authorization": f"Bearer {HS_TOKEN}"}
+        r = await h.get(f"/_matrix/app/v1/users/{puppet}%0A", headers=hs)
+        assert (r.status_code, r.json()["errcode"]) == (404, "M_NOT_FOUND")
+        r = await h.get(f"/_matrix/app/v1/users/{puppet}", headers=hs)
+        assert r.status_code == 200

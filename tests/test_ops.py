@@ -241,3 +241,31 @@ def test_help_lists_every_command_in_plain_text() -> None:
         sub = _cli(name, "--help", env={})
         assert sub.returncode == 0, sub.stderr
         assert "``" not in sub.stdout
+
+
+def test_cli_token_refuses_ids_and_names_the_service_would_refuse(tmp_path: Path) -> None:
+    env = {
+        "CITY_DATA_DIR": str(tmp_path),
+        "CITY_JWT_SECRET": "cli-secret-0123456789-0123456789-xyz",
+        "DATABASE_URL": "",
+        "REDIS_URL": "",
+    }
+    for args in (
+        ("--user-id", "ag_system", "--name", "System"),
+        ("--user-id", "u alice"),
+        ("--user-id", "u_alice", "--name", "ag_system"),
+        ("--user-id", "u_alice", "--name", "\u200b\u200d"),
+        ("--user-id", "u_alice", "--name", "Al\nice"),
+        ("--user-id", "u_alice", "--name", "\u202eecila"),
+        ("--user-id", "u_alice", "--ttl", str(10**30)),
+    ):
+        out = _cli("token", *args, env=env)
+        assert (out.returncode, out.stdout) == (2, ""), (args, out.stdout, out.stderr)
+        assert out.stderr.startswith("daarion-city: "), (args, out.stderr)
+    out = _cli("token", "--user-id", "u_alice", "--name", "Олена 👨\u200d👩\u200d👧", env=env)
+    assert out.returncode == 0, out.stderr
+
+
+def test_default_rooms_must_be_slugs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="CITY_DEFAULT_ROOMS"):
+        create_app(Settings(city_data_dir=tmp_path, city_default_rooms="general,Lobby Room"))

@@ -110,6 +110,10 @@ async def test_create_room_race_gives_one_room_and_one_feed_event(api: Api) -> N
         {"slug": "ok-slug"},
         {"slug": "ok-slug", "name": "x", "user_id": "u_evil"},
         {"slug": "ok-slug", "name": "nul\u0000"},
+        {"slug": "ok-slug\n", "name": "x"},
+        {"slug": "ok-slug", "name": "\u200b\u200d\ufeff"},
+        {"slug": "ok-slug", "name": "two\nlines"},
+        {"slug": "ok-slug", "name": "\u202eright to left"},
     ],
 )
 async def test_create_room_rejects_bad_input(api: Api, body: dict[str, str]) -> None:
@@ -188,6 +192,8 @@ async def test_message_identity_comes_from_the_token(api: Api) -> None:
         ({"body": "ok", "client_msg_id": "c" * 65}, 422),
         ({"body": "x" * 70_000}, 413),
         ({"body": "nul \u0000 inside"}, 422),
+        ({"body": "\u200b\u200d\ufeff"}, 422),
+        ({"body": "\u3164 \u2800"}, 422),
     ],
 )
 async def test_bad_messages_are_refused_and_nothing_is_stored(

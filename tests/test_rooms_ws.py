@@ -223,6 +223,7 @@ async def test_resume_beyond_the_limit_asks_for_a_resync(api: Api) -> None:
         ('{"event": "room.message.send", "body": "   "}', "invalid_frame"),
         ('{"event": "room.message.send", "body": ""}', "invalid_frame"),
         ('{"event": "room.message.send", "body": "a\\u0000b"}', "invalid_frame"),
+        ('{"event": "room.message.send", "body": "\\u200b\\u200d\\ufeff"}', "invalid_frame"),
         ('{"event": "room.typing", "typing": "yes"}', "invalid_frame"),
         ('{"event": "room.message.send", "body": "x", "client_msg_id": 7}', "invalid_frame"),
         ('{"event": "ping", "x": ' + "[" * 40 + "]" * 40 + "}", "invalid_frame"),

@@ -49,6 +49,7 @@ from daarion_city.secondme.providers import create_provider
 from daarion_city.secondme.service import SecondMeService
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
+from daarion_city.validation import SLUG_PATTERN, is_slug
 from daarion_city.web import STATIC_DIR
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class ConfigurationError(RuntimeError):
 
 
 def check_settings(settings: Settings) -> None:
+    bad_slugs = [s for s in settings.default_room_slugs if not is_slug(s)]
+    if bad_slugs:
+        raise ConfigurationError(
+            f"CITY_DEFAULT_ROOMS: {', '.join(map(repr, bad_slugs))} must match {SLUG_PATTERN}"
+        )
     if settings.city_instances > 1:
         if not settings.redis_url:
             raise ConfigurationError(

@@ -20,7 +20,7 @@ from daarion_city.config import Settings
 from daarion_city.errors import Forbidden, Unauthorized
 from daarion_city.ids import new_user_id
 from daarion_city.resources import get_resources
-from daarion_city.validation import NotBlank
+from daarion_city.validation import DisplayName, name_problem, user_id_problem
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
@@ -56,6 +56,14 @@ class TokenAuthority:
         self._cache_size = cache_size
 
     def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:
+        """A token for ``user_id``; ValueError for a user id or a name that :meth:`verify`
+        would refuse or ignore (the rules of validation.py)."""
+        problem = user_id_problem(user_id)
+        if problem is None and name is not None:
+            problem = name_problem(name, agent_names=False)
+            name = name.strip()
+        if problem is not None:
+            raise ValueError(problem)
         now = system_clock()
         exp = int(now + ttl_seconds)
         claims = {"sub": user_id, "name": name or user_id, "iat": int(now), "exp": exp}
@@ -86,12 +94,12 @@ class TokenAuthority:
         except jwt.PyJWTError as exc:
             raise Unauthorized("invalid token") from exc
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > 80 or "\x00" in sub:
-            raise Unauthorized("invalid token subject")
+        if not isinstance(sub, str) or user_id_problem(sub) is not None:
+            raise Unauthorized("invalid token subject")  # not a user id, or an agent's
+        # A name that breaks the rules of names people see (invisible, control characters,
+        # bidi overrides, an agent's ag_) is ignored, as a missing one: the user id stands in.
         name = claims.get("name")
-        if isinstance(name, str):
-            name = name.replace("\x00", "")  # stored beside the user's messages: no NULs
-        if not isinstance(name, str) or not name.strip():
+        if not isinstance(name, str) or name_problem(name, agent_names=False) is not None:
             name = sub
         return Principal(user_id=sub, name=name.strip()[:100]), float(claims["exp"])
 
@@ -151,9 +159,8 @@ router = APIRouter(tags=["auth"])
 class GuestRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64), NotBlank
-    ]
+    # Checked before spaces are trimmed, so a newline or a tab at either end is refused too.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64), DisplayName]
 
 
 class GuestToken(BaseModel):

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 from daarion_city.config import ALL_SERVICES, Settings
 
+MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years
+
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import ConfigurationError, create_app
@@ -58,7 +60,14 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
 def _token(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.auth import TokenAuthority, load_secret
 
-    issued = TokenAuthority(load_secret(settings)).mint(args.user_id, args.name, args.ttl)
+    if not 1 <= args.ttl <= MAX_TOKEN_TTL:
+        print(f"daarion-city: --ttl must be 1..{MAX_TOKEN_TTL} seconds", file=sys.stderr)
+        return 2
+    try:
+        issued = TokenAuthority(load_secret(settings)).mint(args.user_id, args.name, args.ttl)
+    except ValueError as exc:  # a user id or a name the service would refuse or ignore
+        print(f"daarion-city: {exc}", file=sys.stderr)
+        return 2
     print(issued.token)
     return 0
 

@@ -31,7 +31,7 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def request_id_of(scope: Scope) -> str:
     """The client's ``X-Request-ID`` when it is a safe token, else a new one."""
     incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-    return incoming if _SAFE_ID.match(incoming) else secrets.token_hex(8)
+    return incoming if _SAFE_ID.fullmatch(incoming) else secrets.token_hex(8)
 
 
 class _TooLarge(Exception):

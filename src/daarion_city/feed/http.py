@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 from daarion_city.feed.schemas import FeedEvent, FeedKind
 from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.resources import get_resources
+from daarion_city.validation import FEED_EVENT_ID_PATTERN
 
 router = APIRouter(prefix="/city/feed", tags=["feed"])
 
@@ -26,7 +27,7 @@ KEEPALIVE_SECONDS = 15.0
 async def list_feed(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    before: Annotated[str | None, Query(max_length=80)] = None,
+    before: Annotated[str | None, Query(max_length=80, pattern=FEED_EVENT_ID_PATTERN)] = None,
     kind: FeedKind | None = None,
 ) -> list[dict[str, Any]]:
     return await get_resources(request).feed.list(limit=limit, before=before, kind=kind)
@@ -50,12 +51,20 @@ async def _frames(feed: FeedService, last_event_id: str | None) -> AsyncIterator
 )
 async def stream_feed(
     request: Request,
-    last_event_id: Annotated[str | None, Header(max_length=80)] = None,
+    last_event_id: Annotated[
+        str | None, Header(max_length=80, pattern=FEED_EVENT_ID_PATTERN)
+    ] = None,
     since: Annotated[
         str | None,
-        Query(max_length=80, description="Last-Event-ID for clients that cannot set headers"),
+        Query(
+            max_length=80,
+            pattern=FEED_EVENT_ID_PATTERN,
+            description="Last-Event-ID for clients that cannot set headers",
+        ),
     ] = None,
 ) -> StreamingResponse:
+    """An id that is not an event id's shape is refused (422) before the stream starts; a
+    well-formed one that names no event starts the stream live, with nothing replayed."""
     feed = get_resources(request).feed
     return StreamingResponse(
         _frames(feed, last_event_id or since),

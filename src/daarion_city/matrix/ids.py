@@ -13,6 +13,7 @@ import re
 
 PUPPET_PREFIX = "city_"
 _PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-/")
+# Used with fullmatch only: with match or search, "$" also matches before a final newline.
 MXID = re.compile(r"^@([a-z0-9._=\-/]+):([A-Za-z0-9.\-:\[\]]+)$")
 
 
@@ -64,7 +65,7 @@ def puppet_id(city_user_id: str, server_name: str) -> str:
 
 def city_user_of(matrix_user_id: str, server_name: str) -> str | None:
     """The city user behind a puppet id, or None if it is not one of ours."""
-    match = MXID.match(matrix_user_id)
+    match = MXID.fullmatch(matrix_user_id)
     if not match or match.group(2) != server_name:
         return None
     localpart = match.group(1)
@@ -77,4 +78,4 @@ def city_user_of(matrix_user_id: str, server_name: str) -> str | None:
 
 
 def is_valid_user_id(matrix_user_id: str) -> bool:
-    return bool(MXID.match(matrix_user_id)) and len(matrix_user_id) <= 255
+    return bool(MXID.fullmatch(matrix_user_id)) and len(matrix_user_id) <= 255

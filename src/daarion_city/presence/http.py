@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from daarion_city.auth import CurrentUser, Principal
 from daarion_city.errors import Unauthorized, ValidationErrorBody, error_doc
 from daarion_city.resources import get_resources
+from daarion_city.validation import MAX_LAST_ACTIVE_MS as MAX_ACTIVE_MS
+from daarion_city.validation import USER_ID_PATTERN
 
 router = APIRouter(prefix="/city/presence", tags=["presence"])
 
@@ -38,7 +40,7 @@ class HeartbeatBody(BaseModel):
 
     status: Literal["online", "away"] | None = None
     # strict: JSON true/false are not milliseconds
-    last_active_ago_ms: Annotated[int, Field(ge=0, le=10**12, strict=True)] | None = None
+    last_active_ago_ms: Annotated[int, Field(ge=0, le=MAX_ACTIVE_MS, strict=True)] | None = None
 
 
 class OfflineBody(BaseModel):
@@ -56,7 +58,10 @@ async def online(request: Request) -> dict[str, Any]:
 
 
 @router.get("/{user_id}", response_model=PresenceRecord)
-async def one(request: Request, user_id: Annotated[str, Path(max_length=80)]) -> dict[str, Any]:
+async def one(
+    request: Request, user_id: Annotated[str, Path(max_length=80, pattern=USER_ID_PATTERN)]
+) -> dict[str, Any]:
+    """A user id of another shape is no user's: 422 before any store is asked."""
     return await get_resources(request).presence.get(user_id)
 
 

@@ -13,7 +13,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from daarion_city.rooms.schemas import ClientMsgId, MessageBody
-from daarion_city.validation import JsonLimits
+from daarion_city.validation import MAX_LAST_ACTIVE_MS, JsonLimits
 
 DEFAULT_LIMITS = JsonLimits()
 
@@ -55,7 +55,7 @@ class LegacyMembership(_Frame):
 class Heartbeat(_Frame):
     event: Literal["presence.heartbeat"]
     status: Literal["online", "away"] | None = None
-    last_active_ago_ms: Annotated[int, Field(ge=0)] | None = None
+    last_active_ago_ms: Annotated[int, Field(ge=0, le=MAX_LAST_ACTIVE_MS)] | None = None
 
 
 RoomClientFrame = Annotated[

@@ -41,6 +41,7 @@ from daarion_city.rooms.schemas import (
     RoomCreate,
     RoomDetail,
 )
+from daarion_city.validation import MAX_SEQ
 
 router = APIRouter(prefix="/city/rooms", tags=["rooms"])
 
@@ -82,8 +83,8 @@ async def get_room(request: Request, room: str) -> dict[str, Any]:
 async def list_messages(
     request: Request,
     room: str,
-    before_seq: Annotated[int | None, Query(ge=0)] = None,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
+    before_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
+    after_seq: Annotated[int | None, Query(ge=0, le=MAX_SEQ)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Response:
     # Both bounds: the messages strictly between them, an empty page when there is no room

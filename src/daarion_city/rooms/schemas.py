@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daarion_city.clock import iso
-from daarion_city.validation import NoNul, NotBlank
+from daarion_city.validation import SLUG_PATTERN, NoNul, NotBlank, RoomName
 
-SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
 MAX_BODY_CHARS = 10_000
 
 
@@ -21,7 +20,7 @@ class RoomCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     slug: Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100), NotBlank]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), RoomName]
     description: Annotated[str, StringConstraints(max_length=500), NoNul] = ""
 
 

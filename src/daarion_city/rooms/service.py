@@ -39,6 +39,7 @@ from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.tables import rooms as rooms_table
 from daarion_city.tasks import Batcher, FreshFlight, TaskSet
+from daarion_city.validation import is_room_ref
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class RoomService:
         room_id = self._room_ids.get(ref)
         if room_id is not None:
             return room_id
-        if len(ref) > 80:
+        if not is_room_ref(ref):  # no such room can exist: the database is not asked
             raise NotFound(f"no room {ref[:80]!r}", code="room_not_found")
         # One lookup per name at a time: a thousand sockets opening at once ask the database once.
         lookup = self._lookups.get(ref)

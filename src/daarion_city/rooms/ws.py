@@ -34,6 +34,7 @@ from daarion_city.realtime.protocol import (
 )
 from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import Resources
+from daarion_city.validation import MAX_SEQ
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -43,10 +44,11 @@ def _since_seq(websocket: WebSocket) -> int | None:
     raw = websocket.query_params.get("since_seq")
     if raw is None or raw == "":
         return None
-    value = int(raw)  # ValueError is handled by the caller
-    if value < 0:
-        raise ValueError("since_seq must be >= 0")
-    return value
+    # ASCII digits only (int() would take "+1", " 1", "1_0" and other scripts' digits), and no
+    # more than a seq column holds. ValueError is handled by the caller.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_SEQ:
+        raise ValueError(f"since_seq must be an integer 0..{MAX_SEQ}")
+    return int(raw)
 
 
 @router.websocket("/ws/city/rooms/{room}")
@@ -58,7 +60,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     try:
         since_seq = _since_seq(websocket)
     except ValueError:
-        await close(websocket, CLOSE_BAD_REQUEST, "since_seq must be a non-negative integer")
+        await close(websocket, CLOSE_BAD_REQUEST, f"since_seq must be an integer 0..{MAX_SEQ}")
         return
     try:
         room_id = await resources.rooms.resolve(room)
