@@ -67,6 +67,9 @@ def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import ConfigurationError, check_settings
 
     print(json.dumps(settings.masked(), indent=2, ensure_ascii=False, default=str))
+    from daarion_city.secondme.providers import describe
+
+    print(describe(settings), file=sys.stderr)  # which Second Me provider and model answer
     try:
         check_settings(settings)
     except ConfigurationError as exc:
