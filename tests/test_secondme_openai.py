@@ -117,6 +117,21 @@ async def test_a_prompt_the_server_cannot_fit_is_prompt_too_long(
     assert (await invoke(alice, "hello")).status_code == 200
 
 
+async def test_the_stream_says_prompt_too_long_with_the_limit(
+    api: Api, model_server: ModelServer
+) -> None:
+    alice = await api.guest("Alice")
+    async with api.http.stream(
+        "POST", "/secondme/invoke/stream", json={"prompt": "x" * 4000}, headers=alice.headers
+    ) as r:
+        body = (await r.aread()).decode()
+    event, data = body.strip().split("\n")
+    assert event == "event: error"
+    error = orjson.loads(data.removeprefix("data: "))
+    assert (error["code"], error["status"]) == ("prompt_too_long", 422)
+    assert 1900 < error["max_tokens"] < WINDOW
+
+
 async def test_a_configured_window_is_checked_before_calling(
     database_url: str, tmp_path: Path, model_server: ModelServer
 ) -> None:

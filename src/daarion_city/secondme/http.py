@@ -99,7 +99,9 @@ async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncI
             else:
                 yield _event("delta", {"delta": item})
     except CityError as exc:
-        yield _event("error", {"code": exc.code, "detail": exc.detail, "status": exc.status})
+        # The error body as the plain route answers it (with `max_tokens` on prompt_too_long,
+        # `retry_after` on rate_limited), and its status.
+        yield _event("error", {**exc.body(), "status": exc.status})
 
 
 @router.post(
@@ -109,7 +111,8 @@ async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncI
         200: {
             "content": {"text/event-stream": {}},
             "description": "events `delta` ({delta}), then `done` ({done, tokens_used, "
-            "latency_ms}) or `error` ({code, detail, status})",
+            "latency_ms}) or `error` ({code, detail, status}, and `max_tokens` or "
+            "`retry_after` as the plain route's error body has them)",
         },
         **ERRORS,
     },
