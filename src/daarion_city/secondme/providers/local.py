@@ -33,6 +33,7 @@ from daarion_city.secondme.providers.base import (
     InvokeContext,
     PromptTooLong,
     fit_messages,
+    prompt_limit,
 )
 from daarion_city.secondme.repetition import LineRepeatGuard
 
@@ -133,12 +134,12 @@ class LocalProvider:
         cancelled: threading.Event,
     ) -> tuple[str, int]:
         llm = self._load()
-        fitted = fit_messages(
-            messages,
-            window=llm.n_ctx(),
-            reserve=self.max_tokens,
-            count=lambda text: self._count(llm, text),
-        )
+        window = llm.n_ctx()
+
+        def count(text: str) -> int:
+            return self._count(llm, text)
+
+        fitted = fit_messages(messages, window=window, reserve=self.max_tokens, count=count)
         payload = [{"role": m.role, "content": m.content} for m in fitted]
         guard = LineRepeatGuard()
         parts: list[str] = []
@@ -165,7 +166,10 @@ class LocalProvider:
                         break
         except ValueError as exc:  # the window was computed above; this is a second guard
             if "context window" in str(exc):
-                raise PromptTooLong(0, f"the prompt does not fit the local model: {exc}") from exc
+                limit = prompt_limit(fitted, window=window, reserve=self.max_tokens, count=count)
+                raise PromptTooLong(
+                    limit, f"the prompt does not fit the local model: {exc}"
+                ) from exc
             raise AgentUnavailable(f"the local model refused the request: {exc}") from exc
         send(guard.finish())
         text = "".join(parts)
