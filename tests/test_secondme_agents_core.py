@@ -34,6 +34,8 @@ class AgentsCore:
             await asyncio.sleep(self.delay)
         if self.mode == "500":
             return JSONResponse({"error": "boom"}, status_code=500)
+        if self.mode == "400":
+            return JSONResponse({"detail": "message_text is too long"}, status_code=400)
         if self.mode == "empty":
             return JSONResponse({"response_text": ""})
         if self.mode == "no-usage":
@@ -68,6 +70,7 @@ def settings_overrides(agents: AgentsCore) -> dict[str, Any]:
         "secondme_first_token_timeout": 1.0,
         "secondme_breaker_failures": 3,
         "secondme_breaker_cooldown": 60,
+        "secondme_breaker_users": 2,
         "secondme_daily_tokens": 30,
     }
 
@@ -178,6 +181,46 @@ async def test_circuit_breaker_opens_after_repeated_failures(api: Api, agents: A
     assert r.status_code == 502
     assert "circuit open" in r.json()["detail"]
     assert len(agents.requests) == calls  # the agent was not called
+
+
+async def test_one_users_failures_open_the_breaker_for_them_only(
+    api: Api, agents: AgentsCore
+) -> None:
+    agents.mode = "500"
+    alice, bob, carol = [await api.guest(name) for name in ("Alice", "Bob", "Carol")]
+    for _ in range(3):
+        assert (await invoke(alice, "x")).status_code == 502
+    r = await invoke(alice, "x")
+    assert "circuit open" in r.json()["detail"]
+    # Bob is not refused because of Alice: his prompt reaches the agent.
+    calls = len(agents.requests)
+    r = await invoke(bob, "mine")
+    assert (r.status_code, r.json()["code"]) == (502, "agent_unavailable")
+    assert "circuit open" not in r.json()["detail"]
+    assert len(agents.requests) == calls + 1
+    # Failures from two users in a row (SECONDME_BREAKER_USERS): the agent itself is failing,
+    # and now everyone is refused at once, without calling it.
+    r = await invoke(carol, "and me?")
+    assert r.status_code == 502
+    assert "circuit open" in r.json()["detail"]
+    assert len(agents.requests) == calls + 1
+
+
+async def test_refusals_caused_by_the_prompt_never_open_the_breaker(
+    api: Api, agents: AgentsCore
+) -> None:
+    agents.mode = "400"
+    alice = await api.guest("Alice")
+    for n in range(6):
+        r = await invoke(alice, "a prompt the agent refuses")
+        assert (r.status_code, r.json()["code"]) == (502, "agent_unavailable")
+        assert "circuit open" not in r.json()["detail"]
+        assert "refused this prompt" in r.json()["detail"]
+        assert len(agents.requests) == n + 1  # each one reached the agent
+    agents.mode = "ok"
+    bob = await api.guest("Bob")
+    assert (await invoke(bob, "mine")).status_code == 200
+    assert (await invoke(alice, "and now?")).status_code == 200
 
 
 async def test_daily_token_budget(api: Api, agents: AgentsCore) -> None:

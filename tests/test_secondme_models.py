@@ -68,6 +68,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 LOCAL = {"secondme_temperature": 0.0, "secondme_max_tokens": 48}
+SLOW = 250.0  # long prompts take seconds of CPU, more on a busy machine: no timing asserted
 
 
 @pytest.fixture(params=["local", "openai"])
@@ -136,6 +137,75 @@ async def test_a_model_server_that_is_gone_is_a_typed_error(
         assert r.json()["code"] == "agent_unavailable"
         history = (await alice.get("/secondme/history")).json()
         assert [t["role"] for t in history] == ["user"]
+        await api.aclose()
+
+
+UKRAINIAN = (
+    "Київ — столиця України, одне з найдавніших міст Східної Європи. Місто стоїть на обох "
+    "берегах Дніпра, а його історія налічує понад півтори тисячі років. "
+)
+ENGLISH = (
+    "Kyiv is the capital of Ukraine and one of the oldest cities of Eastern Europe. It stands "
+    "on both banks of the Dnipro, and its history spans more than fifteen centuries. "
+)
+
+
+def sized(text: str, chars: int) -> str:
+    return (text * (chars // len(text) + 1))[:chars]
+
+
+async def test_a_prompt_the_model_server_cannot_fit_is_prompt_too_long(
+    database_url: str, tmp_path: Path, llama_server: str
+) -> None:
+    # The server runs with a 2,048-token window: 5,000 Ukrainian characters (about 4,000 tokens
+    # for SmolLM2) cannot fit. llama_cpp.server ends such a stream without a word (no 400), so
+    # its window is configured and checked before calling (tests/test_secondme_openai.py has
+    # the servers that refuse with a 400).
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        **LOCAL,
+        secondme_llm_base_url=llama_server,
+        secondme_llm_model="smollm2",
+        secondme_llm_context_tokens=2048,
+    )
+    async with run_server(settings) as server:
+        api = Api(server)
+        api.http.timeout = httpx.Timeout(SLOW)
+        alice = await api.guest("Alice")
+        for _ in range(settings.secondme_breaker_failures + 1):
+            r = await alice.post("/secondme/invoke", {"prompt": sized(UKRAINIAN, 5000)})
+            assert r.status_code == 422, r.text
+            assert r.json()["code"] == "prompt_too_long"
+            assert 0 < r.json()["max_tokens"] < 2048
+        # Her input's fault, not the model server's: nobody is switched off, not even Alice.
+        bob = await api.guest("Bob")
+        assert (await bob.post("/secondme/invoke", {"prompt": "Hello!"})).status_code == 200
+        assert (await alice.post("/secondme/invoke", {"prompt": "Hello!"})).status_code == 200
+        await api.aclose()
+
+
+@pytest.mark.timeout(300)  # about 3,300 prompt tokens: slow on a busy 2-core machine
+async def test_older_turns_are_dropped_when_the_model_server_cannot_fit_them(
+    database_url: str, tmp_path: Path, llama_server: str
+) -> None:
+    settings = make_settings(
+        database_url,
+        tmp_path,
+        **LOCAL,
+        secondme_llm_base_url=llama_server,
+        secondme_llm_model="smollm2",
+        secondme_context_tokens=100_000,  # only the server's window limits the context
+    )
+    async with run_server(settings) as server:
+        api = Api(server)
+        api.http.timeout = httpx.Timeout(SLOW)
+        alice = await api.guest("Alice")
+        # About 1,100 tokens each: one fits the 2,048-token window, two do not.
+        for n in range(2):
+            prompt = f"{n}. " + sized(ENGLISH, 4400)
+            r = await alice.post("/secondme/invoke", {"prompt": prompt})
+            assert r.status_code == 200, r.text
         await api.aclose()
 
 

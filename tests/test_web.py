@@ -254,6 +254,11 @@ async def test_a_dropped_socket_reconnects_and_shows_what_was_missed_once(
 
 async def test_second_me_streams_an_answer_into_the_panel(browser: Browser, server: Server) -> None:
     ctx, page, _ = await sign_in(browser, server, "Alice")
+    # The panel says which model answers and, for the small embedded one, what it cannot do.
+    model = page.get_by_test_id("secondme-model")
+    await model.wait_for(timeout=10000)
+    assert "SmolLM2-135M-Instruct" in await model.inner_text()
+    assert await page.locator("#secondme-model-note").is_visible()
     await page.get_by_test_id("secondme-input").fill("What is the capital of France?")
     await page.get_by_test_id("secondme-send").click()
     answer = page.get_by_test_id("secondme-answer")

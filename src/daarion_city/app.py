@@ -45,7 +45,7 @@ from daarion_city.rooms.occupancy import MemoryRoomOccupancy, RoomOccupancy
 from daarion_city.rooms.occupancy_redis import RedisRoomOccupancy
 from daarion_city.rooms.service import RoomService, load_frames, load_last_seq
 from daarion_city.secondme import http as secondme_http
-from daarion_city.secondme.providers import create_provider
+from daarion_city.secondme.providers import create_provider, describe, in_effect
 from daarion_city.secondme.service import SecondMeService
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
@@ -166,6 +166,8 @@ async def open_resources(
             await presence.start()
             stack.push_async_callback(presence.stop)
         secondme = SecondMeService(db, create_provider(settings), settings, limiter)
+        if "secondme" in services:  # says what to run when the embedded model is missing
+            log.log(logging.WARNING if in_effect(settings)[2] else logging.INFO, describe(settings))
         stack.push_async_callback(secondme.close)
         matrix = MatrixGateway.create(settings)
         if matrix is not None:

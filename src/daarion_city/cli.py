@@ -75,10 +75,12 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import ConfigurationError, check_settings
     from daarion_city.auth import describe_secret
+    from daarion_city.secondme.providers import describe
 
     shown = settings.masked()
     shown["city_jwt_secret"] = describe_secret(settings)  # not null when it was generated
     print(json.dumps(shown, indent=2, ensure_ascii=False, default=str))
+    print(describe(settings), file=sys.stderr)  # which Second Me provider and model answer
     try:
         check_settings(settings)
     except ConfigurationError as exc:

@@ -138,15 +138,19 @@ class Settings(BaseSettings):
     secondme_llm_base_url: str = ""
     secondme_llm_model: str = ""
     secondme_llm_api_key: SecretStr | None = None
+    secondme_llm_context_tokens: int = Field(
+        0, ge=0, description="The openai model's context window; 0: learnt from its refusals"
+    )
     secondme_context_messages: int = Field(10, ge=0, le=100)
     secondme_context_tokens: int = Field(1024, ge=64, description="Token budget of the context")
+    # In English: SmolLM2-135M, the embedded default, drifts into Cyrillic gibberish under a
+    # Ukrainian-first prompt even for English questions (bench/secondme_quality.py).
     secondme_system_prompt: str = (
-        "Ти — Second Me, персональний агент користувача в DAARION City. Відповідай коротко, "
-        "мовою користувача. You are Second Me, the user's personal agent in DAARION City. "
-        "Answer briefly, in the user's language."
+        "You are Second Me, the user's personal assistant in DAARION City. "
+        "Answer briefly, in the language of the user's message."
     )
     secondme_max_tokens: int = Field(256, ge=1, le=8192)
-    secondme_temperature: float = Field(0.7, ge=0.0, le=2.0)
+    secondme_temperature: float = Field(0.2, ge=0.0, le=2.0)
     secondme_connect_timeout: float = Field(5.0, gt=0)
     secondme_first_token_timeout: float = Field(60.0, gt=0)
     secondme_idle_timeout: float = Field(30.0, gt=0)
@@ -156,10 +160,16 @@ class Settings(BaseSettings):
     )
     secondme_token_burst: int = Field(8192, ge=1)
     secondme_local_model_path: str = ""
-    secondme_local_context: int = Field(2048, ge=256)
+    secondme_local_context: int = Field(
+        8192, ge=256, description="n_ctx of the local model (SmolLM2's full window)"
+    )
+    secondme_local_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
     secondme_local_threads: int = Field(2, ge=1)
     secondme_breaker_failures: int = Field(5, ge=1)
     secondme_breaker_cooldown: float = Field(30.0, gt=0)
+    secondme_breaker_users: int = Field(
+        3, ge=1, description="Distinct failing users before the provider-wide breaker opens"
+    )
 
     # --- matrix ------------------------------------------------------------------------------
     matrix_homeserver_url: str = ""

@@ -102,6 +102,7 @@ class ErrorBody(BaseModel):
     detail: str
     code: str
     retry_after: float | None = None  # on 429 only, beside the Retry-After header
+    max_tokens: int | None = None  # on 422 prompt_too_long only
 
 
 class ValidationItem(BaseModel):

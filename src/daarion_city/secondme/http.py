@@ -11,7 +11,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from daarion_city.auth import CurrentUser, Principal
-from daarion_city.errors import CityError, error_doc
+from daarion_city.errors import CityError, ErrorBody, ValidationErrorBody, error_doc
 from daarion_city.resources import get_resources
 from daarion_city.secondme.service import Answer, SecondMeService
 from daarion_city.validation import NotBlank
@@ -24,6 +24,11 @@ UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
 ERRORS: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     409: error_doc("`busy`: the previous prompt is still being answered"),
+    422: {
+        "model": ValidationErrorBody | ErrorBody,
+        "description": "`validation_error` (the body), or `prompt_too_long` with `max_tokens`: "
+        "the most tokens a prompt may have for the configured model",
+    },
     429: error_doc("`rate_limited`: today's token budget is spent"),
     502: error_doc("`agent_unavailable`"),
     503: error_doc("`agent_not_configured`"),
@@ -59,6 +64,8 @@ class Profile(BaseModel):
     total_interactions: int
     total_tokens: int
     last_interaction: str | None
+    provider: Literal["local", "openai", "agents-core"]
+    model: str | None  # the GGUF (local), SECONDME_LLM_MODEL (openai), null: the agent chooses
 
 
 class Cleared(BaseModel):
@@ -92,7 +99,9 @@ async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncI
             else:
                 yield _event("delta", {"delta": item})
     except CityError as exc:
-        yield _event("error", {"code": exc.code, "detail": exc.detail, "status": exc.status})
+        # The error body as the plain route answers it (with `max_tokens` on prompt_too_long,
+        # `retry_after` on rate_limited), and its status.
+        yield _event("error", {**exc.body(), "status": exc.status})
 
 
 @router.post(
@@ -102,7 +111,8 @@ async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncI
         200: {
             "content": {"text/event-stream": {}},
             "description": "events `delta` ({delta}), then `done` ({done, tokens_used, "
-            "latency_ms}) or `error` ({code, detail, status})",
+            "latency_ms}) or `error` ({code, detail, status}, and `max_tokens` or "
+            "`retry_after` as the plain route's error body has them)",
         },
         **ERRORS,
     },

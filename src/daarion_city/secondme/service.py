@@ -10,7 +10,11 @@ An invocation:
    ``latency_ms`` is the model call), and
 4. on success stores the answer with its token count and where the count came from, and adds
    one interaction and its tokens to the session; on failure marks the prompt failed, stores no
-   answer, and raises the provider's typed error (502/503/504).
+   answer, and raises the provider's typed error (502/503/504, or 422 ``prompt_too_long`` when
+   the prompt cannot fit the model's window; the provider drops older turns to fit first).
+
+Circuit breakers (``breaker.py``): one per user and one for the provider that opens only when
+failures come from several users; failures the input caused are never counted.
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ from daarion_city.config import Settings
 from daarion_city.errors import CityError, Conflict, RateLimited
 from daarion_city.ids import new_id
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
-from daarion_city.secondme.breaker import CircuitBreaker, CircuitOpen
+from daarion_city.secondme.breaker import Breakers, CircuitOpen
 from daarion_city.secondme.providers.base import (
     AgentProvider,
+    AgentRefused,
     AgentTimeout,
     AgentUnavailable,
     ChatMessage,
@@ -74,9 +79,10 @@ class SecondMeService:
         self.limiter = limiter or MemoryRateLimiter()
         self.provider = provider
         self.settings = settings
-        self.breaker = CircuitBreaker(
+        self.breaker = Breakers(
             failures=settings.secondme_breaker_failures,
             cooldown=settings.secondme_breaker_cooldown,
+            users=settings.secondme_breaker_users,
         )
 
     async def close(self) -> None:
@@ -97,6 +103,8 @@ class SecondMeService:
             "total_interactions": row.total_interactions if row else 0,
             "total_tokens": row.total_tokens if row else 0,
             "last_interaction": iso(row.last_interaction) if row and row.last_interaction else None,
+            "provider": self.provider.name,
+            "model": self.provider.model,
         }
 
     async def clear(self, user: Principal) -> int:
@@ -132,8 +140,9 @@ class SecondMeService:
         prompt_id = new_id("smm")
         context = await self._begin(user, prompt, prompt_id, utcnow())
         finished = False
+        who = user.user_id
         try:
-            self.breaker.before_call()
+            self.breaker.before_call(who)
             started = time.perf_counter()
             done: Done | None = None
             async for item in self.provider.stream(context.messages, context.ctx):
@@ -144,7 +153,7 @@ class SecondMeService:
             if done is None:
                 raise AgentUnavailable("the agent's answer ended without a result")
             latency_ms = round((time.perf_counter() - started) * 1000)
-            self.breaker.success()
+            self.breaker.success(who)
             await self._store_answer(user, context.session_id, prompt_id, done, latency_ms)
             finished = True
             yield Answer(done.text, done.tokens_used, latency_ms)
@@ -152,19 +161,24 @@ class SecondMeService:
             await self._fail(user, prompt_id, exc.code)
             finished = True
             raise
-        except (AgentUnavailable, AgentTimeout) as exc:
-            self.breaker.failure()
+        except AgentRefused as exc:  # the input's fault, not the agent's: not counted
+            self.breaker.release(who)
             await self._fail(user, prompt_id, exc.code)
             finished = True
             raise
-        except CityError as exc:
-            self.breaker.release()
+        except (AgentUnavailable, AgentTimeout) as exc:
+            self.breaker.failure(who)
+            await self._fail(user, prompt_id, exc.code)
+            finished = True
+            raise
+        except CityError as exc:  # prompt_too_long, agent_not_configured: not counted
+            self.breaker.release(who)
             await self._fail(user, prompt_id, exc.code)
             finished = True
             raise
         finally:
             if not finished:  # the client left mid-answer
-                self.breaker.release()
+                self.breaker.release(who)
                 await self._fail(user, prompt_id, "cancelled")
 
     @dataclass(frozen=True, slots=True)

@@ -1,5 +1,8 @@
 """The ``agents-core`` provider: ``POST {AGENTS_SERVICE_URL}/agents/invoke`` over one shared
-``httpx.AsyncClient``; the answer arrives whole and is streamed as one delta."""
+``httpx.AsyncClient``; the answer arrives whole and is streamed as one delta.
+
+A 400, 413 or 422 from the agent is the prompt's fault (``AgentRefused``: 502 for the user, not
+counted by the circuit breaker); any other failure is the agent's."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from daarion_city.secondme.providers.base import (
+    AgentRefused,
     AgentTimeout,
     AgentUnavailable,
     ChatMessage,
@@ -16,9 +20,12 @@ from daarion_city.secondme.providers.base import (
     estimate_tokens,
 )
 
+INPUT_STATUSES = frozenset({400, 413, 422})
+
 
 class AgentsCoreProvider:
     name = "agents-core"
+    model = None  # the agent chooses
 
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float) -> None:
         self.url = base_url.rstrip("/") + "/agents/invoke"
@@ -44,6 +51,11 @@ class AgentsCoreProvider:
             raise AgentTimeout("agents-core did not answer in time") from exc
         except httpx.HTTPError as exc:
             raise AgentUnavailable(f"agents-core is unreachable: {type(exc).__name__}") from exc
+        if response.status_code in INPUT_STATUSES:
+            raise AgentRefused(
+                f"agents-core refused this prompt: HTTP {response.status_code}: "
+                f"{response.text[:300]}"
+            )
         if response.status_code != 200:
             raise AgentUnavailable(f"agents-core answered HTTP {response.status_code}")
         try:

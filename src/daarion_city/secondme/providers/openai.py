@@ -5,12 +5,20 @@ The answer is always streamed from upstream (also for the plain JSON route), so 
 meaningful: ``connect``, ``first token`` (the wait until the first chunk) and ``idle`` (the
 longest gap between chunks). A failure before the first chunk is retried once; after it, never
 (the user would see the answer twice).
+
+Windows: with ``SECONDME_LLM_CONTEXT_TOKENS`` the messages are fitted before the call by an
+estimate that errs high (no tokenizer of the remote model is at hand); the server's own refusal
+(400 ``context_length_exceeded`` or its wording) is the authority: the call is made once more
+without the earlier turns, and if the prompt alone is refused it is 422 ``prompt_too_long``
+(the window the server states is remembered). Other 400/413/422 answers are the input's fault
+(``AgentRefused``, not counted by the circuit breaker); 401/403/404/429 and 5xx are the agent's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 from collections.abc import AsyncIterator
 from typing import Any, cast
 
@@ -19,12 +27,17 @@ from openai import AsyncOpenAI, AsyncStream
 from openai.types.chat import ChatCompletionChunk
 
 from daarion_city.secondme.providers.base import (
+    AgentRefused,
     AgentTimeout,
     AgentUnavailable,
     ChatMessage,
     Done,
     InvokeContext,
+    PromptTooLong,
     estimate_tokens,
+    estimate_tokens_high,
+    fit_messages,
+    prompt_limit,
 )
 
 
@@ -40,6 +53,19 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _MID_ANSWER_ERRORS: tuple[type[BaseException], ...] = (openai.APIError, *_transport_errors())
+
+
+_INPUT_STATUSES = frozenset({400, 413, 422})
+_CONTEXT_WORDS = re.compile(r"context|too long|too many tokens|exceed", re.IGNORECASE)
+_WINDOW = re.compile(
+    r"(?:maximum context length is|context window of|context length of|context size of|"
+    r"n_ctx\D{0,12})\s*(\d+)",
+    re.IGNORECASE,
+)
+
+
+class _ContextExceeded(Exception):
+    """The server refused the request for its length (internal to this module)."""
 
 
 def api_base(url: str) -> str:
@@ -59,11 +85,13 @@ class OpenAIProvider:
         api_key: str,
         max_tokens: int,
         temperature: float,
+        context_tokens: int,
         connect_timeout: float,
         first_token_timeout: float,
         idle_timeout: float,
     ) -> None:
         self.model = model or "default"
+        self.window = context_tokens or None  # learnt from the server's refusal when unset
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.first_token_timeout = first_token_timeout
@@ -101,16 +129,53 @@ class OpenAIProvider:
                 if attempt == 2:
                     raise AgentUnavailable("the model server is unreachable") from exc
             except openai.APIStatusError as exc:
+                said = f"{exc.message} {exc.body}"
+                if exc.status_code in _INPUT_STATUSES:
+                    if exc.code == "context_length_exceeded" or _CONTEXT_WORDS.search(said):
+                        raise _ContextExceeded(said) from exc
+                    raise AgentRefused(
+                        f"the model server refused this prompt: HTTP {exc.status_code}: "
+                        f"{exc.message[:300]}"
+                    ) from exc
                 if exc.status_code < 500 or attempt == 2:
                     raise AgentUnavailable(
                         f"the model server answered HTTP {exc.status_code}"
                     ) from exc
         raise AssertionError("unreachable")
 
+    async def _open_fitted(self, messages: list[ChatMessage]) -> tuple[AsyncIterator[Any], Any]:
+        if self.window:
+            messages = fit_messages(
+                messages, window=self.window, reserve=self.max_tokens, count=estimate_tokens_high
+            )
+        try:
+            return await self._open(messages)
+        except _ContextExceeded as exc:
+            said = str(exc)
+        found = _WINDOW.search(said)
+        if found:
+            self.window = int(found.group(1))
+        bare = [m for m in messages[:1] if m.role == "system"] + messages[-1:]
+        if len(bare) < len(messages):  # drop the earlier turns and ask once more
+            try:
+                return await self._open(bare)
+            except _ContextExceeded as exc:
+                said = str(exc)
+        limit = (
+            prompt_limit(
+                bare, window=self.window, reserve=self.max_tokens, count=estimate_tokens_high
+            )
+            if self.window
+            else 0
+        )
+        raise PromptTooLong(
+            limit, f"the model server cannot fit this prompt in its window: {said[:300]}"
+        )
+
     async def stream(
         self, messages: list[ChatMessage], ctx: InvokeContext
     ) -> AsyncIterator[str | Done]:
-        chunks, chunk = await self._open(messages)
+        chunks, chunk = await self._open_fitted(messages)
         parts: list[str] = []
         usage: int | None = None
         try:

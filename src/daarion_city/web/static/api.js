@@ -58,6 +58,7 @@ export class Api {
   feed() { return this.request("GET", "/city/feed?limit=30"); }
   secondmeHistory() { return this.request("GET", "/secondme/history?limit=20"); }
   secondmeClear() { return this.request("POST", "/secondme/history/clear"); }
+  secondmeProfile() { return this.request("GET", "/secondme/profile"); }
 
   // Second Me streams Server-Sent Events from a POST: read them from the response body.
   async secondmeStream(prompt, onDelta) {

@@ -412,11 +412,25 @@ async function startFeed() {
 
 // --- Second Me -----------------------------------------------------------------------------
 async function loadSecondMe() {
+  showModel();
   try {
     const turns = await api.secondmeHistory();
     $("secondme-history").replaceChildren(...turns.map((turn) =>
       el("p", { class: turn.role }, turn.content)));
   } catch { /* shown when asked */ }
+}
+
+// Which model answers, and for the small embedded one what it cannot do (GET /secondme/profile).
+async function showModel() {
+  try {
+    const { provider, model } = await api.secondmeProfile();
+    const name = provider === "agents-core" ? (model || t("agentsModel"))
+      : (model || "—").replace(/\.gguf$/i, "");
+    $("secondme-model-name").textContent = name;
+    $("secondme-model-where").hidden = provider !== "local";
+    $("secondme-model-note").hidden = provider !== "local";
+    $("secondme-model").hidden = false;
+  } catch { /* the panel works without it */ }
 }
 
 async function askSecondMe(e) {

@@ -6,6 +6,9 @@ const LABELS = {
     ask: "Запитати", clear: "Очистити історію", reconnecting: "Немає з'єднання — відновлюємо…",
     online: "онлайн", typing: "друкує…", roomName: "Назва кімнати", offline: "Немає з'єднання",
     thinking: "Second Me думає…", city: "Місто", members: "учасників",
+    answeredBy: "Відповідає модель", embeddedModel: "(вбудована)", agentsModel: "агент DAARION",
+    embeddedModelNote: "Маленька модель на цьому сервері: англійською відповідає сяк-так, " +
+      "українською та іншими мовами — погано, часто помиляється.",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -13,6 +16,9 @@ const LABELS = {
     ask: "Ask", clear: "Clear history", reconnecting: "Connection lost — reconnecting…",
     online: "online", typing: "is typing…", roomName: "Room name", offline: "Offline",
     thinking: "Second Me is thinking…", city: "The city", members: "members",
+    answeredBy: "Answered by", embeddedModel: "(embedded)", agentsModel: "the DAARION agent",
+    embeddedModelNote: "A small model on this server: fair in English, poor in Ukrainian " +
+      "and other languages, and often wrong.",
   },
 };
 
