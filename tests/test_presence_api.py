@@ -260,3 +260,14 @@ async def test_a_snapshot_owed_after_a_bus_outage_is_sent_when_the_store_answers
         assert failures == 2
         assert [(u["user_id"], u["status"]) for u in bulk["users"]] == [(alice.user_id, "online")]
         await ws.silent(0.6, ignore=("presence.update",))  # owed once, sent once
+
+
+async def test_a_heartbeat_takes_whole_milliseconds_in_any_json_form(api: Api) -> None:
+    """JSON Schema's integer includes 5.0 (schemathesis sends it); true, "5" and 5.5 are not
+    milliseconds."""
+    alice = await api.guest("Alice")
+    r = await alice.post("/city/presence/heartbeat", {"last_active_ago_ms": 113147.0})
+    assert r.status_code == 200, r.text
+    for value in (True, "5", 5.5, -1.0):
+        r = await alice.post("/city/presence/heartbeat", {"last_active_ago_ms": value})
+        assert (r.status_code, r.json()["code"]) == (422, "validation_error"), value

@@ -34,6 +34,15 @@ _USER_ID = re.compile(USER_ID_PATTERN)
 _FEED_EVENT_ID = re.compile(FEED_EVENT_ID_PATTERN)
 
 
+def whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (``5.0``) as the integer it is: JSON Schema counts it as an
+    integer. Anything else is left for the strict ``int`` check after it (``true``, ``"5"`` and
+    ``5.5`` stay refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def is_slug(value: str) -> bool:
     return _SLUG.fullmatch(value) is not None
 

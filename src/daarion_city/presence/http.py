@@ -7,13 +7,13 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from daarion_city.auth import CurrentUser, Principal
 from daarion_city.errors import Unauthorized, ValidationErrorBody, error_doc
 from daarion_city.resources import get_resources
 from daarion_city.validation import MAX_LAST_ACTIVE_MS as MAX_ACTIVE_MS
-from daarion_city.validation import USER_ID_PATTERN
+from daarion_city.validation import USER_ID_PATTERN, whole_number
 
 router = APIRouter(prefix="/city/presence", tags=["presence"])
 
@@ -39,8 +39,11 @@ class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["online", "away"] | None = None
-    # strict: JSON true/false are not milliseconds
-    last_active_ago_ms: Annotated[int, Field(ge=0, le=MAX_ACTIVE_MS, strict=True)] | None = None
+    # JSON true/false and strings are not milliseconds; 5.0 is (JSON Schema's integer)
+    last_active_ago_ms: (
+        Annotated[int, BeforeValidator(whole_number), Field(ge=0, le=MAX_ACTIVE_MS, strict=True)]
+        | None
+    ) = None
 
 
 class OfflineBody(BaseModel):
