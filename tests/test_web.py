@@ -186,6 +186,18 @@ async def test_the_page_works_under_its_content_security_policy(
     await ctx_b.close()
 
 
+async def test_a_refused_name_says_why_in_words(browser: Browser, server: Server) -> None:
+    context = await browser.new_context(viewport=DESKTOP)
+    page = await context.new_page()
+    await page.goto(server.base_url + "/")
+    await page.get_by_test_id("guest-name").fill("ag_system")
+    await page.get_by_test_id("guest-submit").click()
+    error = page.locator("#signin-error")
+    await error.filter(has_text="reserved for agents").wait_for()
+    assert "{" not in await error.text_content()  # words, not the JSON of the error
+    await context.close()
+
+
 async def test_messages_are_text_never_html(browser: Browser, server: Server) -> None:
     ctx_a, alice, _ = await sign_in(browser, server, "<b>Mallory</b>")
     ctx_b, bob, _ = await sign_in(browser, server, "Bob")

@@ -7,6 +7,16 @@ export class ApiError extends Error {
   }
 }
 
+// A validation error's detail is FastAPI's list of problems: show what each says, without
+// pydantic's "Value error, " prefix ("names beginning with 'ag_' are reserved for agents").
+function readable(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => String(d && d.msg ? d.msg : d).replace(/^Value error, /, "")).join("; ");
+  }
+  return detail ? JSON.stringify(detail) : "";
+}
+
 export class Api {
   constructor() {
     this.token = localStorage.getItem("city.token") || "";
@@ -34,7 +44,7 @@ export class Api {
     if (res.status === 204) return null;
     const data = await res.json().catch(() => ({}));
     if (!res.ok) {
-      const detail = typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail || "");
+      const detail = readable(data.detail);
       throw new ApiError(res.status, data.code || "error", detail);
     }
     return data;
