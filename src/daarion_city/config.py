@@ -6,15 +6,14 @@ Nothing here is built at import time; ``Settings()`` is called by the CLI or by 
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote_plus
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daarion_city.logs import MASK, mask_url
 from daarion_city.validation import JsonLimits
 
 # "city" is rooms, presence, the feed and the web client (port 7001); "secondme" (7003) and
@@ -234,78 +233,3 @@ class Settings(BaseSettings):
                 out[name] = value
         out["effective_database_url"] = mask_url(self.effective_database_url)
         return out
-
-
-MASK = "********"
-# Query parameters whose values are shown: the connection options of the URLs this service
-# takes (PostgreSQL/asyncpg, Redis, SQLite, OpenAI-compatible servers), none of them a secret.
-# Every other query value is masked, whatever its name: a key of a provider or an option not
-# listed here is never printed.
-HARMLESS_QUERY = frozenset(
-    {
-        "sslmode",
-        "ssl",
-        "connect_timeout",
-        "command_timeout",
-        "timeout",
-        "application_name",
-        "target_session_attrs",
-        "prepared_statement_cache_size",
-        "db",
-        "protocol",
-        "socket_timeout",
-        "socket_connect_timeout",
-        "health_check_interval",
-        "decode_responses",
-        "encoding",
-        "client_name",
-        "mode",
-        "cache",
-        "uri",
-        "check_same_thread",
-        "host",
-        "port",
-        "dbname",
-        "api-version",
-        "api_version",
-    }
-)
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its credentials masked: a password (``user:********@``), a user part without
-    password as a whole (``********@``: it is often a token, as in ``http://sk-...@host/``),
-    every query value but those of ``HARMLESS_QUERY``, and a fragment. Scheme, host, port and
-    path are kept. A string without ``://`` is returned as it is."""
-    if "://" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    # The user part ends at the last "@" before the query: a password with an unencoded "@"
-    # or "/" is still masked whole.
-    head = re.split(r"[?#]", rest, maxsplit=1)[0]
-    at = -1 if head.startswith("/") else head.rfind("@")  # sqlite:///path: no user part
-    userinfo, rest = (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
-    rest, hashmark, fragment = rest.partition("#")
-    location, question, query = rest.partition("?")
-    out = f"{scheme}://"
-    if userinfo is not None:
-        user, colon, password = userinfo.partition(":")
-        if colon:
-            out += f"{user}:{MASK if password else ''}@"
-        else:
-            out += f"{MASK if user else ''}@"
-    out += location
-    if question:
-        out += "?" + "&".join(_mask_param(p) for p in query.split("&"))
-    if hashmark:
-        out += "#" + (MASK if fragment else "")
-    return out
-
-
-def _mask_param(param: str) -> str:
-    name, equals, value = param.partition("=")
-    if not equals:
-        return MASK if name else ""  # a bare value (``?sk-...``) may be a key
-    if not value or unquote_plus(name).strip().lower() in HARMLESS_QUERY:
-        return param
-    return f"{name}={MASK}"

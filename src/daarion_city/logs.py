@@ -4,7 +4,8 @@ Secrets never reach a log line: whatever a library logs (uvicorn logs a WebSocke
 string included), ``?token=``/``access_token=`` values, bearer tokens and JWT-shaped strings
 are masked by the formatter, which sees every line. Percent-encoding hides nothing: a query key
 is read decoded, as the server reads it (``?%74oken=`` is ``?token=``), and a run of URL
-characters with escapes is masked when, decoded, it holds a JWT.
+characters with escapes is masked when, decoded, it holds a JWT. ``mask_url`` masks the
+credentials of the URLs in the configuration (``check-config``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import re
 import sys
 from datetime import UTC, datetime
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
@@ -90,3 +91,79 @@ def setup_logging(level: str = "info") -> None:
         logger.propagate = True
     # Our middleware writes the access log, with the request id.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+# --- URLs in the configuration (check-config) ------------------------------------------------
+MASK = "********"
+# Query parameters whose values are shown: the connection options of the URLs this service
+# takes (PostgreSQL/asyncpg, Redis, SQLite, OpenAI-compatible servers), none of them a secret.
+# Every other query value is masked, whatever its name: a key of a provider or an option not
+# listed here is never printed.
+HARMLESS_QUERY = frozenset(
+    {
+        "sslmode",
+        "ssl",
+        "connect_timeout",
+        "command_timeout",
+        "timeout",
+        "application_name",
+        "target_session_attrs",
+        "prepared_statement_cache_size",
+        "db",
+        "protocol",
+        "socket_timeout",
+        "socket_connect_timeout",
+        "health_check_interval",
+        "decode_responses",
+        "encoding",
+        "client_name",
+        "mode",
+        "cache",
+        "uri",
+        "check_same_thread",
+        "host",
+        "port",
+        "dbname",
+        "api-version",
+        "api_version",
+    }
+)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its credentials masked: a password (``user:********@``), a user part without
+    password as a whole (``********@``: it is often a token, as in ``http://sk-...@host/``),
+    every query value but those of ``HARMLESS_QUERY``, and a fragment. Scheme, host, port and
+    path are kept. A string without ``://`` is returned as it is."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    # The user part ends at the last "@" before the query: a password with an unencoded "@"
+    # or "/" is still masked whole.
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    at = -1 if head.startswith("/") else head.rfind("@")  # sqlite:///path: no user part
+    userinfo, rest = (rest[:at], rest[at + 1 :]) if at >= 0 else (None, rest)
+    rest, hashmark, fragment = rest.partition("#")
+    location, question, query = rest.partition("?")
+    out = f"{scheme}://"
+    if userinfo is not None:
+        user, colon, password = userinfo.partition(":")
+        if colon:
+            out += f"{user}:{MASK if password else ''}@"
+        else:
+            out += f"{MASK if user else ''}@"
+    out += location
+    if question:
+        out += "?" + "&".join(_mask_param(p) for p in query.split("&"))
+    if hashmark:
+        out += "#" + (MASK if fragment else "")
+    return out
+
+
+def _mask_param(param: str) -> str:
+    name, equals, value = param.partition("=")
+    if not equals:
+        return MASK if name else ""  # a bare value (``?sk-...``) may be a key
+    if not value or unquote_plus(name).strip().lower() in HARMLESS_QUERY:
+        return param
+    return f"{name}={MASK}"
