@@ -262,6 +262,48 @@ async def test_a_snapshot_owed_after_a_bus_outage_is_sent_when_the_store_answers
         await ws.silent(0.6, ignore=("presence.update",))  # owed once, sent once
 
 
+async def _lose_every_record(api: Api) -> None:
+    """What a Redis restart does to the store (it keeps nothing on disk)."""
+    import redis.asyncio as aioredis
+
+    from daarion_city.presence.store.memory import MemoryPresenceStore
+
+    store = api.server.resources.presence.store
+    if isinstance(store, MemoryPresenceStore):
+        store._users.clear()
+        return
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        prefix = api.server.settings.city_redis_prefix
+        keys = [k async for k in client.scan_iter(match=prefix + "presence:*")]
+        assert keys
+        await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+async def test_live_connections_are_written_again_as_soon_as_the_bus_is_back(api: Api) -> None:
+    """A store that lost its records while the bus was away (Redis restarted) shows this
+    instance's live users again the moment the bus reconnects, not at their next heartbeat
+    (an interval later), and the others are told."""
+    alice = await api.guest("Alice")
+    bob = await api.guest("Bob")
+    presence = api.server.resources.presence
+    async with (
+        open_socket(api.server, "/ws/city/presence", token=alice.token) as a,
+        open_socket(api.server, "/ws/city/presence", token=bob.token) as b,
+    ):
+        await a.expect("presence.bulk_update")
+        await b.expect("presence.bulk_update")
+        await _lose_every_record(api)
+        assert (await api.http.get("/city/presence")).json()["online_count"] == 0
+        await presence._after_bus_outage()  # what the bus runs once it has reconnected
+        online = (await api.http.get("/city/presence")).json()
+        assert {u["user_id"] for u in online["users"]} == {alice.user_id, bob.user_id}
+        bulk = await a.expect("presence.bulk_update", timeout=3)
+        assert {u["user_id"] for u in bulk["users"]} == {alice.user_id, bob.user_id}
+
+
 async def test_a_heartbeat_takes_whole_milliseconds_in_any_json_form(api: Api) -> None:
     """JSON Schema's integer includes 5.0 (schemathesis sends it); true, "5" and 5.5 are not
     milliseconds."""

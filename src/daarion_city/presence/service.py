@@ -26,17 +26,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daarion_city.auth import Principal
-from daarion_city.clock import Clock, from_epoch, iso, system_clock
+from daarion_city.clock import Clock, system_clock
 from daarion_city.config import Settings
 from daarion_city.metrics import Metrics
-from daarion_city.presence.model import HTTP_CONNECTION, Transition, reported_status
+from daarion_city.presence.frames import bulk_frame, record, update_frame
+from daarion_city.presence.model import HTTP_CONNECTION, Reported, Transition, reported_status
 from daarion_city.presence.store import PresenceStore
 from daarion_city.pubsub import PubSub
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
-from daarion_city.realtime.protocol import encode
 from daarion_city.realtime.transport import text_frame
 from daarion_city.tasks import TaskSet
 
@@ -47,18 +47,7 @@ ChangeListener = Callable[[Transition], Awaitable[None]]
 RoomsOf = Callable[[str], Awaitable[list[str]]]
 
 
-def record(t: Transition) -> dict[str, Any]:
-    """The SPEC's presence record."""
-    return {
-        "user_id": t.user_id,
-        "name": t.name,
-        "status": t.new,
-        "last_seen": iso(from_epoch(t.last_seen)),
-    }
-
-
-def update_frame(t: Transition) -> str:
-    return encode({"event": "presence.update", **record(t)})
+_Written = tuple[Reported, float, Transition]  # a connection's last written heartbeat
 
 
 class PresenceService:
@@ -91,7 +80,7 @@ class PresenceService:
         self.refresh_window = min(
             settings.presence_ttl / 4, settings.presence_heartbeat_interval / 2
         )
-        self._refreshed: dict[tuple[str, str], tuple[str, float, Transition]] = {}
+        self._refreshed: dict[tuple[str, str], _Written] = {}
         self._unannounced: dict[str, Transition] = {}
         self._snapshot_owed = False
         self._listeners: list[ChangeListener] = []
@@ -154,14 +143,31 @@ class PresenceService:
         return change
 
     async def _after_bus_outage(self) -> None:
-        """The bus is back. The store may have lost records, so every next heartbeat is written;
-        updates published meanwhile by other instances are lost to this one's sockets, so each
-        gets a fresh ``presence.bulk_update`` (a whole state, as on connect); and changes this
-        instance could not announce are announced now."""
-        self._refreshed.clear()
+        """The bus is back. The store may have lost records (a Redis restart keeps nothing), so
+        this instance's live connections are written again at once, as their last written
+        heartbeat said (not at their next heartbeat, up to an interval later), and every next
+        heartbeat is written; updates published meanwhile by other instances are lost to this
+        one's sockets, so each gets a fresh ``presence.bulk_update`` (a whole state, as on
+        connect); and changes this instance could not announce are announced now."""
+        live, self._refreshed = self._refreshed, {}
+        await self._rewrite(live)
         self._snapshot_owed = True
         await self._send_owed_snapshot()
         await self._announce_pending()
+
+    async def _rewrite(self, live: dict[tuple[str, str], _Written]) -> None:
+        """Write the connections of ``live`` again with the time and status of their last written
+        heartbeat (so none outlives what its client last said). If the store does not answer yet,
+        their next heartbeats write them."""
+        for (user_id, conn_id), (reported, at, last) in live.items():
+            try:
+                change = await self.store.refresh_ttl(
+                    user_id, last.name, conn_id, now=at, status=reported
+                )
+            except Exception:
+                log.warning("rewriting presence after a bus outage failed; heartbeats will")
+                return
+            await self._announce(change)
 
     async def _send_owed_snapshot(self) -> None:
         """Send the snapshot owed since a bus outage to every presence socket; if the store does
@@ -174,7 +180,7 @@ class PresenceService:
             except Exception:
                 log.warning("presence snapshot after a bus outage failed; retried at a sweep")
                 return
-            bulk = encode({"event": "presence.bulk_update", "users": [record(u) for u in users]})
+            bulk = bulk_frame(users)
             for conn in list(self.sockets):
                 conn.send_event(bulk)
         self._snapshot_owed = False
@@ -289,11 +295,4 @@ class PresenceService:
         return {u: t.new for u, t in found.items()}
 
     async def bulk_frame(self, connection_id: str) -> str:
-        users = await self.store.get_all_online()
-        return encode(
-            {
-                "event": "presence.bulk_update",
-                "users": [record(u) for u in users],
-                "connection_id": connection_id,
-            }
-        )
+        return bulk_frame(await self.store.get_all_online(), connection_id)
