@@ -12,7 +12,7 @@ announce, and no store call. Clients at the recommended interval always reach th
 client heartbeating faster costs one write per window (Synapse keeps ``last_active`` the same
 way, with a 60 s granularity). The record's TTL then runs from the last write, so a user may
 go offline up to one window before ``PRESENCE_TTL`` after their last heartbeat; any heartbeat
-that changes the reported status, and every heartbeat after a Redis reconnect, is written.
+that changes the reported status is written; after a bus outage every live one is rewritten.
 
 The sweeper runs on every instance every ``PRESENCE_SWEEP_INTERVAL`` seconds; the store hands
 each expiry to exactly one of them, so a user whose instance died is announced offline once,
@@ -45,8 +45,6 @@ log = logging.getLogger(__name__)
 CHANNEL = "city:presence"
 ChangeListener = Callable[[Transition], Awaitable[None]]
 RoomsOf = Callable[[str], Awaitable[list[str]]]
-
-
 _Written = tuple[Reported, float, Transition]  # a connection's last written heartbeat
 
 
@@ -103,8 +101,8 @@ class PresenceService:
 
     # --- events -------------------------------------------------------------------------------
     def socket_write_wait(self, user_id: str) -> float:
-        """A heartbeat from one of the user's sockets takes a token from the bucket all their
-        sockets on this instance share: 0.0, or the seconds to wait (nothing taken)."""
+        """A socket heartbeat's token from the bucket of all the user's sockets here: 0.0, or
+        the seconds to wait."""
         settings = self.settings
         return self._socket_writes.wait(
             user_id, rate=settings.presence_write_rate, burst=settings.presence_write_burst
@@ -143,12 +141,10 @@ class PresenceService:
         return change
 
     async def _after_bus_outage(self) -> None:
-        """The bus is back. The store may have lost records (a Redis restart keeps nothing), so
-        this instance's live connections are written again at once, as their last written
-        heartbeat said (not at their next heartbeat, up to an interval later), and every next
-        heartbeat is written; updates published meanwhile by other instances are lost to this
-        one's sockets, so each gets a fresh ``presence.bulk_update`` (a whole state, as on
-        connect); and changes this instance could not announce are announced now."""
+        """The bus is back. The store may have lost records (a Redis restart keeps nothing): this
+        instance's live connections are written again now, not at their next heartbeat. Updates
+        published meanwhile were lost to its sockets: each gets a fresh ``presence.bulk_update``.
+        Changes it could not announce are announced now."""
         live, self._refreshed = self._refreshed, {}
         await self._rewrite(live)
         self._snapshot_owed = True
@@ -156,17 +152,20 @@ class PresenceService:
         await self._announce_pending()
 
     async def _rewrite(self, live: dict[tuple[str, str], _Written]) -> None:
-        """Write the connections of ``live`` again with the time and status of their last written
-        heartbeat (so none outlives what its client last said). If the store does not answer yet,
-        their next heartbeats write them."""
+        """Write ``live`` again with the statuses last reported: a socket as of now (it is open),
+        an HTTP client as of its last written heartbeat. A store not answering yet leaves the rest
+        to their next heartbeats (none is coalesced: they are no longer in ``_refreshed``)."""
+        now = self.clock()
         for (user_id, conn_id), (reported, at, last) in live.items():
+            when = at if conn_id == HTTP_CONNECTION else now
             try:
                 change = await self.store.refresh_ttl(
-                    user_id, last.name, conn_id, now=at, status=reported
+                    user_id, last.name, conn_id, now=when, status=reported
                 )
             except Exception:
                 log.warning("rewriting presence after a bus outage failed; heartbeats will")
                 return
+            self._refreshed[user_id, conn_id] = (reported, when, change)
             await self._announce(change)
 
     async def _send_owed_snapshot(self) -> None:
@@ -227,8 +226,12 @@ class PresenceService:
         return changes
 
     async def _sweep_and_count(self) -> None:
+        # Past the window an entry only tells what a connection last reported: kept for sockets
+        # (popped when they close), dropped for HTTP clients (they may be gone without a word).
         cutoff = self.clock() - self.refresh_window
-        self._refreshed = {k: v for k, v in self._refreshed.items() if v[1] >= cutoff}
+        self._refreshed = {
+            k: v for k, v in self._refreshed.items() if v[1] >= cutoff or k[1] != HTTP_CONNECTION
+        }
         await self._send_owed_snapshot()
         await self._announce_pending()
         await self.sweep()
@@ -276,8 +279,7 @@ class PresenceService:
         self._refreshed.pop((conn.user.user_id, conn_id), None)
         if clean:
             await self.disconnect(conn.user, conn_id)
-        # A socket that dropped without a close frame counts as missed heartbeats: the user
-        # stays as they were until the TTL runs out, so a quick reconnect does not flap.
+        # Dropped without a close frame: missed heartbeats, so a quick reconnect does not flap.
 
     # --- reads --------------------------------------------------------------------------------
     async def online(self) -> dict[str, Any]:
