@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import pstats
+import re
 import signal
 import subprocess
 import sys
@@ -26,8 +27,8 @@ from pathlib import Path
 import httpx
 from tests.cluster import free_port
 
-from bench.common import REDIS, SECRET, UNLIMITED, scratch
-from bench.compare import WORKTREE, export
+from bench.common import scratch
+from bench.compare import WORKTREE, export, version_env
 from bench.suite import loadgen
 
 
@@ -45,15 +46,7 @@ async def profile(label: str, src: Path, tmp: Path, seconds: float) -> tuple[pst
         out = tmp / f"{label}.prof"
         env = {
             **os.environ,
-            "CITY_JWT_SECRET": SECRET,
-            "LOG_LEVEL": "warning",
-            **UNLIMITED,
-            "DATABASE_URL": space.database_url,
-            "REDIS_URL": REDIS,
-            "CITY_REDIS_PREFIX": space.redis_prefix,
-            "DATABASE_POOL_SIZE": "20",
-            "PYTHONPATH": str(src),
-            "CITY_DATA_DIR": str(tmp / f"data-{label}"),
+            **version_env(space, src, tmp / f"data-{label}"),
             "CITY_PORT": str(port),
         }
         command = [sys.executable, "-m", "cProfile", "-o", str(out), "-m", "daarion_city", "serve"]
@@ -79,7 +72,7 @@ async def profile(label: str, src: Path, tmp: Path, seconds: float) -> tuple[pst
 def per_post(stats: pstats.Stats, posts: float) -> dict[str, float]:
     calls: dict[str, float] = {}
     for (file, _, name), (_, ncalls, *_) in stats.stats.items():  # type: ignore[attr-defined]
-        key = f"{Path(file).name}:{name}"
+        key = re.sub(r" at 0x[0-9a-f]+", "", f"{Path(file).name}:{name}")  # no addresses
         calls[key] = calls.get(key, 0.0) + ncalls / posts
     return calls
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from tests.cluster import Instance
 
-from bench.common import REDIS, SECRET, UNLIMITED, scratch
+from bench.common import REDIS, SECRET, UNLIMITED, Scratch, scratch
 from bench.suite import OUT, fanout_step, loadgen
 
 WORKTREE = "WORKTREE"
@@ -45,19 +45,25 @@ def export(rev: str, into: Path) -> Path:
     return into / rev.replace("/", "_") / "src"
 
 
+def version_env(space: Scratch, src: Path, data_dir: Path) -> dict[str, str]:
+    """The environment of a service that runs the package at ``src`` on a scratch database and
+    key prefix, with the abuse limits lifted."""
+    return {
+        "CITY_JWT_SECRET": SECRET,
+        "LOG_LEVEL": "warning",
+        **UNLIMITED,
+        "DATABASE_URL": space.database_url,
+        "REDIS_URL": REDIS,
+        "CITY_REDIS_PREFIX": space.redis_prefix,
+        "DATABASE_POOL_SIZE": "20",
+        "PYTHONPATH": str(src),
+        "CITY_DATA_DIR": str(data_dir),
+    }
+
+
 async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     async with scratch("compare") as space:
-        env = {
-            "CITY_JWT_SECRET": SECRET,
-            "LOG_LEVEL": "warning",
-            **UNLIMITED,
-            "DATABASE_URL": space.database_url,
-            "REDIS_URL": REDIS,
-            "CITY_REDIS_PREFIX": space.redis_prefix,
-            "DATABASE_POOL_SIZE": "20",
-            "PYTHONPATH": str(src),
-            "CITY_DATA_DIR": str(OUT / f"compare-{label}"),
-        }
+        env = version_env(space, src, OUT / f"compare-{label}")
         service = Instance(f"bench-compare-{label}", env, OUT)
         await asyncio.to_thread(service.start)
         try:
