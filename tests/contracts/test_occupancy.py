@@ -150,14 +150,16 @@ async def test_a_redis_that_is_down_is_unavailable() -> None:
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
     )
     occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL)
-    for call in (
-        occupancy.add("r1", "u_a", "Alice", "s1"),
-        occupancy.remove("r1", "u_a", "s1"),
-        occupancy.members("r1"),
-        occupancy.counts(["r1"]),
-        occupancy.rooms_of("u_a"),
-        occupancy.maintain(0.0),
-    ):
-        with pytest.raises(Unavailable):
-            await call
-    await client.aclose()
+    try:
+        for call in (
+            occupancy.add("r1", "u_a", "Alice", "s1"),
+            occupancy.remove("r1", "u_a", "s1"),
+            occupancy.members("r1"),
+            occupancy.counts(["r1"]),
+            occupancy.rooms_of("u_a"),
+            occupancy.maintain(0.0),
+        ):
+            with pytest.raises(Unavailable):
+                await call
+    finally:
+        await client.aclose()

@@ -14,10 +14,11 @@ Guarantees every implementation keeps:
   raises is logged and the others still run;
 - delivery: in process, during ``publish`` itself; in Redis, later, by the bus's reader task;
 - Redis down: ``publish`` and ``publish_many`` raise (at once while the reader knows the
-  connection is lost); ``subscribe`` and ``unsubscribe`` never raise, they are remembered and
-  applied when the reader reconnects (backing off from 0.1 s to at most 0.5 s between tries);
-  it then subscribes every channel again and runs the reconnect listeners, in the order they
-  were added; ``ping`` answers False. In process nothing is lost, and no listener ever runs.
+  connection is lost); ``subscribe`` and ``unsubscribe`` do not raise for a lost connection:
+  they are remembered and applied when the reader reconnects (backing off from 0.1 s to at
+  most 0.5 s between tries); it then subscribes every channel again and runs the reconnect
+  listeners, in the order they were added; ``ping`` answers False. In process nothing is
+  lost, and no listener ever runs.
 """
 
 from __future__ import annotations
