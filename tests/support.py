@@ -62,6 +62,19 @@ async def serving(server: uvicorn.Server) -> AsyncIterator[uvicorn.Server]:
             await asyncio.wait_for(task, 15)
 
 
+async def eventually(check: Any, timeout: float, what: str) -> None:
+    """Poll ``check()`` (sync or async) until it is true; fail after ``timeout`` seconds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(what)  # pragma: no cover
+
+
 @contextlib.asynccontextmanager
 async def run_server(
     settings: Settings, services: list[str] | None = None

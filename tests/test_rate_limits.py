@@ -7,13 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis.asyncio as aioredis
 from websockets.exceptions import InvalidStatus
 
 from daarion_city.clock import FakeClock
 from daarion_city.config import Settings
 from daarion_city.errors import RateLimited
-from daarion_city.ratelimit import MemoryRateLimiter, take
+from daarion_city.ratelimit import MemoryRateLimiter
+from daarion_city.ratelimit.base import take
 from tests.cluster import free_port
 from tests.support import Api, User, open_socket, run_server
 
@@ -117,90 +117,6 @@ async def test_websocket_sends_over_the_limit_get_an_error_event(api: Api) -> No
 
 
 # --- shared through Redis -------------------------------------------------------------------
-
-
-async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> None:
-    from daarion_city.ratelimit import RedisRateLimiter
-    from tests.conftest import REDIS_URL
-
-    a_client = aioredis.Redis.from_url(REDIS_URL)
-    b_client = aioredis.Redis.from_url(REDIS_URL)
-    a = RedisRateLimiter(a_client, prefix=redis_prefix)
-    b = RedisRateLimiter(b_client, prefix=redis_prefix)
-    try:
-        await a.hit("msg:u1", rate=0.01, burst=3)
-        await b.hit("msg:u1", rate=0.01, burst=3)
-        await a.hit("msg:u1", rate=0.01, burst=3)
-        with pytest.raises(RateLimited) as info:
-            await b.hit("msg:u1", rate=0.01, burst=3)  # the fourth, on the other instance
-        assert 90 < info.value.retry_after <= 100
-        await b.hit("msg:u2", rate=0.01, burst=3)  # another key, another bucket
-        # A cost larger than one token (Second Me) takes that many.
-        await a.hit("sm:u1", rate=1.0, burst=10, cost=8)
-        with pytest.raises(RateLimited) as info:
-            await b.hit("sm:u1", rate=1.0, burst=10, cost=8)
-        assert 5 < info.value.retry_after <= 6.1
-        # The bucket expires once it would be full again: nothing is left behind.
-        ttl = await a_client.pttl(f"{redis_prefix}ratelimit:msg:u1")
-        assert 0 < ttl <= 301_000
-        # Hits at once share one call of the script, and each is still counted: of ten
-        # concurrent hits on a bucket of four, exactly four pass.
-        results = await asyncio.gather(
-            *(x.hit("msg:u3", rate=0.01, burst=4) for x in (a, b) * 5), return_exceptions=True
-        )
-        assert sum(r is None for r in results) == 4
-        assert all(r is None or isinstance(r, RateLimited) for r in results)
-        # Buckets of several sizes in one call: each keeps its own count.
-        mixed = await asyncio.gather(
-            *(a.hit(f"msg:u5{i % 2}", rate=0.01, burst=1 + i % 2) for i in range(6)),
-            return_exceptions=True,
-        )
-        assert sum(r is None for r in mixed[0::2]) == 1  # burst 1
-        assert sum(r is None for r in mixed[1::2]) == 2  # burst 2
-        # Redis forgot its scripts (a restart, SCRIPT FLUSH): the limiter loads it again.
-        await a_client.script_flush()
-        await a.hit("msg:u4", rate=0.01, burst=1)
-        with pytest.raises(RateLimited):
-            await a.hit("msg:u4", rate=0.01, burst=1)
-    finally:
-        await a.close()
-        await b.close()
-        await a_client.aclose()
-        await b_client.aclose()
-
-
-async def test_a_redis_bucket_expires_once_it_has_refilled(redis_prefix: str) -> None:
-    from daarion_city.ratelimit import RedisRateLimiter
-    from tests.conftest import REDIS_URL
-
-    client = aioredis.Redis.from_url(REDIS_URL)
-    limiter = RedisRateLimiter(client, prefix=redis_prefix)
-    try:
-        # One token of three taken, at 0.01 a second: full again in 100 s, not 300.
-        await limiter.hit("guest:1.2.3.4", rate=0.01, burst=3)
-        assert 99_000 < await client.pttl(f"{redis_prefix}ratelimit:guest:1.2.3.4") <= 101_000
-        await limiter.hit("guest:1.2.3.4", rate=0.01, burst=3)
-        assert 199_000 < await client.pttl(f"{redis_prefix}ratelimit:guest:1.2.3.4") <= 201_000
-    finally:
-        await limiter.close()
-        await client.aclose()
-
-
-async def test_a_redis_that_is_down_leaves_limits_per_instance() -> None:
-    from daarion_city.ratelimit import RedisRateLimiter
-
-    client = aioredis.Redis.from_url(
-        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
-    )
-    limiter = RedisRateLimiter(client)
-    try:
-        await limiter.hit("k", rate=0.01, burst=2)
-        await limiter.hit("k", rate=0.01, burst=2)
-        with pytest.raises(RateLimited):
-            await limiter.hit("k", rate=0.01, burst=2)
-    finally:
-        await limiter.close()
-        await client.aclose()
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.transport import SCOPE_KEY
-from tests.support import Api, Server, User
+from tests.support import Api, Server, User, eventually
 
 ROOM, ROOM_ID = "science", "room_city_science"
 BODY = "ж" * 10_000  # 20 kB, the largest body: the buffers before a stopped reader fill fast
@@ -54,19 +54,6 @@ def server_side(server: Server, user: User) -> Connection:
         c for c in server.resources.hub.connections(ROOM_ID) if c.user.user_id == user.user_id
     ]
     return conn
-
-
-async def eventually(check: Any, timeout: float, what: str) -> None:
-    """Poll ``check()`` (sync or async) until it is true; fail after ``timeout`` seconds."""
-    async with asyncio.timeout(timeout):
-        while True:
-            result = check()
-            if asyncio.iscoroutine(result):
-                result = await result
-            if result:
-                return
-            await asyncio.sleep(0.02)
-    raise AssertionError(what)  # pragma: no cover
 
 
 async def members_online(api: Api) -> int:

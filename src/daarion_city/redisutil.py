@@ -1,15 +1,21 @@
-"""Redis helpers shared by the Redis-backed stores: text decoding and error translation."""
+"""Redis helpers shared by the Redis-backed stores: the client, text decoding and error
+translation."""
 
 from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from daarion_city.errors import Unavailable
+
+if TYPE_CHECKING:
+    from daarion_city.config import Settings
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -36,3 +42,26 @@ def unavailable_when_down(
             raise Unavailable("redis is unavailable") from exc
 
     return wrapper
+
+
+@asynccontextmanager
+async def open_redis(settings: Settings) -> AsyncIterator[aioredis.Redis | None]:
+    """The client the Redis-backed stores share (None without ``REDIS_URL``), closed on exit.
+    (The pub/sub bus keeps a pool of its own.)"""
+    if not settings.redis_url:
+        yield None
+        return
+    # A blocking pool: more concurrent calls than connections wait for one (bounded by
+    # the timeout) instead of failing at once with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_pool_size,
+        timeout=settings.database_timeout,
+        socket_timeout=settings.database_timeout,
+        socket_connect_timeout=settings.database_timeout,
+    )
+    client = aioredis.Redis(connection_pool=pool)
+    try:
+        yield client
+    finally:
+        await client.aclose()

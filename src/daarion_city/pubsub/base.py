@@ -6,7 +6,19 @@ Guarantees every implementation keeps:
 - per-publisher order on one channel;
 - handlers run on the event loop, must not block, and must not raise;
 - ``add_reconnect_listener`` callbacks run after the bus recovers from an outage, so subscribers
-  can heal what they may have missed (room messages are healed from the database by ``seq``).
+  can heal what they may have missed (room messages are healed from the database by ``seq``);
+- isolation: a payload reaches only the handlers subscribed to its exact channel, and (Redis)
+  buses with different prefixes on one server never see each other's channels; a payload
+  published to a channel without subscribers is dropped, nothing is kept for later;
+- ``unsubscribe`` takes one handler off a channel at once (the others stay); a handler that
+  raises is logged and the others still run;
+- delivery: in process, during ``publish`` itself; in Redis, later, by the bus's reader task;
+- Redis down: ``publish`` and ``publish_many`` raise (at once while the reader knows the
+  connection is lost); ``subscribe`` and ``unsubscribe`` do not raise for a lost connection:
+  they are remembered and applied when the reader reconnects (backing off from 0.1 s to at
+  most 0.5 s between tries); it then subscribes every channel again and runs the reconnect
+  listeners, in the order they were added; ``ping`` answers False. In process nothing is
+  lost, and no listener ever runs.
 """
 
 from __future__ import annotations

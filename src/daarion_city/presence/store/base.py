@@ -8,7 +8,19 @@ machine (``disconnect``, ``sweep``). Guarantees:
   caller announces a change exactly once, even with several instances writing;
 - ``sweep(now)`` expires the connections whose TTL ran out and returns each resulting change
   once across all instances sweeping at the same time;
-- listing and counting never scan the whole key space.
+- listing and counting never scan the whole key space;
+- a connection lives for the store's TTL from its last ``set_online``/``refresh_ttl``; the user
+  is online while any live connection reports online, away while every one reports away, and
+  offline without one (``presence/model.py``). ``disconnect`` takes effect at once; disconnecting
+  an unknown connection changes nothing. ``sweep`` takes at most ``limit`` due users a call and
+  returns only the changes;
+- between a connection's expiry and the sweep that expires it, reads may still show the user
+  (in process, and the Redis count) or no longer (a Redis record expires by itself at the TTL):
+  what is announced is the sweep's change, once;
+- in Redis every key expires by itself (the record at its last connection's expiry, the
+  connection hash and the index a grace period later), so nothing stays once no instance runs;
+- Redis down: every call but ``close`` raises :class:`~daarion_city.errors.Unavailable` (a typed
+  503), never a 500 or a hang.
 """
 
 from __future__ import annotations

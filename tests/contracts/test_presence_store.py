@@ -1,4 +1,5 @@
-"""One contract for every presence store: in-process, and the real Redis of this machine."""
+"""The presence store contract (``presence/store/base.py``): in-process, and the real Redis of
+this machine."""
 
 from __future__ import annotations
 
@@ -9,8 +10,14 @@ import pytest
 import redis.asyncio as aioredis
 
 from daarion_city.clock import FakeClock
-from daarion_city.presence.store import MemoryPresenceStore, PresenceStore
+from daarion_city.errors import Unavailable
+from daarion_city.presence.store import (
+    MemoryPresenceStore,
+    PresenceStore,
+    create_presence_store,
+)
 from daarion_city.presence.store.redis import RedisPresenceStore
+from tests.cluster import free_port
 from tests.conftest import REDIS_URL
 
 TTL = 40.0
@@ -19,11 +26,15 @@ TTL = 40.0
 @pytest.fixture(params=["memory", "redis"])
 async def store(request: pytest.FixtureRequest, redis_prefix: str) -> AsyncIterator[PresenceStore]:
     if request.param == "memory":
-        yield MemoryPresenceStore(TTL)
+        made = create_presence_store(None, ttl=TTL)
+        assert isinstance(made, MemoryPresenceStore)
+        yield made
         return
     client = aioredis.Redis.from_url(REDIS_URL)
     try:
-        yield RedisPresenceStore(client, ttl=TTL, prefix=redis_prefix)
+        made = create_presence_store(client, ttl=TTL, prefix=redis_prefix)
+        assert isinstance(made, RedisPresenceStore)
+        yield made
     finally:
         await client.aclose()
 
@@ -126,5 +137,37 @@ async def test_redis_keys_follow_the_spec(redis_prefix: str) -> None:
         await store.set_online("u_a", "A", "c1", now=time.time())
         ttl = await client.pttl(f"{redis_prefix}presence:user:u_a")
         assert 39_000 < ttl <= 40_000
+    finally:
+        await client.aclose()
+
+
+async def test_a_sweep_takes_at_most_its_limit(store: PresenceStore) -> None:
+    clock = FakeClock()
+    for i in range(5):
+        await store.set_online(f"u_{i}", f"U{i}", "c1", now=clock())
+    clock.advance(TTL + 1)
+    assert len(await store.sweep(now=clock(), limit=3)) == 3
+    assert len(await store.sweep(now=clock(), limit=3)) == 2
+    assert await store.get_online_count() == 0
+
+
+async def test_a_redis_that_is_down_is_unavailable() -> None:
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )
+    store = RedisPresenceStore(client, ttl=TTL)
+    try:
+        for call in (
+            store.set_online("u_a", "A", "c1", now=0.0),
+            store.refresh_ttl("u_a", "A", "c1", now=0.0),
+            store.disconnect("u_a", "c1", now=0.0),
+            store.sweep(now=0.0),
+            store.is_online("u_a"),
+            store.get(["u_a"]),
+            store.get_all_online(),
+            store.get_online_count(),
+        ):
+            with pytest.raises(Unavailable):
+                await call
     finally:
         await client.aclose()

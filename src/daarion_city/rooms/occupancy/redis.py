@@ -1,4 +1,4 @@
-"""Room occupancy in Redis, shared by every instance (see ``occupancy.py`` for the contract).
+"""Room occupancy in Redis, shared by every instance (see ``base.py`` for the contract).
 
 Keys (after the prefix): ``occ:members:{room}`` hash user -> name; ``occ:socks:{room}:{user}``
 set of socket ids; ``occ:rooms:{user}`` set of rooms; ``occ:inst:{instance}`` set of this
@@ -20,7 +20,7 @@ import logging
 import redis.asyncio as aioredis
 
 from daarion_city.redisutil import text, unavailable_when_down
-from daarion_city.rooms.occupancy import Departure
+from daarion_city.rooms.occupancy.base import Departure
 
 ADD = """
 redis.call('SADD', KEYS[5], ARGV[6])

@@ -1,47 +1,8 @@
-"""Who has a room socket open right now: the source of ``room.join`` / ``room.leave``,
-``members_online`` and ``online_members``.
-
-A user is *in* a room while at least one of their sockets to it is open (several tabs count once).
-``add`` answers whether this socket is the user's first in the room, ``remove`` whether it was the
-last, so join and leave are announced once per user, not once per socket. With several instances
-(Redis), an instance that dies without closing its sockets is noticed by the others within
-``PRESENCE_TTL + PRESENCE_SWEEP_INTERVAL``: ``maintain`` removes its sockets and returns the users
-that thereby left, for the caller to announce (exactly one instance gets each).
-"""
+"""Room occupancy in process, for a single instance (see ``base.py`` for the contract)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
-
-@dataclass(frozen=True, slots=True)
-class Departure:
-    room_id: str
-    user_id: str
-    name: str
-
-
-class RoomOccupancy(Protocol):
-    async def add(self, room_id: str, user_id: str, name: str, conn_id: str) -> bool: ...
-
-    async def remove(self, room_id: str, user_id: str, conn_id: str) -> bool: ...
-
-    async def members(self, room_id: str) -> dict[str, str]:
-        """``user_id -> name`` of the users with a socket open to the room."""
-        ...
-
-    async def counts(self, room_ids: list[str]) -> dict[str, int]: ...
-
-    async def rooms_of(self, user_id: str) -> list[str]:
-        """The rooms the user has a socket open to."""
-        ...
-
-    async def maintain(self, now: float) -> list[Departure]:
-        """Keep this instance marked alive; clear the sockets of instances that died."""
-        ...
-
-    async def close(self) -> None: ...
+from daarion_city.rooms.occupancy.base import Departure
 
 
 class MemoryRoomOccupancy:

@@ -1,0 +1,165 @@
+"""The room occupancy contract (``rooms/occupancy/base.py``), in process and on the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from daarion_city.errors import Unavailable
+from daarion_city.rooms.occupancy import (
+    Departure,
+    MemoryRoomOccupancy,
+    RoomOccupancy,
+    create_occupancy,
+)
+from daarion_city.rooms.occupancy.redis import RedisRoomOccupancy
+from tests.cluster import free_port
+from tests.conftest import REDIS_URL
+from tests.support import eventually
+
+TTL = 30.0
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def occupancy(
+    request: pytest.FixtureRequest, client: aioredis.Redis, redis_prefix: str
+) -> AsyncIterator[RoomOccupancy]:
+    redis = client if request.param == "redis" else None
+    occupancy = create_occupancy(redis, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    assert isinstance(occupancy, RedisRoomOccupancy if redis else MemoryRoomOccupancy)
+    try:
+        yield occupancy
+    finally:
+        await occupancy.close()
+
+
+async def test_first_and_last_socket_of_a_user(occupancy: RoomOccupancy) -> None:
+    assert await occupancy.add("r1", "u_a", "Alice", "s1") is True
+    assert await occupancy.add("r1", "u_a", "Alice", "s2") is False  # a second tab
+    assert await occupancy.add("r1", "u_a", "Alice", "s1") is False  # the same socket again
+    assert await occupancy.add("r2", "u_a", "Alice", "s3") is True  # another room
+    assert await occupancy.remove("r1", "u_a", "s1") is False
+    assert await occupancy.remove("r1", "u_a", "s9") is False  # unknown socket
+    assert await occupancy.remove("r1", "u_b", "s1") is False  # unknown user
+    assert await occupancy.remove("r1", "u_a", "s2") is True  # the last one: a leave
+    assert await occupancy.remove("r1", "u_a", "s2") is False
+    assert await occupancy.members("r1") == {}
+    assert await occupancy.rooms_of("u_a") == ["r2"]
+
+
+async def test_members_counts_and_rooms_count_users(occupancy: RoomOccupancy) -> None:
+    await occupancy.add("r1", "u_a", "Alice", "s1")
+    await occupancy.add("r1", "u_a", "Alicia", "s2")  # the latest name wins
+    await occupancy.add("r1", "u_b", "Bob", "s3")
+    await occupancy.add("r0", "u_a", "Alicia", "s4")
+    assert await occupancy.members("r1") == {"u_a": "Alicia", "u_b": "Bob"}
+    assert await occupancy.members("empty") == {}
+    assert await occupancy.counts(["r1", "r0", "empty"]) == {"r1": 2, "r0": 1, "empty": 0}
+    assert await occupancy.counts([]) == {}
+    assert await occupancy.rooms_of("u_a") == ["r0", "r1"]  # sorted
+    assert await occupancy.rooms_of("u_b") == ["r1"]
+    assert await occupancy.rooms_of("nobody") == []
+    for room, user, sock in [("r1", "u_a", "s1"), ("r1", "u_a", "s2"), ("r1", "u_b", "s3")]:
+        await occupancy.remove(room, user, sock)
+    assert await occupancy.counts(["r1", "r0"]) == {"r1": 0, "r0": 1}
+    assert await occupancy.rooms_of("u_b") == []
+
+
+async def test_concurrent_sockets_join_once_and_leave_once(occupancy: RoomOccupancy) -> None:
+    added = await asyncio.gather(*(occupancy.add("r1", "u_a", "A", f"s{i}") for i in range(20)))
+    assert sum(added) == 1
+    removed = await asyncio.gather(*(occupancy.remove("r1", "u_a", f"s{i}") for i in range(20)))
+    assert sum(removed) == 1
+    assert await occupancy.members("r1") == {}
+
+
+async def test_maintain_alone_finds_nobody_gone(occupancy: RoomOccupancy) -> None:
+    await occupancy.add("r1", "u_a", "Alice", "s1")
+    assert await occupancy.maintain(0.0) == []
+    assert await occupancy.maintain(0.0) == []
+    assert await occupancy.members("r1") == {"u_a": "Alice"}
+
+
+async def test_a_dead_instance_is_cleared_by_exactly_one_other(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """An instance that stops maintaining (killed) loses its sockets once its alive key has run
+    out: one of the others claims it and returns who thereby left; a user still connected
+    through another instance stays."""
+    dead = RedisRoomOccupancy(client, instance_id="i_dead", ttl=0.5, prefix=redis_prefix)
+    b = RedisRoomOccupancy(client, instance_id="i_b", ttl=TTL, prefix=redis_prefix)
+    c = RedisRoomOccupancy(client, instance_id="i_c", ttl=TTL, prefix=redis_prefix)
+    await dead.add("r1", "u_a", "Alice", "d1")
+    await dead.add("r1", "u_c", "Carol", "d2")
+    await dead.add("r2", "u_a", "Alice", "d3")
+    await b.add("r1", "u_c", "Carol", "b1")
+    for instance in (dead, b, c):
+        assert await instance.maintain(0.0) == []
+
+    async def expired() -> bool:
+        return not await client.exists(f"{redis_prefix}occ:alive:i_dead")
+
+    await eventually(expired, 5, "the dead one's alive key ran out")
+    found = await asyncio.gather(b.maintain(0.0), c.maintain(0.0), b.maintain(0.0))
+    departures = sorted((d for ds in found for d in ds), key=lambda d: (d.room_id, d.user_id))
+    assert departures == [Departure("r1", "u_a", "Alice"), Departure("r2", "u_a", "Alice")]
+    assert await b.members("r1") == {"u_c": "Carol"}
+    assert await b.rooms_of("u_a") == []
+    assert await b.maintain(0.0) == []
+
+
+async def test_an_instance_writes_its_sockets_again_when_redis_lost_them(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    await occupancy.add("r1", "u_a", "Alice", "s1")
+    await occupancy.add("r1", "u_b", "Bob", "s2")
+    await occupancy.remove("r1", "u_b", "s2")
+    await occupancy.maintain(0.0)
+    keys = [k async for k in client.scan_iter(match=redis_prefix + "*")]
+    await client.delete(*keys)  # Redis restarted empty
+    assert await occupancy.members("r1") == {}
+    assert await occupancy.maintain(0.0) == []
+    assert await occupancy.members("r1") == {"u_a": "Alice"}  # not Bob: his socket closed
+    assert await occupancy.rooms_of("u_a") == ["r1"]
+
+
+async def test_close_forgets_the_instance(client: aioredis.Redis, redis_prefix: str) -> None:
+    occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    await occupancy.maintain(0.0)
+    assert await client.smembers(f"{redis_prefix}occ:instances") == {b"i_1"}
+    await occupancy.close()
+    assert await client.smembers(f"{redis_prefix}occ:instances") == set()
+    assert not await client.exists(f"{redis_prefix}occ:alive:i_1")
+
+
+async def test_a_redis_that_is_down_is_unavailable() -> None:
+    client = aioredis.Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5
+    )
+    occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL)
+    try:
+        for call in (
+            occupancy.add("r1", "u_a", "Alice", "s1"),
+            occupancy.remove("r1", "u_a", "s1"),
+            occupancy.members("r1"),
+            occupancy.counts(["r1"]),
+            occupancy.rooms_of("u_a"),
+            occupancy.maintain(0.0),
+        ):
+            with pytest.raises(Unavailable):
+                await call
+    finally:
+        await client.aclose()

@@ -1,0 +1,1 @@
+"""The storage suite: the SQL of ``storage/`` called directly, on SQLite and PostgreSQL."""
