@@ -20,7 +20,8 @@ What it guarantees:
 - A retry: a repeated ``client_msg_id`` (same author, same room) writes nothing and is answered
   the stored message with ``created=False`` (``Idempotent-Replayed`` over HTTP), whether an
   earlier commit stored it or an earlier post of the same batch. One bad post does not fail
-  the others that shared its commit: they are then committed one by one.
+  the others that shared its commit: they are then committed one by one, so only the post that
+  fails by itself gets the error (a store that is down fails them all at once).
 - A failed publish is logged, never turned into a failed post: the post stays committed and
   acknowledged; the hub remembers the room's newest seq and announces it once the bus is back,
   and the hubs that missed messages read them from the database (feed streams resume with
