@@ -1,5 +1,5 @@
 """The retry lookup as the room grows: the old ``(author, client_msg_id) IN (...)`` form against
-the per-key form of ``storage/rooms.find_by_client_msg_ids``, each a prepared statement kept
+the per-key form of ``storage/messages.find_by_client_msg_ids``, each a prepared statement kept
 across the room's growth, as a pooled connection keeps it (PostgreSQL).
 
     .venv/bin/python -m bench.lookup_plan

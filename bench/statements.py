@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.statements
 
-The message path's statements are module constants (storage/rooms.py, storage/feed.py); this
+The message path's statements are module constants (storage/messages.py, storage/feed.py); this
 shows why, with the same UPDATE the commit of every post runs.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench.common import scratch
-from daarion_city.storage import rooms as store
+from daarion_city.storage import messages as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import migrate
 from daarion_city.storage.tables import rooms

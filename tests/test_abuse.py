@@ -196,7 +196,7 @@ async def test_twenty_thousand_connect_close_cycles_leave_nothing_behind(api: Ap
 
     assert resources.hub.connection_count == 0
     assert not resources.presence.sockets
-    assert len(resources.rooms.sockets_per_user) == 0
+    assert len(resources.rooms.sockets.sockets_per_user) == 0
     assert len(resources.presence.sockets_per_user) == 0
     for room in ("room_city_general", "room_city_science"):
         assert await resources.rooms.occupancy.members(room) == {}

@@ -468,7 +468,7 @@ async def test_a_retry_is_looked_up_by_index_in_any_plan(database_url: str, back
         pytest.skip("plans are PostgreSQL's")
     from sqlalchemy import event
 
-    from daarion_city.storage import rooms as store
+    from daarion_city.storage import messages as store
     from daarion_city.storage.database import Database
 
     db = Database(database_url.replace("postgresql://", "postgresql+asyncpg://"))

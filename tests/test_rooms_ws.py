@@ -334,7 +334,7 @@ async def test_messages_coalesced_into_one_write_arrive_as_separate_frames(api: 
     """Messages that become deliverable together are written to each socket as one buffer of
     back-to-back frames (realtime/hub.py); a client still reads each as its own frame."""
     from daarion_city.realtime.transport import DirectWriter
-    from daarion_city.rooms.service import message_frame
+    from daarion_city.rooms.frames import message_frame
 
     alice = await api.guest("Alice")
     first = await alice.say("science", "one")

@@ -100,8 +100,6 @@ async def open_resources(
         presence = PresenceService(
             store=presence_store,
             bus=bus,
-            hub=hub,
-            rooms_of=occupancy.rooms_of,
             settings=settings,
             metrics=metrics,
             limiter=limiter,
@@ -118,6 +116,7 @@ async def open_resources(
             status_of=presence.statuses,
         )
         stack.push_async_callback(rooms.stop)
+        presence.add_publisher(rooms.sockets.publish_presence)
         if "city" in services:
             await rooms.ensure_default_rooms()
             await rooms.start()

@@ -95,7 +95,7 @@ class FeedService:
     @staticmethod
     def rows(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The rows of new events of one kind, for a caller that writes them itself (the
-        rooms' group commit, storage/rooms.py)."""
+        rooms' group commit, storage/messages.py)."""
         now = utcnow()
         return [
             {"id": new_id("evt"), "kind": kind, "created_at": now, "agent_id": None, **e}

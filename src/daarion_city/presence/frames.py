@@ -1,12 +1,34 @@
-"""The presence socket's frames and the SPEC's presence record, built from store transitions."""
+"""The presence socket's frames (the client frames it accepts; the updates and snapshots it
+sends) and the SPEC's presence record, built from store transitions."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
 
 from daarion_city.clock import from_epoch, iso
 from daarion_city.presence.model import Transition
-from daarion_city.realtime.protocol import encode
+from daarion_city.realtime.protocol import DEFAULT_LIMITS, Frame, Ping, encode, parse_frame
+from daarion_city.validation import MAX_LAST_ACTIVE_MS, JsonLimits
+
+
+class Heartbeat(Frame):
+    event: Literal["presence.heartbeat"]
+    status: Literal["online", "away"] | None = None
+    last_active_ago_ms: Annotated[int, Field(ge=0, le=MAX_LAST_ACTIVE_MS)] | None = None
+
+
+PresenceClientFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
+_presence_frames: TypeAdapter[PresenceClientFrame] = TypeAdapter(PresenceClientFrame)
+PRESENCE_EVENTS = frozenset({"presence.heartbeat", "ping"})
+
+
+def parse_presence_frame(
+    text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS
+) -> PresenceClientFrame:
+    frame: PresenceClientFrame = parse_frame(text, _presence_frames, PRESENCE_EVENTS, limits)
+    return frame
 
 
 def record(t: Transition) -> dict[str, Any]:

@@ -2,8 +2,8 @@
 
 Announcement: the instance whose store call returned a change (``old != new``) publishes one
 ``presence.update`` frame on the bus channel ``city:presence`` (every instance relays it to its
-presence sockets) and on the room channel of every room the user has a socket in (room sockets
-get updates for users in the room). A heartbeat that changes nothing announces nothing.
+presence sockets) and to its publishers (rooms: each room the user has a socket in), again once
+the bus is back if that failed. A heartbeat that changes nothing announces nothing.
 
 Refresh coalescing: a heartbeat that reports what its connection last reported, sooner than
 ``refresh_window`` (a quarter of ``PRESENCE_TTL``, at most half the recommended heartbeat
@@ -36,7 +36,6 @@ from daarion_city.pubsub import PubSub
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.transport import text_frame
 from daarion_city.tasks import TaskSet
 
@@ -44,7 +43,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "city:presence"
 ChangeListener = Callable[[Transition], Awaitable[None]]
-RoomsOf = Callable[[str], Awaitable[list[str]]]
+Publisher = Callable[[str, str], Awaitable[None]]  # (user_id, the presence.update frame)
 _Written = tuple[Reported, float, Transition]  # a connection's last written heartbeat
 
 
@@ -54,8 +53,6 @@ class PresenceService:
         *,
         store: PresenceStore,
         bus: PubSub,
-        hub: RoomHub,
-        rooms_of: RoomsOf,
         settings: Settings,
         metrics: Metrics,
         limiter: RateLimiter | None = None,
@@ -64,8 +61,6 @@ class PresenceService:
         self.store = store
         self.limiter = limiter or MemoryRateLimiter(clock)
         self.bus = bus
-        self.hub = hub
-        self.rooms_of = rooms_of
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
@@ -82,11 +77,16 @@ class PresenceService:
         self._unannounced: dict[str, Transition] = {}
         self._snapshot_owed = False
         self._listeners: list[ChangeListener] = []
+        self._publishers: list[Publisher] = []
         self._tasks = TaskSet("presence")
 
     def add_listener(self, listener: ChangeListener) -> None:
         """Called once per change, on the instance that made it (the Matrix bridge uses it)."""
         self._listeners.append(listener)
+
+    def add_publisher(self, publisher: Publisher) -> None:
+        """Part of announcing (the rooms use it): its failure leaves the change unannounced."""
+        self._publishers.append(publisher)
 
     async def start(self) -> None:
         self.bus.add_reconnect_listener(self._after_bus_outage)
@@ -251,8 +251,8 @@ class PresenceService:
         frame = update_frame(change)
         try:
             await self.bus.publish(CHANNEL, frame.encode())
-            for room_id in await self.rooms_of(change.user_id):
-                await self.hub.publish_event(room_id, frame)
+            for publisher in self._publishers:
+                await publisher(change.user_id, frame)
         except Exception:
             # Announced again, with the user's state by then, once the bus is back.
             self._unannounced[change.user_id] = change

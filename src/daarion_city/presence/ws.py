@@ -18,16 +18,11 @@ from fastapi import APIRouter
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.errors import CityError, RateLimited
+from daarion_city.presence.frames import parse_presence_frame
 from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.endpoint import CLOSE_TOO_MANY, accept_user, close, error_event
-from daarion_city.realtime.protocol import (
-    PONG,
-    FrameError,
-    Ping,
-    error_frame,
-    parse_presence_frame,
-)
+from daarion_city.realtime.protocol import PONG, FrameError, Ping, error_frame
 from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)

@@ -1,19 +1,20 @@
 """WebSocket frames: every frame, both ways, is one JSON object with an ``event`` key.
 
-Client frames are parsed into typed models here; anything else becomes a :class:`FrameError`
-carrying the machine code the client gets in its ``error`` event. Server frames are encoded
-once (``encode``) and the same text is written to every socket that receives it.
+The generic codec; each domain declares its client frames (``rooms/frames.py``,
+``presence/frames.py``) and parses them into typed models with ``parse_frame``; anything else
+becomes a :class:`FrameError` carrying the machine code the client gets in its ``error`` event.
+Server frames are encoded once (``encode``) and the same text is written to every socket that
+receives it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from daarion_city.rooms.schemas import ClientMsgId, MessageBody
-from daarion_city.validation import MAX_LAST_ACTIVE_MS, JsonLimits
+from daarion_city.validation import JsonLimits
 
 DEFAULT_LIMITS = JsonLimits()
 
@@ -27,42 +28,14 @@ class FrameError(Exception):
         self.message = message
 
 
-class _Frame(BaseModel):
+class Frame(BaseModel):
+    """A client frame's model: unknown keys ignored, no type coercion."""
+
     model_config = ConfigDict(extra="ignore", strict=True)
 
 
-class MessageSend(_Frame):
-    event: Literal["room.message.send"]
-    body: MessageBody
-    client_msg_id: ClientMsgId | None = None
-
-
-class Typing(_Frame):
-    event: Literal["room.typing"]
-    typing: bool
-
-
-class Ping(_Frame):
+class Ping(Frame):
     event: Literal["ping"]
-
-
-class LegacyMembership(_Frame):
-    """``room.join`` / ``room.leave`` from old clients: accepted and ignored."""
-
-    event: Literal["room.join", "room.leave"]
-
-
-class Heartbeat(_Frame):
-    event: Literal["presence.heartbeat"]
-    status: Literal["online", "away"] | None = None
-    last_active_ago_ms: Annotated[int, Field(ge=0, le=MAX_LAST_ACTIVE_MS)] | None = None
-
-
-RoomClientFrame = Annotated[
-    MessageSend | Typing | Ping | LegacyMembership, Field(discriminator="event")
-]
-_room_frames: TypeAdapter[RoomClientFrame] = TypeAdapter(RoomClientFrame)
-ROOM_EVENTS = frozenset({"room.message.send", "room.typing", "ping", "room.join", "room.leave"})
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -96,17 +69,13 @@ def decode_object(text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS)
     return data
 
 
-PresenceClientFrame = Annotated[Heartbeat | Ping, Field(discriminator="event")]
-_presence_frames: TypeAdapter[PresenceClientFrame] = TypeAdapter(PresenceClientFrame)
-PRESENCE_EVENTS = frozenset({"presence.heartbeat", "ping"})
-
-
-def _parse(
+def parse_frame(
     text: str | bytes | None,
     adapter: TypeAdapter[Any],
     events: frozenset[str],
     limits: JsonLimits,
 ) -> Any:
+    """One frame of ``events`` validated by ``adapter`` (a domain's union of frame models)."""
     data = decode_object(text, limits)
     if data["event"] not in events:
         raise FrameError("unknown_event", f"unknown event {str(data['event'])[:64]!r}")
@@ -116,17 +85,3 @@ def _parse(
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"][1:]) or "frame"
         raise FrameError("invalid_frame", f"{where}: {first['msg']}") from exc
-
-
-def parse_room_frame(
-    text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS
-) -> RoomClientFrame:
-    frame: RoomClientFrame = _parse(text, _room_frames, ROOM_EVENTS, limits)
-    return frame
-
-
-def parse_presence_frame(
-    text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS
-) -> PresenceClientFrame:
-    frame: PresenceClientFrame = _parse(text, _presence_frames, PRESENCE_EVENTS, limits)
-    return frame

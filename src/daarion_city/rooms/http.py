@@ -104,7 +104,9 @@ async def list_messages(
 async def post_message(
     request: Request, room: str, body: MessageCreate, user: CurrentUser
 ) -> Response:
-    result = await get_resources(request).rooms.post(user, room, body.body, body.client_msg_id)
+    result = await get_resources(request).rooms.commit.post(
+        user, room, body.body, body.client_msg_id
+    )
     if not result.created:
         # A retry gets the original answer (as Stripe's idempotency keys do), marked as a replay.
         return _json(result.message, 201, {"Idempotent-Replayed": "true"})
@@ -159,7 +161,7 @@ class PostLane:
         except (Unauthorized, ValidationError):
             return False
         try:
-            result = await resources.rooms.post(user, room, data.body, data.client_msg_id)
+            result = await resources.rooms.commit.post(user, room, data.body, data.client_msg_id)
         except CityError as exc:
             await error_response(exc)(scope, receive, send)
             return True

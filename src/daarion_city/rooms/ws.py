@@ -22,18 +22,10 @@ from daarion_city.realtime.endpoint import (
     close,
     error_event,
 )
-from daarion_city.realtime.protocol import (
-    PONG,
-    FrameError,
-    MessageSend,
-    Ping,
-    Typing,
-    encode,
-    error_frame,
-    parse_room_frame,
-)
+from daarion_city.realtime.protocol import PONG, FrameError, Ping, encode, error_frame
 from daarion_city.realtime.transport import DirectWriter
 from daarion_city.resources import Resources
+from daarion_city.rooms.frames import MessageSend, Typing, parse_room_frame
 from daarion_city.validation import MAX_SEQ
 
 log = logging.getLogger(__name__)
@@ -71,7 +63,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         await close(websocket, CLOSE_TRY_AGAIN, exc.detail)
         return
     try:
-        resources.rooms.reserve_socket(user)
+        resources.rooms.sockets.reserve_socket(user)
     except TooManySockets as exc:
         await close(websocket, CLOSE_TOO_MANY, exc.detail)
         return
@@ -85,7 +77,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     )
     resources.metrics.room_sockets.inc()
     try:
-        await resources.rooms.open_socket(conn, since_seq)
+        await resources.rooms.sockets.open_socket(conn, since_seq)
         while True:
             message = await websocket.receive()
             # Closed by the server (too slow): what the client sent is not handled, so nothing
@@ -108,9 +100,9 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     finally:
         resources.metrics.room_sockets.dec()
         await conn.stop()
-        resources.rooms.release_socket(user)
+        resources.rooms.sockets.release_socket(user)
         try:
-            await resources.rooms.close_socket(conn)
+            await resources.rooms.sockets.close_socket(conn)
         except CityError:
             log.warning("room socket of %s closed while its store was unavailable", user.user_id)
 
@@ -124,7 +116,7 @@ async def _handle(resources: Resources, conn: Connection, text: str | None) -> N
         return
     if isinstance(frame, MessageSend):
         try:
-            result = await resources.rooms.post(
+            result = await resources.rooms.commit.post(
                 conn.user, conn.room_id, frame.body, frame.client_msg_id
             )
         except CityError as exc:
@@ -142,7 +134,7 @@ async def _handle(resources: Resources, conn: Connection, text: str | None) -> N
         )
     elif isinstance(frame, Typing):
         try:
-            resources.rooms.typing.set(conn.room_id, conn.user, frame.typing)
+            resources.rooms.sockets.typing.set(conn.room_id, conn.user, frame.typing)
         except CityError as exc:  # the user's bucket is spent; the socket stays open
             resources.metrics.ws_errors.labels(exc.code).inc()
             conn.send(error_event(exc))

@@ -16,7 +16,7 @@ _INSERT = feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_or
 async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert events in the caller's transaction; returns their positions (the ordering key),
     in the order of ``rows``. (The statement is built once, as the message path's are in
-    storage/rooms.py.)"""
+    storage/messages.py.)"""
     result = await conn.execute(_INSERT, rows)
     return [int(pos) for pos in result.scalars()]
 

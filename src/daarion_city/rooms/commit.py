@@ -1,0 +1,197 @@
+"""The group commit of room messages: how a post is stored, acknowledged and announced.
+
+A message, whichever way it came in (``POST /city/rooms/{room}/messages``, its lane, or a
+``room.message.send`` frame), takes one path: ``GroupCommit.post``. Posts to one room wait in
+that room's queue; one task per room commits whatever has queued up in one transaction (the
+message rows with the room's next seqs and their ``room_message`` feed events), and the
+batches of rooms that become ready together share one statement (``store.batch_commit``).
+What it guarantees:
+
+- Acknowledge after commit: a post is answered (``PostResult``: the HTTP 201 or the
+  ``room.message.ack``) only after the transaction that stored it has committed. A caller that
+  goes away does not undo its commit (a retry finds it). Posts the rate limit refused are
+  answered its error and store nothing.
+- Publish after commit: a batch reaches this instance's sockets and the bus only once it is
+  committed and answered; nothing uncommitted is ever delivered.
+- ``seq`` order: a room's seqs are taken under its row lock, gapless (a rollback leaves no
+  gap), and the room's next batch commits only after this one is published, so this
+  instance's sockets and the bus get a room's messages in ``seq`` order, and every other
+  instance's hub delivers them from the bus in that order.
+- A retry: a repeated ``client_msg_id`` (same author, same room) writes nothing and is answered
+  the stored message with ``created=False`` (``Idempotent-Replayed`` over HTTP), whether an
+  earlier commit stored it or an earlier post of the same batch. One bad post does not fail
+  the others that shared its commit: they are then committed one by one, so only the post that
+  fails by itself gets the error (a store that is down fails them all at once).
+- A failed publish is logged, never turned into a failed post: the post stays committed and
+  acknowledged; the hub remembers the room's newest seq and announces it once the bus is back,
+  and the hubs that missed messages read them from the database (feed streams resume with
+  ``Last-Event-ID``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from daarion_city.auth import Principal
+from daarion_city.config import Settings
+from daarion_city.errors import CityError
+from daarion_city.feed.service import FeedService
+from daarion_city.metrics import Metrics
+from daarion_city.ratelimit import RateLimiter
+from daarion_city.realtime.hub import RoomHub
+from daarion_city.rooms.batch import BatchWriter, Committed, Pending, PostResult
+from daarion_city.rooms.typing import RoomTyping
+from daarion_city.storage.database import Database
+from daarion_city.tasks import TaskSet
+
+log = logging.getLogger(__name__)
+
+COMMIT_BATCH = 200
+
+
+def _answer(batch: list[Pending], results: list[PostResult]) -> None:
+    for item, result in zip(batch, results, strict=True):
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+async def _allowed(batch: list[Pending]) -> list[Pending]:
+    """The posts of ``batch`` the rate limit allowed; the others are answered its error."""
+    waiting = [item.allowed for item in batch if not item.allowed.done()]
+    if waiting:
+        await asyncio.wait(waiting)
+    kept = []
+    for item in batch:
+        if item.allowed.cancelled():  # the server is stopping
+            item.future.cancel()
+        elif (exc := item.allowed.exception()) is None:
+            kept.append(item)
+        elif not item.future.done():
+            item.future.set_exception(exc)
+    return kept
+
+
+async def publish_quietly(publishing: Awaitable[None]) -> None:
+    """Publishing happens after a commit: a bus failure is logged, never turned into a
+    failed request (the hubs heal gaps from the database)."""
+    try:
+        await publishing
+    except Exception:
+        log.warning("publishing on the bus failed", exc_info=True)
+
+
+class GroupCommit:
+    """Posts of users to rooms: stored together, answered, then announced (see the module)."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: RoomHub,
+        feed: FeedService,
+        limiter: RateLimiter,
+        settings: Settings,
+        metrics: Metrics,
+        tasks: TaskSet,
+        resolve: Callable[[str], Awaitable[str]],
+        typing: RoomTyping,
+    ) -> None:
+        self.hub = hub
+        self.feed = feed
+        self.limiter = limiter
+        self.settings = settings
+        self.typing = typing
+        self._tasks = tasks
+        self._resolve = resolve
+        self._writer = BatchWriter(db, feed, metrics, tasks)
+        self._pending: dict[str, list[Pending]] = {}  # room -> posts waiting for a commit
+        self._committing: set[str] = set()
+
+    async def post(
+        self, user: Principal, ref: str, body: str, client_msg_id: str | None = None
+    ) -> PostResult:
+        """Store a message (idempotent on ``client_msg_id``), then broadcast it.
+
+        Group commit: posts to one room wait in that room's queue, and one task commits whatever
+        has queued up in one transaction (the room's row lock, the idempotency check, the
+        messages and their feed events), answers them, then announces them in ``seq`` order
+        (``_announce``). Under load many posts share a commit; alone, a post commits at once.
+        Each post is answered only after its commit."""
+        room_id = await self._resolve(ref)
+        # The rate limit's round trip runs while the post waits for its commit; the commit
+        # takes only the posts it allowed and answers the others 429.
+        allowed = asyncio.ensure_future(
+            self.limiter.hit(
+                f"msg:{user.user_id}",
+                rate=self.settings.city_message_rate,
+                burst=self.settings.city_message_burst,
+            )
+        )
+        item = Pending(
+            user, body, client_msg_id, asyncio.get_running_loop().create_future(), allowed
+        )
+        self._pending.setdefault(room_id, []).append(item)
+        if room_id not in self._committing:
+            self._committing.add(room_id)
+            self._tasks.spawn(self._commit_loop(room_id), name=f"commit-{room_id}")
+        # Shielded: a caller that goes away does not undo its commit (a retry finds it).
+        return await asyncio.shield(item.future)
+
+    async def _commit_loop(self, room_id: str) -> None:
+        try:
+            while queue := self._pending.get(room_id):
+                batch = queue[:COMMIT_BATCH]
+                del queue[:COMMIT_BATCH]
+                batch = await _allowed(batch)
+                if not batch:
+                    continue
+                try:
+                    committed = await self._writer.commit(room_id, batch)
+                except Exception as exc:
+                    if len(batch) > 1 and not isinstance(exc, CityError):
+                        # One bad post must not fail the others that shared its commit: each
+                        # is tried alone, so only a post that fails by itself gets the error.
+                        # (A store that is down fails them all at once instead.)
+                        await self._commit_each(room_id, batch)
+                        continue
+                    for item in batch:
+                        if not item.future.done():
+                            item.future.set_exception(exc)
+                    continue
+                _answer(batch, committed.results)
+                await self._announce(room_id, committed)
+        finally:
+            self._committing.discard(room_id)
+            if not self._pending.get(room_id):
+                self._pending.pop(room_id, None)
+
+    async def _commit_each(self, room_id: str, batch: list[Pending]) -> None:
+        for item in batch:
+            try:
+                committed = await self._writer.commit(room_id, [item])
+            except Exception as exc:  # this post's own failure, answered to it alone
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            else:
+                _answer([item], committed.results)
+                await self._announce(room_id, committed)
+
+    async def _announce(self, room_id: str, committed: Committed) -> None:
+        """After the answers: a committed batch to this instance's sockets, then to the bus in
+        one round trip (its messages as one envelope, one write per socket, then their feed
+        events as another). The answers do not wait for the bus: a publish that fails is
+        healed like any lost one (hubs read the gap from the database; feed streams resume
+        with Last-Event-ID). The next batch of the room commits after this one is published,
+        so the bus carries a room's messages in ``seq`` order."""
+        if frames := committed.frames:
+            self.hub.deliver_local(room_id, frames)
+            items = [self.hub.messages_item(room_id, frames), self.feed.item(committed.events)]
+            try:
+                await self.hub.bus.publish_many(items)
+            except Exception:
+                self.hub.publish_failed(room_id, frames[-1][0])
+                log.warning("publishing on the bus failed", exc_info=True)
+        for user in committed.users:
+            self.typing.clear(room_id, user)

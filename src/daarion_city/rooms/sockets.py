@@ -1,0 +1,148 @@
+"""Socket life in a room: a user's socket cap, opening (``room.state``, the ``since_seq``
+replay or ``resync_required``, then live delivery), closing, ``room.join`` / ``room.leave`` to
+the others, typing notices, and the upkeep of the occupancy of dead instances. Presence changes
+reach the room sockets through ``publish_presence`` (presence's publisher)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from daarion_city.auth import Principal
+from daarion_city.config import Settings
+from daarion_city.realtime.caps import SocketCap
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.hub import RoomHub
+from daarion_city.realtime.protocol import encode, error_frame
+from daarion_city.rooms.commit import publish_quietly
+from daarion_city.rooms.frames import message_frame
+from daarion_city.rooms.occupancy import RoomOccupancy
+from daarion_city.rooms.schemas import message_wire
+from daarion_city.rooms.typing import RoomTyping
+from daarion_city.storage import messages as store
+from daarion_city.storage.database import Database
+from daarion_city.tasks import FreshFlight, TaskSet
+
+MembersLookup = Callable[[str], Awaitable[list[dict[str, str]]]]
+
+
+class RoomSockets:
+    """The room sockets of this instance, and what their opening and closing tell the room."""
+
+    def __init__(
+        self,
+        *,
+        db: Database,
+        hub: RoomHub,
+        occupancy: RoomOccupancy,
+        settings: Settings,
+        instance_id: str,
+        tasks: TaskSet,
+        online_members: MembersLookup,
+    ) -> None:
+        self.db = db
+        self.hub = hub
+        self.occupancy = occupancy
+        self.settings = settings
+        self.instance_id = instance_id
+        self.sockets_per_user = SocketCap(settings.city_ws_max_per_user, "room sockets")
+        self._tasks = tasks
+        self.typing = RoomTyping(
+            hub,
+            tasks,
+            interval=settings.city_typing_interval,
+            timeout=settings.city_typing_timeout,
+            rate=settings.presence_write_rate,
+            burst=settings.presence_write_burst,
+        )
+        self._members_read = FreshFlight(online_members)
+
+    async def start(self) -> None:
+        await self.maintain()
+        self._tasks.every(
+            self.settings.presence_sweep_interval, self.maintain, name="room-occupancy"
+        )
+
+    def stop(self) -> None:
+        self.typing.stop()
+
+    async def maintain(self) -> None:
+        """Mark this instance alive; announce the departures of sockets of dead instances."""
+        for gone in await self.occupancy.maintain(time.time()):
+            user = Principal(gone.user_id, gone.name)
+            await self._announce_presence_in_room("room.leave", gone.room_id, user)
+
+    def _socket_key(self, conn: Connection) -> str:
+        return f"{self.instance_id}:{conn.id}"
+
+    def reserve_socket(self, user: Principal) -> None:
+        """Raises ``TooManySockets`` past ``CITY_WS_MAX_PER_USER`` on this instance."""
+        self.sockets_per_user.reserve(user.user_id)
+
+    def release_socket(self, user: Principal) -> None:
+        self.sockets_per_user.release(user.user_id)
+
+    async def open_socket(self, conn: Connection, since_seq: int | None) -> None:
+        """Attach a socket: ``room.state``, the ``since_seq`` replay, then live delivery."""
+        room_id, user = conn.room_id, conn.user
+        await self.hub.attach(conn)
+        first = await self.occupancy.add(room_id, user.user_id, user.name, self._socket_key(conn))
+        last = self.hub.position(room_id)
+        replay: list[Any] = []
+        resync = False
+        if since_seq is not None:
+            # A resume reads the database; a fresh socket starts where the channel is, for free.
+            async with self.db.read() as db_conn:
+                last = max(last, await store.last_seq(db_conn, room_id))
+                resync = since_seq > last or last - since_seq > self.settings.city_resume_limit
+                if not resync and since_seq < last:
+                    replay, _ = await store.messages_page(
+                        db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
+                    )
+        conn.send_snapshot(
+            encode(
+                {
+                    "event": "room.state",
+                    "room_id": room_id,
+                    "last_seq": last,
+                    "online_members": await self._members_read.get(room_id),
+                }
+            )
+        )
+        if resync:
+            conn.send_snapshot(
+                error_frame(
+                    "resync_required",
+                    f"cannot resume from seq {since_seq}: reload the history over HTTP",
+                )
+            )
+        top = last
+        for row in replay:
+            conn.send_snapshot(message_frame(room_id, message_wire(row)))
+            top = max(top, int(row.seq))
+        conn.go_live(top)
+        conn.start()
+        if first:
+            await self._announce_presence_in_room("room.join", room_id, user)
+
+    async def close_socket(self, conn: Connection) -> None:
+        room_id, user = conn.room_id, conn.user
+        self.hub.detach(conn)
+        last = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
+        if last:
+            self.typing.clear(room_id, user)
+            await self._announce_presence_in_room("room.leave", room_id, user)
+
+    async def _announce_presence_in_room(self, event: str, room_id: str, user: Principal) -> None:
+        """``room.join`` / ``room.leave`` to the others in the room."""
+        frame = encode(
+            {"event": event, "room_id": room_id, "user_id": user.user_id, "name": user.name}
+        )
+        await publish_quietly(self.hub.publish_event(room_id, frame, exclude_user=user.user_id))
+
+    async def publish_presence(self, user_id: str, frame: str) -> None:
+        """A user's ``presence.update`` frame to every room they have a socket in (presence's
+        publisher: when it fails, presence announces the change again once the bus is back)."""
+        for room_id in await self.occupancy.rooms_of(user_id):
+            await self.hub.publish_event(room_id, frame)
