@@ -1,4 +1,4 @@
-"""``storage/rooms.py`` on SQLite and PostgreSQL: rooms, seqs, messages (idempotent by
+"""``storage/rooms.py`` and ``storage/messages.py`` on SQLite and PostgreSQL: rooms, seqs, messages (idempotent by
 ``client_msg_id``), the group commit's batches, pages both ways, membership."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 from daarion_city.storage import feed as feed_store
+from daarion_city.storage import messages
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from tests.storage.conftest import event_row, new, now
@@ -46,7 +47,7 @@ def message(
     }
 
 
-def batch(room_id: str, bodies: list[str], author: str = "u_a") -> store.RoomBatch:
+def batch(room_id: str, bodies: list[str], author: str = "u_a") -> messages.RoomBatch:
     rows = [message(room_id, body, author, cmid=f"c-{body}") for body in bodies]
     events = [event_row("room_message", room_id=room_id, user_id=author) for _ in rows]
     return room_id, rows, events
@@ -56,7 +57,7 @@ async def post(db: Database, room_id: str, bodies: list[str]) -> list[dict[str, 
     """Store messages the careful way (one transaction) and return their rows, seqs set."""
     b = batch(room_id, bodies)
     async with db.begin() as conn:
-        await store.insert_batches(conn, [b])
+        await messages.insert_batches(conn, [b])
     return b[1]
 
 
@@ -86,17 +87,17 @@ async def test_rooms_by_id_or_slug_and_the_defaults(db: Database) -> None:
 async def test_seqs_are_reserved_in_order_and_a_rollback_leaves_no_gap(db: Database) -> None:
     room_id = await a_room(db)
     async with db.begin() as conn:
-        assert await store.reserve_seqs(conn, room_id, 3) == 0
-        assert await store.reserve_seqs(conn, room_id, 2) == 3
+        assert await messages.reserve_seqs(conn, room_id, 3) == 0
+        assert await messages.reserve_seqs(conn, room_id, 2) == 3
     try:
         async with db.begin() as conn:
-            await store.reserve_seqs(conn, room_id, 10)
+            await messages.reserve_seqs(conn, room_id, 10)
             raise RuntimeError("rolled back")
     except RuntimeError:
         pass
     async with db.read() as conn:
-        assert await store.last_seq(conn, room_id) == 5
-        assert await store.last_seq(conn, "room_missing") == 0
+        assert await messages.last_seq(conn, room_id) == 5
+        assert await messages.last_seq(conn, "room_missing") == 0
 
 
 async def test_a_message_is_stored_once_per_client_msg_id(db: Database) -> None:
@@ -108,16 +109,16 @@ async def test_a_message_is_stored_once_per_client_msg_id(db: Database) -> None:
         for i, row in enumerate(rows):
             row["seq"] = 10 * n + i + 1
     async with db.begin() as conn:
-        assert await store.insert_messages(conn, first) == {r["id"] for r in first}
-        assert await store.insert_messages(conn, again) == {again[1]["id"]}
-        assert await store.insert_messages(conn, other) == {other[0]["id"]}
-        found = await store.find_by_client_msg_ids(
+        assert await messages.insert_messages(conn, first) == {r["id"] for r in first}
+        assert await messages.insert_messages(conn, again) == {again[1]["id"]}
+        assert await messages.insert_messages(conn, other) == {other[0]["id"]}
+        found = await messages.find_by_client_msg_ids(
             conn, room_id, [("u_a", "c1"), ("u_b", "c1"), ("u_a", "c-missing")]
         )
         assert set(found) == {("u_a", "c1"), ("u_b", "c1")}
         assert found[("u_a", "c1")].body == "hi"
-        assert await store.find_by_client_msg_ids(conn, room_id, []) == {}
-        assert await store.find_by_client_msg_ids(conn, "room_other", [("u_a", "c1")]) == {}
+        assert await messages.find_by_client_msg_ids(conn, room_id, []) == {}
+        assert await messages.find_by_client_msg_ids(conn, "room_other", [("u_a", "c1")]) == {}
 
 
 async def test_batches_of_several_rooms_in_one_transaction(db: Database) -> None:
@@ -125,14 +126,14 @@ async def test_batches_of_several_rooms_in_one_transaction(db: Database) -> None
     await post(db, a, ["before"])
     batches = [batch(a, ["a1", "a2"]), batch(b, ["b1"])]
     async with db.begin() as conn:
-        answers = await store.insert_batches(conn, batches)
+        answers = await messages.insert_batches(conn, batches)
     assert [r["seq"] for r in batches[0][1]] == [2, 3]
     assert [r["seq"] for r in batches[1][1]] == [1]
     positions = answers[0] + answers[1]
     assert [len(p) for p in answers] == [2, 1]
     assert positions == sorted(positions)
     async with db.read() as conn:
-        assert (await store.last_seq(conn, a), await store.last_seq(conn, b)) == (3, 1)
+        assert (await messages.last_seq(conn, a), await messages.last_seq(conn, b)) == (3, 1)
         events = await feed_store.list_events(
             conn, limit=3, after_pos=positions[0] - 1, ascending=True
         )
@@ -143,13 +144,13 @@ async def test_a_batch_with_a_retry_is_refused_whole(db: Database) -> None:
     room_id = await a_room(db)
     stored = await post(db, room_id, ["one"])
     retry = batch(room_id, ["two", "one"])  # "one" again: the same client_msg_id
-    with pytest.raises(store.StoredAlready) as info:
+    with pytest.raises(messages.StoredAlready) as info:
         async with db.begin() as conn:
-            await store.insert_batches(conn, [retry])
+            await messages.insert_batches(conn, [retry])
     assert info.value.keys == {("u_a", "c-one")}
     async with db.read() as conn:
-        assert await store.last_seq(conn, room_id) == 1  # rolled back: no gap
-        rows, _ = await store.messages_page(conn, room_id)
+        assert await messages.last_seq(conn, room_id) == 1  # rolled back: no gap
+        rows, _ = await messages.messages_page(conn, room_id)
         assert [r.id for r in rows] == [stored[0]["id"]]
 
 
@@ -159,8 +160,7 @@ async def test_batches_in_one_statement_on_postgresql(db: Database) -> None:
     a, b = await a_room(db), await a_room(db)
     await post(db, a, ["before"])
     batches = [batch(a, ["a1", "a2"]), batch("room_missing", ["x"]), batch(b, ["b1"])]
-    async with db.autocommit() as conn:
-        answers = await store.insert_batches_pg(conn, batches)
+    answers = await messages.batch_commit(db)(batches)
     assert answers[1] is None  # no such room: nothing of it stored
     assert answers[0] is not None
     assert answers[2] is not None
@@ -170,11 +170,10 @@ async def test_batches_in_one_statement_on_postgresql(db: Database) -> None:
     assert len(answers[2]) == 1
     retry = batch(a, ["new", "a1"])
     with pytest.raises(IntegrityError):
-        async with db.autocommit() as conn:
-            await store.insert_batches_pg(conn, [retry])
+        await messages.batch_commit(db)([retry])
     async with db.read() as conn:
-        assert await store.last_seq(conn, a) == 3  # the statement was undone, seqs included
-        rows, _ = await store.messages_page(conn, a)
+        assert await messages.last_seq(conn, a) == 3  # the statement was undone, seqs included
+        rows, _ = await messages.messages_page(conn, a)
         assert [r.body for r in rows] == ["before", "a1", "a2"]
 
 
@@ -182,22 +181,22 @@ async def test_pages_before_and_after_a_seq_and_the_last_messages(db: Database) 
     room_id, empty = await a_room(db), await a_room(db)
     await post(db, room_id, [f"m{i}" for i in range(1, 11)])
     async with db.read() as conn:
-        rows, more = await store.messages_page(conn, room_id, limit=3)
+        rows, more = await messages.messages_page(conn, room_id, limit=3)
         assert ([r.seq for r in rows], more) == ([8, 9, 10], True)  # the newest, oldest first
-        rows, more = await store.messages_page(conn, room_id, before_seq=8, limit=3)
+        rows, more = await messages.messages_page(conn, room_id, before_seq=8, limit=3)
         assert ([r.seq for r in rows], more) == ([5, 6, 7], True)
-        rows, more = await store.messages_page(conn, room_id, before_seq=3, limit=5)
+        rows, more = await messages.messages_page(conn, room_id, before_seq=3, limit=5)
         assert ([r.seq for r in rows], more) == ([1, 2], False)
-        rows, more = await store.messages_page(conn, room_id, after_seq=7, limit=5)
+        rows, more = await messages.messages_page(conn, room_id, after_seq=7, limit=5)
         assert ([r.seq for r in rows], more) == ([8, 9, 10], False)
-        rows, more = await store.messages_page(conn, room_id, after_seq=0, limit=4)
+        rows, more = await messages.messages_page(conn, room_id, after_seq=0, limit=4)
         assert ([r.seq for r in rows], more) == ([1, 2, 3, 4], True)
-        rows, more = await store.messages_page(conn, empty)
+        rows, more = await messages.messages_page(conn, empty)
         assert (rows, more) == ([], False)
-        last = await store.last_messages(conn, [room_id, empty])
+        last = await messages.last_messages(conn, [room_id, empty])
         assert set(last) == {room_id}
         assert last[room_id].body == "m10"
-        assert await store.last_messages(conn, []) == {}
+        assert await messages.last_messages(conn, []) == {}
 
 
 async def test_membership_counts_each_member_once(db: Database) -> None:
