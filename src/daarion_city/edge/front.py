@@ -21,9 +21,9 @@ def front(app: FastAPI, settings: Settings, metrics: Metrics, *, lanes: bool) ->
     FastAPI; without ``lanes``, the middleware and FastAPI only, every request through its
     router (as the tests compare)."""
     http = front_http(app, settings, metrics, post_lane=lanes)
-    # What the server calls first: the room and presence sockets skip the HTTP stack.
     if not lanes:
         return http
+    # What the server calls first: the room and presence sockets skip the HTTP stack.
     return SocketLane(
         app, http=http, room=rooms_ws.room_socket, presence=presence_ws.presence_socket
     )
