@@ -27,8 +27,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from bench.common import SECRET
 from daarion_city.auth import Principal, TokenAuthority
 from daarion_city.clock import iso, utcnow
+from daarion_city.edge.middleware import RequestContextMiddleware
 from daarion_city.metrics import Metrics
-from daarion_city.middleware import RequestContextMiddleware
 from daarion_city.rooms.schemas import Message, MessageCreate
 
 

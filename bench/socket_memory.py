@@ -28,7 +28,7 @@ from bench.common import SECRET, UNLIMITED
 async def serve(port: int, sockets: int, by: str = "filename") -> None:
     from daarion_city.app import create_app
     from daarion_city.config import Settings
-    from daarion_city.server import CityServer, server_config
+    from daarion_city.edge.server import CityServer, server_config
 
     tracemalloc.start(1)
     settings = Settings()

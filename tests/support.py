@@ -15,8 +15,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from daarion_city.app import create_app
 from daarion_city.config import Settings
+from daarion_city.edge.server import CityServer, server_config
 from daarion_city.resources import Resources
-from daarion_city.server import CityServer, server_config
 
 
 @dataclass

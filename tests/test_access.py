@@ -361,3 +361,48 @@ async def test_expired_foreign_and_unsigned_tokens_get_401_and_4401(
     assert (await room(api, "science"))["member_count"] == 0
     assert await status_of(api, alice) == "offline"
     assert (await h.get("/city/rooms/forged")).status_code == 404
+
+
+# --- one reading of the bearer token, for the route's dependency and the post lane -------------
+BEARER_HEADERS: list[list[tuple[bytes, bytes]]] = [
+    [],
+    [(b"authorization", b"")],
+    [(b"authorization", b"Bearer")],
+    [(b"authorization", b"Bearer ")],
+    [(b"authorization", b"Bearer    ")],
+    [(b"authorization", b"Bearer tok")],
+    [(b"authorization", b"bearer tok")],
+    [(b"authorization", b"BEARER tok")],
+    [(b"authorization", b"BeArEr   tok  ")],
+    [(b"authorization", b"Bearer tok with spaces")],
+    [(b"authorization", b"Bearer\ttok")],
+    [(b"authorization", b"Bearer \ttok\t")],
+    [(b"authorization", b" Bearer tok")],
+    [(b"authorization", b"Bearertok")],
+    [(b"authorization", b"Basic eDp5")],
+    [(b"authorization", b"Token tok")],
+    [(b"authorization", b"Bearer \xa0tok\xa0")],  # latin-1 no-break spaces
+    [(b"authorization", b"Bearer t\xe9k")],
+    [(b"authorization", b"Bearer tok"), (b"authorization", b"Bearer other")],
+    [(b"authorization", b"Basic eDp5"), (b"authorization", b"Bearer tok")],
+    [(b"authorization", b"Bearer"), (b"authorization", b"Bearer tok")],
+    [(b"x-authorization", b"Bearer tok")],
+    [(b"content-type", b"application/json"), (b"authorization", b"Bearer tok")],
+]
+
+
+@pytest.mark.parametrize("headers", BEARER_HEADERS)
+async def test_bearer_credentials_read_what_http_bearer_reads(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    """``bearer_credentials`` (the ``CurrentUser`` dependency's and the post lane's) takes and
+    refuses every header shape as FastAPI's ``HTTPBearer(auto_error=False)`` does."""
+    from fastapi.security import HTTPBearer
+
+    from daarion_city.auth import _bearer, bearer_credentials
+
+    scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": headers}
+    theirs = await HTTPBearer(auto_error=False)(Request(scope))
+    expected = theirs.credentials if theirs is not None else None
+    assert bearer_credentials(headers) == expected
+    assert await _bearer(Request(scope)) == expected

@@ -13,7 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from daarion_city.origins import origin_allowed
+from daarion_city.realtime.origins import origin_allowed
 from tests.support import Api, open_socket
 
 pytestmark = pytest.mark.timeout(60)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from daarion_city.auth import Principal
 from daarion_city.pubsub import MemoryPubSub
-from daarion_city.realtime.hub import RoomHub, batch_envelope, event_envelope, message_envelope
+from daarion_city.realtime.channel import batch_envelope, event_envelope, message_envelope
+from daarion_city.realtime.hub import RoomHub
 
 
 @dataclass(eq=False)
@@ -189,7 +190,7 @@ async def test_a_heal_announcement_brings_the_tail_that_was_never_published() ->
     rec = Recorder()
     await hub.attach(rec)  # type: ignore[arg-type]
     store.frames.update({1: "f1", 2: "f2"})  # committed while the publisher's bus was down
-    from daarion_city.realtime.hub import heal_envelope
+    from daarion_city.realtime.channel import heal_envelope
 
     await bus.publish("room:r", heal_envelope(2))
     await asyncio.sleep(0.1)

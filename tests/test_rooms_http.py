@@ -395,11 +395,11 @@ async def test_posts_to_many_rooms_at_once_share_statements_and_stay_apart(
 async def test_posting_answers_the_same_with_and_without_the_post_lane(
     api: Api, settings: Any
 ) -> None:
-    """The server posts messages through ``PostLane`` (rooms/http.py), in front of FastAPI's
+    """The server posts messages through ``PostLane`` (edge/lanes.py), in front of FastAPI's
     router; the route itself answers whatever the lane leaves to it. Both give the same
     answers: the message, the replay, and every error."""
     from daarion_city.app import create_app
-    from daarion_city.rooms.http import PostLane
+    from daarion_city.edge.lanes import PostLane
     from tests.support import Server, serve_app
 
     assert _lanes(api.server.uvicorn.config.app, PostLane)

@@ -332,7 +332,7 @@ async def test_many_sockets_in_one_room_each_get_every_message_once_in_order(api
 
 async def test_messages_coalesced_into_one_write_arrive_as_separate_frames(api: Api) -> None:
     """Messages that become deliverable together are written to each socket as one buffer of
-    back-to-back frames (realtime/hub.py); a client still reads each as its own frame."""
+    back-to-back frames (realtime/channel.py); a client still reads each as its own frame."""
     from daarion_city.realtime.transport import DirectWriter
     from daarion_city.rooms.frames import message_frame
 
@@ -363,10 +363,10 @@ def contextlib_stack() -> Any:
 
 
 async def test_sockets_work_with_and_without_the_lane(api: Api, settings: Any) -> None:
-    """The server calls the WebSocket lane first (realtime/lane.py); the FastAPI routes to the
+    """The server calls the WebSocket lane first (edge/lanes.py); the FastAPI routes to the
     same handlers serve the app without it. Both: state, ack, broadcast, close codes."""
     from daarion_city.app import create_app
-    from daarion_city.realtime.lane import SocketLane
+    from daarion_city.edge.lanes import SocketLane
     from tests.support import Server, serve_app
 
     alice = await api.guest("Alice")

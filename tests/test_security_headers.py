@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from daarion_city.rooms.http import PostLane
+from daarion_city.edge.lanes import PostLane
 from tests.support import Api
 
 pytestmark = pytest.mark.timeout(60)

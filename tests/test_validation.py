@@ -12,8 +12,9 @@ import pytest
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
 from daarion_city.auth import GuestRequest
+from daarion_city.edge.middleware import bind_request_id
+from daarion_city.logs import request_id
 from daarion_city.matrix.ids import city_user_of, is_valid_user_id, puppet_id
-from daarion_city.middleware import request_id_of
 from daarion_city.rooms.schemas import MessageCreate, RoomCreate
 from daarion_city.validation import (
     DISPLAY_NAME_PATTERN,
@@ -35,6 +36,12 @@ from daarion_city.validation import (
 )
 
 
+def _request_id(value: str) -> str:
+    rid, token = bind_request_id({"headers": [(b"x-request-id", value.encode())]})
+    request_id.reset(token)
+    return rid
+
+
 @pytest.mark.parametrize(
     ("check", "valid"),
     [
@@ -45,7 +52,7 @@ from daarion_city.validation import (
         (is_feed_event_id, "evt_city_welcome_001"),
         (is_valid_user_id, "@city_u__alice:localhost"),
         (lambda v: city_user_of(v, "localhost") is not None, puppet_id("u_alice", "localhost")),
-        (lambda v: request_id_of({"headers": [(b"x-request-id", v.encode())]}) == v, "req-1"),
+        (lambda v: _request_id(v) == v, "req-1"),
         (lambda v: user_id_problem(v) is None, "u_alice"),
     ],
 )

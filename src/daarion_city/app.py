@@ -12,20 +12,17 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
 
 from daarion_city import auth, ops
 from daarion_city.config import ALL_SERVICES, Settings
+from daarion_city.edge.front import front
 from daarion_city.errors import install_error_handlers
 from daarion_city.feed import http as feed_http
 from daarion_city.matrix import http as matrix_http
 from daarion_city.metrics import Metrics
-from daarion_city.middleware import RequestContextMiddleware
 from daarion_city.presence import http as presence_http
 from daarion_city.presence import ws as presence_ws
-from daarion_city.realtime.lane import SocketLane
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
 from daarion_city.secondme import http as secondme_http
@@ -34,34 +31,6 @@ from daarion_city.wiring import ConfigurationError, check_settings, open_resourc
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
-
-
-def front(app: FastAPI, settings: Settings, metrics: Metrics, *, post_lane: bool) -> ASGIApp:
-    """The HTTP middleware, in front of FastAPI rather than inside it: request ids, limits,
-    metrics and the access log (outermost), CORS, then the post lane. FastAPI's own stack
-    (its error middleware, exception handlers, router) is what a request reaches only when
-    the lanes leave it to the app: a post the lane serves passes through five fewer
-    coroutine layers (bench/RESULTS.md, seventh session)."""
-    http: ASGIApp = app
-    if post_lane:
-        http = rooms_http.PostLane(app)
-    if settings.allowed_origins:
-        # Bearer tokens, never cookies: no credentials, so "*" stays safe to allow.
-        http = CORSMiddleware(
-            http,
-            allow_origins=settings.allowed_origins,
-            allow_credentials=False,
-            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-            expose_headers=["Retry-After", "X-Request-ID"],
-            max_age=600,
-        )
-    return RequestContextMiddleware(
-        http,
-        metrics=metrics,
-        max_body=settings.city_max_body_bytes,
-        json_limits=settings.json_limits,
-    )
 
 
 def create_app(
@@ -108,13 +77,7 @@ def create_app(
         app.include_router(secondme_http.router)
     if "matrix" in enabled:
         app.include_router(matrix_http.router)
-    http = front(app, settings, metrics, post_lane=lanes and "city" in enabled)
-    # What the server calls first: the room and presence sockets skip the HTTP stack.
-    app.state.lane = (
-        SocketLane(app, http=http, room=rooms_ws.room_socket, presence=presence_ws.presence_socket)
-        if lanes and "city" in enabled
-        else http
-    )
+    app.state.lane = front(app, settings, metrics, lanes=lanes and "city" in enabled)
     if "city" in enabled:
         # Mounted last, so every API route above wins over a file of the same path.
         app.mount("/", StaticFiles(directory=STATIC_DIR, html=True), name="web")

@@ -1,10 +1,12 @@
 """Identity: HS256 JWT bearer tokens (``sub`` = user id, ``name``, ``exp``), guest tokens, and the
-``CurrentUser`` dependency. Identity always comes from the token, never from a body or a frame."""
+``CurrentUser`` dependency. Identity always comes from the token, never from a body or a frame.
+A request's token is read by :func:`bearer_credentials`, for the dependency and the post lane."""
 
 from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +14,7 @@ from typing import Annotated
 
 import jwt
 from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from daarion_city.clock import from_epoch, iso, system_clock
@@ -134,7 +136,31 @@ def describe_secret(settings: Settings) -> str:
     return f"not set: generated into {path} on the first start"
 
 
-_bearer = HTTPBearer(auto_error=False, description="JWT (HS256) from POST /auth/guest or the CLI")
+def bearer_credentials(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token of a request's ``Authorization: Bearer <token>`` (ASGI headers): the first
+    ``Authorization`` header, its scheme in any case, its token stripped of spaces around it;
+    None without the header, with another scheme or without a token. What FastAPI's
+    ``HTTPBearer(auto_error=False)`` accepts, header for header (tests/test_access.py)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            credentials = credentials.strip()
+            return credentials if scheme.lower() == "bearer" and credentials else None
+    return None
+
+
+class _Bearer(HTTPBearer):
+    """``HTTPBearer`` for the OpenAPI document, the token read by :func:`bearer_credentials`."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return bearer_credentials(request.scope["headers"])
+
+
+_bearer = _Bearer(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="JWT (HS256) from POST /auth/guest or the CLI",
+)
 
 
 def get_authority(request: Request) -> TokenAuthority:
@@ -142,10 +168,8 @@ def get_authority(request: Request) -> TokenAuthority:
 
 
 async def current_user(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
 ) -> Principal:
-    token = credentials.credentials if credentials is not None else None
     return get_authority(request).verify(token)
 
 

@@ -16,8 +16,8 @@ MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import create_app
+    from daarion_city.edge.server import CityServer, server_config
     from daarion_city.logs import setup_logging
-    from daarion_city.server import CityServer, server_config
     from daarion_city.wiring import ConfigurationError
 
     setup_logging(settings.log_level)

@@ -1,8 +1,10 @@
 """One error root for the whole service.
 
-Services raise a :class:`CityError` subclass carrying a machine ``code`` and an HTTP ``status``;
-:func:`install_error_handlers` maps them to ``{"detail", "code"}`` answers, and the WebSocket
-handlers map them to ``{"event": "error", "code", "message"}`` frames. No service raises
+Services raise a :class:`CityError` subclass carrying a machine ``code``, an HTTP ``status`` and
+a WebSocket ``close_code``; :func:`error_answer` maps them to ``{"detail", "code"}`` answers (for
+the installed handlers and the post lane alike), and the WebSocket handlers map them to
+``{"event": "error", "code", "message"}`` frames, and a socket refused while it opens to its
+``close_code`` (the table of close codes: ``realtime/closes.py``). No service raises
 ``HTTPException``.
 """
 
@@ -27,6 +29,7 @@ class CityError(Exception):
 
     status: int = 400
     code: str = "bad_request"
+    close_code: int = 1011  # a socket refused with this error (realtime/closes.py)
 
     def __init__(self, detail: str | None = None, *, code: str | None = None) -> None:
         self.detail = detail or self.code.replace("_", " ")
@@ -46,7 +49,7 @@ class BadRequest(CityError):
 
 
 class Unauthorized(CityError):
-    status, code = 401, "unauthorized"
+    status, code, close_code = 401, "unauthorized", 4401
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": "Bearer"}
@@ -57,7 +60,7 @@ class Forbidden(CityError):
 
 
 class NotFound(CityError):
-    status, code = 404, "not_found"
+    status, code, close_code = 404, "not_found", 4404
 
 
 class Conflict(CityError):
@@ -87,7 +90,7 @@ class RateLimited(CityError):
 
 
 class Unavailable(CityError):
-    status, code = 503, "unavailable"
+    status, code, close_code = 503, "unavailable", 1013
 
 
 class Internal(CityError):
@@ -156,6 +159,14 @@ def unexpected_error(scope: Scope, exc: Exception) -> JSONResponse:
     return error_response(Internal("internal error"))
 
 
+def error_answer(scope: Scope, exc: Exception) -> JSONResponse:
+    """The answer to an error raised while serving ``scope``: a domain error's own, anything else
+    logged and answered 500 ``internal``."""
+    if isinstance(exc, CityError):
+        return error_response(exc)
+    return unexpected_error(scope, exc)
+
+
 def error_response(exc: CityError) -> JSONResponse:
     """The answer to a domain error: its status, ``{"detail", "code"}`` and its headers."""
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
@@ -164,9 +175,8 @@ def error_response(exc: CityError) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     """Map domain errors, validation errors and framework errors to the SPEC's error shape."""
 
-    async def city_error(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, CityError)
-        return error_response(exc)
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return error_answer(request.scope, exc)
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -191,10 +201,7 @@ def install_error_handlers(app: FastAPI) -> None:
                 headers["Allow"] = ", ".join(methods)
         return JSONResponse({"detail": detail, "code": code}, status_code=status, headers=headers)
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return unexpected_error(request.scope, exc)
-
-    app.add_exception_handler(CityError, city_error)
+    app.add_exception_handler(CityError, answer)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(Exception, answer)

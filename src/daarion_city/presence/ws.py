@@ -15,24 +15,23 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from daarion_city.errors import CityError, RateLimited
 from daarion_city.presence.frames import parse_presence_frame
 from daarion_city.realtime.caps import TooManySockets
+from daarion_city.realtime.closes import ABRUPT_CLOSES
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.endpoint import CLOSE_TOO_MANY, accept_user, close, error_event
+from daarion_city.realtime.endpoint import accept_user, error_event, refuse, socket_errors
 from daarion_city.realtime.protocol import PONG, FrameError, Ping, error_frame
 from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)
 router = APIRouter()
-# No close status (1005: a dropped TCP connection as uvicorn reports it) or an abnormal closure
-# (1006): the client did not say goodbye and will likely reconnect.
-ABRUPT_CLOSES = frozenset({1005, 1006})
+SOCKET_PATH = "/ws/city/presence"  # served by the socket lane too (edge/lanes.py)
 
 
-@router.websocket("/ws/city/presence")
+@router.websocket(SOCKET_PATH)
 async def presence_socket(websocket: WebSocket) -> None:
     accepted = await accept_user(websocket)
     if accepted is None:
@@ -42,7 +41,7 @@ async def presence_socket(websocket: WebSocket) -> None:
     try:
         presence.sockets_per_user.reserve(user.user_id)
     except TooManySockets as exc:
-        await close(websocket, CLOSE_TOO_MANY, exc.detail)
+        await refuse(websocket, exc)
         return
     conn = Connection(
         websocket,
@@ -58,54 +57,46 @@ async def presence_socket(websocket: WebSocket) -> None:
     resources.metrics.presence_sockets.inc()
     clean_close = False
     try:
-        await presence.open_socket(conn, conn_id)
-        conn.start()
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                # A socket the server closed for its shutdown is left to its TTL, like a
-                # dropped one: its client reconnects (to another instance) and stays online.
-                # So is one the server closed as too slow (4408): its client reconnects.
-                clean_close = (
-                    message.get("code", 1000) not in ABRUPT_CLOSES
-                    and not conn.going_away
-                    and not conn.closing
-                )
-                break
-            if conn.closing:  # closed by the server (too slow): its client will reconnect
-                break
-            try:
-                frame = parse_presence_frame(message.get("text"), limits)
-            except FrameError as exc:
-                resources.metrics.ws_errors.labels(exc.code).inc()
-                conn.send(error_frame(exc.code, exc.message))
-                continue
-            if isinstance(frame, Ping):
-                conn.send(PONG)
-                continue
-            # The user's bucket on this instance, whichever of their sockets sends.
-            if (wait := presence.socket_write_wait(user.user_id)) > 0:
-                resources.metrics.ws_errors.labels("rate_limited").inc()
-                conn.send(error_event(RateLimited(wait, "heartbeats too often")))
-                continue
-            try:
-                await presence.heartbeat(
-                    user, conn_id, status=frame.status, last_active_ago_ms=frame.last_active_ago_ms
-                )
-            except CityError as exc:
-                conn.send(error_event(exc))
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass
-    except CityError as exc:  # the presence store went away while opening
-        conn.send(error_event(exc))
-        conn.go_live()
-        conn.start()
-        await conn.stop()
-        await close(websocket, 1011, exc.detail)
-    except Exception:  # a bug: the client still gets a close frame, and the log the trace
-        log.exception("%s socket of %s failed", conn.room_id or "presence", user.user_id)
-        await conn.stop()
-        await close(websocket, 1011, "internal error")
+        async with socket_errors(websocket, conn):
+            await presence.open_socket(conn, conn_id)
+            conn.start()
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    # A socket the server closed for its shutdown is left to its TTL, like a
+                    # dropped one: its client reconnects (to another instance) and stays online.
+                    # So is one the server closed as too slow (4408): its client reconnects.
+                    clean_close = (
+                        message.get("code", 1000) not in ABRUPT_CLOSES
+                        and not conn.going_away
+                        and not conn.closing
+                    )
+                    break
+                if conn.closing:  # closed by the server (too slow): its client will reconnect
+                    break
+                try:
+                    frame = parse_presence_frame(message.get("text"), limits)
+                except FrameError as exc:
+                    resources.metrics.ws_errors.labels(exc.code).inc()
+                    conn.send(error_frame(exc.code, exc.message))
+                    continue
+                if isinstance(frame, Ping):
+                    conn.send(PONG)
+                    continue
+                # The user's bucket on this instance, whichever of their sockets sends.
+                if (wait := presence.socket_write_wait(user.user_id)) > 0:
+                    resources.metrics.ws_errors.labels("rate_limited").inc()
+                    conn.send(error_event(RateLimited(wait, "heartbeats too often")))
+                    continue
+                try:
+                    await presence.heartbeat(
+                        user,
+                        conn_id,
+                        status=frame.status,
+                        last_active_ago_ms=frame.last_active_ago_ms,
+                    )
+                except CityError as exc:
+                    conn.send(error_event(exc))
     finally:
         presence.sockets_per_user.release(user.user_id)
         resources.metrics.presence_sockets.dec()

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 from daarion_city.errors import CityError
+from daarion_city.realtime.closes import CLOSE_TOO_MANY
 
 
 class TooManySockets(CityError):
-    status, code = 429, "too_many_connections"
+    status, code, close_code = 429, "too_many_connections", CLOSE_TOO_MANY
 
 
 class SocketCap:

@@ -25,21 +25,23 @@ slowed: queueing is ``put_nowait`` and never awaits.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.auth import Principal
-from daarion_city.realtime.transport import SCOPE_KEY, CityWebSocketProtocol, DirectWriter
+from daarion_city.realtime.closes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_TOO_SLOW,
+    close_bounded,
+    close_now,
+)
+from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)
-
-CLOSE_TOO_SLOW = 4408
-CLOSE_GOING_AWAY = 1001
 _ids = itertools.count(1)
 
 
@@ -257,8 +259,11 @@ class Connection:
         if self._writer is not None:
             self._writer.cancel()
             self._writer = None
-        if not self._close_now(CLOSE_TOO_SLOW, "send queue overflow"):
-            self._writer = asyncio.create_task(self._close(CLOSE_TOO_SLOW, "send queue overflow"))
+        ws, reason = self.websocket, "send queue overflow"
+        if not close_now(ws, CLOSE_TOO_SLOW, reason, self.close_timeout):
+            self._writer = asyncio.create_task(
+                close_bounded(ws, CLOSE_TOO_SLOW, reason, self.close_timeout)
+            )
 
     def go_away(self) -> asyncio.Task[None]:
         """The server is shutting down: flush what is queued (bounded), then close with 1001."""
@@ -266,27 +271,11 @@ class Connection:
 
         async def flush_and_close() -> None:
             await self.stop(flush_timeout=1.0)
-            await self._close(CLOSE_GOING_AWAY, "server shutting down")
+            await close_bounded(
+                self.websocket, CLOSE_GOING_AWAY, "server shutting down", self.close_timeout
+            )
 
         return asyncio.create_task(flush_and_close(), name=f"ws-going-away-{self.id}")
-
-    def _close_now(self, code: int, reason: str) -> bool:
-        """Close through the server's protocol, whatever its flow control (see the module's
-        docstring); False when the socket is not served by it."""
-        proto = self.websocket.scope.get(SCOPE_KEY)
-        if not isinstance(proto, CityWebSocketProtocol):
-            return False
-        proto.close_now(code, reason, self.close_timeout)
-        return True
-
-    async def _close(self, code: int, reason: str) -> None:
-        if self._close_now(code, reason):
-            return
-        # Another server: its ASGI close, bounded in time.
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(self.close_timeout):
-                if self.websocket.application_state != WebSocketState.DISCONNECTED:
-                    await self.websocket.close(code, reason)
 
     async def stop(self, flush_timeout: float = 1.0) -> None:
         """Flush what is queued (bounded in time), then stop the writer."""

@@ -1,5 +1,5 @@
 """What every WebSocket endpoint shares: the upgrade checks, authentication, and mapping errors
-to frames and close codes.
+to frames and close codes (the policy and the table: ``realtime/closes.py``).
 
 Before the upgrade (refused with a plain HTTP answer, as Synapse and Centrifugo do): an
 ``Origin`` outside ``CITY_ALLOWED_ORIGINS`` gets 403, an address opening sockets faster than
@@ -7,12 +7,17 @@ Before the upgrade (refused with a plain HTTP answer, as Synapse and Centrifugo 
 close code, which it cannot see on a refused upgrade): the token comes from ``?token=`` or, for
 clients that keep tokens out of URLs, from a first frame ``{"event": "auth", "token"}`` sent
 within ``CITY_WS_AUTH_TIMEOUT`` (10 s); anything else before it, a bad token, or silence closes
-the socket with 4401."""
+the socket with 4401.
+
+A socket refused while it opens is closed with its error's ``close_code`` (:func:`refuse`); once
+it is live, :func:`socket_errors` runs its handler's error ladder, the same for every socket."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -20,19 +25,14 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.auth import Principal
 from daarion_city.errors import CityError, RateLimited, Unauthorized
-from daarion_city.origins import origin_allowed
+from daarion_city.realtime.closes import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_UNAUTHORIZED
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.origins import origin_allowed
 from daarion_city.realtime.protocol import FrameError, decode_object, encode
 from daarion_city.realtime.transport import release_handshake
 from daarion_city.resources import Resources, get_resources
 
 log = logging.getLogger(__name__)
-
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_NOT_FOUND = 4404
-CLOSE_TOO_MANY = 4429
-CLOSE_GOING_AWAY = 1001
-CLOSE_TRY_AGAIN = 1013
 
 
 async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | None:
@@ -65,7 +65,7 @@ async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | Non
                 token = await _auth_frame(websocket)
         user = resources.auth.verify(token)
     except Unauthorized as exc:
-        await close(websocket, CLOSE_UNAUTHORIZED, exc.detail)
+        await refuse(websocket, exc)
         return None
     except TimeoutError:
         wait = settings.city_ws_auth_timeout
@@ -107,7 +107,7 @@ async def deny(
         response = JSONResponse({"detail": detail, "code": code}, status, headers=headers)
         await websocket.send_denial_response(response)
     else:
-        await websocket.close(1008, detail[:120])
+        await websocket.close(CLOSE_POLICY, detail[:120])
 
 
 async def close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -115,6 +115,33 @@ async def close(websocket: WebSocket, code: int, reason: str) -> None:
         await websocket.close(code, reason[:120])
     except (RuntimeError, OSError, WebSocketDisconnect):
         log.debug("socket already closed before close(%s)", code)
+
+
+async def refuse(websocket: WebSocket, exc: CityError, reason: str | None = None) -> None:
+    """Close a socket refused while it opens with the close code its error carries."""
+    await close(websocket, exc.close_code, exc.detail if reason is None else reason)
+
+
+@asynccontextmanager
+async def socket_errors(websocket: WebSocket, conn: Connection) -> AsyncIterator[None]:
+    """The error ladder of a live socket's handler (its ``finally`` stays the handler's): the
+    client leaving ends it quietly; a domain error (a store that went away while the socket
+    opened, for example) is sent as an ``error`` frame, then 1011; anything else is a bug: the
+    client still gets a close frame (1011), and the log the trace."""
+    try:
+        yield
+    except (WebSocketDisconnect, RuntimeError, OSError):
+        pass
+    except CityError as exc:
+        conn.send(error_event(exc))
+        conn.go_live()
+        conn.start()
+        await conn.stop()
+        await close(websocket, CLOSE_INTERNAL, exc.detail)
+    except Exception:
+        log.exception("%s socket of %s failed", conn.room_id or "presence", conn.user.user_id)
+        await conn.stop()
+        await close(websocket, CLOSE_INTERNAL, "internal error")
 
 
 def error_event(exc: CityError, **extra: Any) -> str:

@@ -5,6 +5,11 @@ message the hub instead builds the WebSocket frame once (server frames are unmas
 extension is negotiated: permessage-deflate is off) and writes the same bytes to every transport.
 Only uvicorn's ``websockets-sansio`` protocol is supported; with any other server (or a socket
 whose transport is paused, closing, or has a backlog) delivery falls back to the ASGI path.
+
+Also here, below the edge that uses them: how the edge hands the server's protocol to the socket
+(:func:`remember_protocol`, ``SCOPE_KEY``), what an accepted socket drops of its handshake
+(:func:`release_handshake`), and the light queue and flag of the server's protocol class
+(``edge/protocol.py``).
 """
 
 from __future__ import annotations
@@ -13,9 +18,7 @@ import asyncio
 from collections.abc import MutableMapping
 from typing import Any
 
-from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
 from websockets.frames import Frame, Opcode
 
 SCOPE_KEY = "daarion.ws_protocol"
@@ -80,7 +83,7 @@ def release_handshake(scope: MutableMapping[str, Any]) -> None:
     scope["headers"].clear()  # Starlette's cached Headers share this list
 
 
-# --- the server's WebSocket protocol --------------------------------------------------------
+# --- for the server's WebSocket protocol (edge/protocol.py) -----------------------------------
 # uvicorn's protocol keeps an asyncio.Queue for what the client sends and an asyncio.Event for
 # the transport's write flow control: five deques (three in the queue, one in each event), each
 # with a 64-slot block, about 3.8 KB per socket whether anything waits or not (tracemalloc,
@@ -164,62 +167,3 @@ class Flag:
             if self._waiters is not None and waiter in self._waiters:
                 self._waiters.remove(waiter)
         return True
-
-
-class CityWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's ``websockets-sansio`` protocol with the light queue and flag above, and a close
-    that does not wait for the peer to read."""
-
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
-        self.queue = Inbox()  # type: ignore[assignment]
-        self.writable = Flag()  # type: ignore[assignment]
-        self.writable.set()
-        self.closing_now = False  # close_now() has run: its timer bounds the rest
-
-    def close_now(self, code: int, reason: str, timeout: float) -> None:
-        """Close the socket from the server without waiting on flow control.
-
-        uvicorn's own close (ASGI ``websocket.close``) first waits for the transport to be
-        writable, which for a peer that stopped reading is never. Here the close frame goes
-        straight after what the transport already holds, the app's ``receive`` gets the
-        disconnect at once (so its handler ends and the socket leaves its room), and frames the
-        peer sends from now on are discarded. The peer then has ``timeout`` seconds to take
-        what is buffered (and answer the close); after that the connection is closed if
-        everything was written, or aborted if not: a reader that stopped reading cannot keep
-        it open."""
-        if self.disconnected or not self.handshake_complete or self.initial_response is not None:
-            return
-        if not self.close_sent and not self.transport.is_closing():
-            self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-            self.conn.send_close(code, reason)
-            self.transport.write(b"".join(self.conn.data_to_send()))
-            self.close_sent = True
-            if self.read_paused:  # read on, so the peer's answer to the close is seen
-                self.read_paused = False
-                self.transport.resume_reading()
-        if self.close_timer is not None:
-            self.close_timer.cancel()
-        self.close_timer = self.loop.call_later(timeout, self._close_or_abort)
-        self.closing_now = True
-
-    def shutdown(self) -> None:
-        # uvicorn's shutdown would cancel the close_now() timer and close the transport, which
-        # waits for a peer that is not reading (holding the server's exit for its graceful
-        # timeout): a socket closing that way is left to its timer.
-        if self.closing_now and self.close_timer is not None:
-            return
-        super().shutdown()
-
-    def _close_or_abort(self) -> None:
-        self.close_timer = None
-        if self.transport.get_write_buffer_size():
-            self.transport.abort()  # the close frame is still ours: the peer is not reading
-        else:
-            self.transport.close()

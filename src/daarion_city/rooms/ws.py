@@ -8,19 +8,18 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocket
 
 from daarion_city.errors import CityError, NotFound
 from daarion_city.realtime.caps import TooManySockets
+from daarion_city.realtime.closes import CLOSE_BAD_REQUEST
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.endpoint import (
-    CLOSE_BAD_REQUEST,
-    CLOSE_NOT_FOUND,
-    CLOSE_TOO_MANY,
-    CLOSE_TRY_AGAIN,
     accept_user,
     close,
     error_event,
+    refuse,
+    socket_errors,
 )
 from daarion_city.realtime.protocol import PONG, FrameError, Ping, encode, error_frame
 from daarion_city.realtime.transport import DirectWriter
@@ -30,6 +29,7 @@ from daarion_city.validation import MAX_SEQ
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+SOCKET_PATH = "/ws/city/rooms/{room}"  # served by the socket lane too (edge/lanes.py)
 
 
 def _since_seq(websocket: WebSocket) -> int | None:
@@ -43,7 +43,7 @@ def _since_seq(websocket: WebSocket) -> int | None:
     return int(raw)
 
 
-@router.websocket("/ws/city/rooms/{room}")
+@router.websocket(SOCKET_PATH)
 async def room_socket(websocket: WebSocket, room: str) -> None:
     accepted = await accept_user(websocket)
     if accepted is None:
@@ -56,16 +56,16 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         return
     try:
         room_id = await resources.rooms.resolve(room)
-    except NotFound:
-        await close(websocket, CLOSE_NOT_FOUND, "room not found")
+    except NotFound as exc:
+        await refuse(websocket, exc, "room not found")
         return
-    except CityError as exc:  # the database is overloaded or away: the client retries later
-        await close(websocket, CLOSE_TRY_AGAIN, exc.detail)
+    except CityError as exc:  # the database is overloaded or away (1013): retry later
+        await refuse(websocket, exc)
         return
     try:
         resources.rooms.sockets.reserve_socket(user)
     except TooManySockets as exc:
-        await close(websocket, CLOSE_TOO_MANY, exc.detail)
+        await refuse(websocket, exc)
         return
     conn = Connection(
         websocket,
@@ -77,26 +77,15 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     )
     resources.metrics.room_sockets.inc()
     try:
-        await resources.rooms.sockets.open_socket(conn, since_seq)
-        while True:
-            message = await websocket.receive()
-            # Closed by the server (too slow): what the client sent is not handled, so nothing
-            # is stored that could not be acknowledged.
-            if message["type"] == "websocket.disconnect" or conn.closing:
-                break
-            await _handle(resources, conn, message.get("text"))
-    except (WebSocketDisconnect, RuntimeError, OSError):
-        pass
-    except CityError as exc:  # the database went away while opening, for example
-        conn.send(error_event(exc))
-        conn.go_live()
-        conn.start()
-        await conn.stop()
-        await close(websocket, 1011, exc.detail)
-    except Exception:  # a bug: the client still gets a close frame, and the log the trace
-        log.exception("%s socket of %s failed", conn.room_id or "presence", user.user_id)
-        await conn.stop()
-        await close(websocket, 1011, "internal error")
+        async with socket_errors(websocket, conn):
+            await resources.rooms.sockets.open_socket(conn, since_seq)
+            while True:
+                message = await websocket.receive()
+                # Closed by the server (too slow): what the client sent is not handled, so
+                # nothing is stored that could not be acknowledged.
+                if message["type"] == "websocket.disconnect" or conn.closing:
+                    break
+                await _handle(resources, conn, message.get("text"))
     finally:
         resources.metrics.room_sockets.dec()
         await conn.stop()

@@ -21,9 +21,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from daarion_city.config import Settings
-from daarion_city.headers import SECURITY_HEADERS
-from daarion_city.httphead import HeadLimits, protocol_class
-from daarion_city.realtime.transport import CityWebSocketProtocol
+from daarion_city.edge.head import HeadLimits, protocol_class
+from daarion_city.edge.headers import SECURITY_HEADERS
+from daarion_city.edge.protocol import CityWebSocketProtocol
 from daarion_city.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -35,13 +35,13 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
     options: dict[str, Any] = {
         "host": settings.city_host,
         "port": settings.city_port,
-        # uvicorn's websockets-sansio protocol, lighter per socket (realtime/transport.py).
+        # uvicorn's websockets-sansio protocol, lighter per socket (edge/protocol.py).
         "ws": CityWebSocketProtocol,
         "ws_max_size": settings.city_ws_max_frame_bytes,
         # permessage-deflate keeps a compressor per socket (about 64 KiB with zlib's defaults):
         # off, as measured in bench/RESULTS.md; chat frames are small.
         "ws_per_message_deflate": False,
-        # httptools, with caps on the request head's size, header count and time (httphead.py).
+        # httptools, with caps on the request head's size, header count and time (edge/head.py).
         "http": protocol_class(
             HeadLimits(
                 max_bytes=settings.city_max_header_bytes,
@@ -49,7 +49,7 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
                 timeout=settings.city_header_timeout,
             )
         ),
-        # Sent with every answer, built once (headers.py).
+        # Sent with every answer, built once (edge/headers.py).
         "headers": SECURITY_HEADERS,
         "loop": "uvloop" if sys.platform != "win32" else "asyncio",
         "log_config": None,
@@ -59,7 +59,7 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
         "lifespan": "on",
     }
     options.update(overrides)
-    # app.state.lane: the WebSocket lane in front of the app (realtime/lane.py).
+    # app.state.lane: the lanes in front of the app (edge/front.py).
     return uvicorn.Config(getattr(app.state, "lane", app), **options)
 
 

@@ -5,6 +5,11 @@
 any. Whatever the list, a page served by this service (its ``Origin`` names the ``Host`` it
 asked) and a client that sends no ``Origin`` (not a browser: curl, a mobile app, a bot) are
 allowed. Everything else, ``null`` included, is refused: Centrifugo's and Synapse's rule.
+
+A pure function of the request's headers and the settings, kept in ``realtime`` beside its one
+caller, the socket upgrade check (``realtime/endpoint.py``, which the socket lane and the router
+both reach): the edge above may use it, realtime may not import the edge. The CORS middleware
+(``edge/front.py``) is given the same list.
 """
 
 from __future__ import annotations

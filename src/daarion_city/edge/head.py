@@ -57,7 +57,7 @@ def refusal(
     """An answer written by the protocol itself: ``{"detail", "code"}``, then the end."""
     body = orjson.dumps({"detail": detail, "code": code})
     parts = [STATUS_LINE[status]]
-    for name, value in default_headers:  # the security headers (server.py), as on every answer
+    for name, value in default_headers:  # the security headers (edge/server.py), as everywhere
         parts += [name, b": ", value, b"\r\n"]
     parts += [
         b"content-type: application/json\r\ncontent-length: ",

@@ -1,9 +1,9 @@
 """The security headers of every answer: the page, static files, the API, errors, the post lane,
 and what the server writes itself (400, 431, 408, 500).
 
-They are the server's default headers (uvicorn's ``headers`` option, set in ``server.py``): the
-list is built once at start-up, and uvicorn already joins its default headers (the date) to each
-answer, so no request builds anything. An app served by another server does not send them.
+They are the server's default headers (uvicorn's ``headers`` option, set in ``edge/server.py``):
+the list is built once at start-up, and uvicorn already joins its default headers (the date) to
+each answer, so no request builds anything. An app served by another server does not send them.
 
 The page loads only its own files: no inline script or style, no framing. Its token lives in
 ``localStorage``, so a script injected into the page could read it; the policy is what keeps

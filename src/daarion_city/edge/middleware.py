@@ -15,6 +15,7 @@ import logging
 import re
 import secrets
 import time
+from contextvars import Token
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -28,10 +29,13 @@ log = logging.getLogger("daarion_city.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
-def request_id_of(scope: Scope) -> str:
-    """The client's ``X-Request-ID`` when it is a safe token, else a new one."""
+def bind_request_id(scope: Scope) -> tuple[str, Token[str]]:
+    """The request's id, set for the logs until the token is reset: the client's
+    ``X-Request-ID`` when it is a safe token, else a new one. The one set-up of the middleware
+    and of the socket lane (``edge/lanes.py``)."""
     incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-    return incoming if _SAFE_ID.fullmatch(incoming) else secrets.token_hex(8)
+    rid = incoming if _SAFE_ID.fullmatch(incoming) else secrets.token_hex(8)
+    return rid, request_id.set(rid)
 
 
 class _TooLarge(Exception):
@@ -82,8 +86,7 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        rid = request_id_of(scope)
-        token = request_id.set(rid)
+        rid, token = bind_request_id(scope)
         try:
             if scope["type"] == "websocket":
                 remember_protocol(scope, send)
