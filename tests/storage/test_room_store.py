@@ -1,5 +1,6 @@
 """``storage/rooms.py`` and ``storage/messages.py`` on SQLite and PostgreSQL: rooms, seqs,
-messages (idempotent by ``client_msg_id``), the group commit's batches, pages both ways, membership."""
+messages (idempotent by ``client_msg_id``), the group commit's batches, pages both ways,
+membership."""
 
 from __future__ import annotations
 
