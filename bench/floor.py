@@ -25,10 +25,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bench.common import SECRET
-from daarion_city.auth import Principal, TokenAuthority
-from daarion_city.clock import iso, utcnow
+from daarion_city.core.clock import iso, utcnow
+from daarion_city.core.metrics import Metrics
 from daarion_city.edge.middleware import RequestContextMiddleware
-from daarion_city.metrics import Metrics
+from daarion_city.identity.principal import Principal
+from daarion_city.identity.tokens import TokenAuthority
 from daarion_city.rooms.schemas import Message, MessageCreate
 
 

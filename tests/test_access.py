@@ -399,7 +399,7 @@ async def test_bearer_credentials_read_what_http_bearer_reads(
     refuses every header shape as FastAPI's ``HTTPBearer(auto_error=False)`` does."""
     from fastapi.security import HTTPBearer
 
-    from daarion_city.auth import _bearer, bearer_credentials
+    from daarion_city.identity.http import _bearer, bearer_credentials
 
     scope = {"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": headers}
     theirs = await HTTPBearer(auto_error=False)(Request(scope))

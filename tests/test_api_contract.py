@@ -35,7 +35,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from daarion_city.app import create_app
-from daarion_city.auth import TokenAuthority
+from daarion_city.identity.tokens import TokenAuthority
 from tests.cluster import free_port
 from tests.conftest import make_settings
 from tests.support import run_server, serve_app

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
-from daarion_city.auth import Principal
+from daarion_city.identity.principal import Principal
 from daarion_city.pubsub import MemoryPubSub
 from daarion_city.realtime.channel import batch_envelope, event_envelope, message_envelope
 from daarion_city.realtime.hub import RoomHub

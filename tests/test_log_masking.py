@@ -11,7 +11,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from daarion_city.logs import JsonFormatter, mask_secrets
+from daarion_city.core.logs import JsonFormatter, mask_secrets
 from tests.support import Api
 
 pytestmark = pytest.mark.timeout(60)

@@ -12,9 +12,9 @@ import jwt
 import pytest
 
 from daarion_city.app import create_app
-from daarion_city.auth import TokenAuthority, load_secret
 from daarion_city.config import Settings
-from daarion_city.logs import mask_url
+from daarion_city.core.logs import mask_url
+from daarion_city.identity.tokens import TokenAuthority, load_secret
 from daarion_city.storage.migrate import head_revision
 from daarion_city.wiring import ConfigurationError
 from tests.conftest import make_settings
@@ -95,7 +95,7 @@ def test_generated_secret_survives_a_restart(tmp_path: Path) -> None:
 def test_a_remembered_token_still_expires_and_a_forged_one_is_never_remembered() -> None:
     import time
 
-    from daarion_city.errors import Unauthorized
+    from daarion_city.core.errors import Unauthorized
 
     authority = TokenAuthority("s" * 32, cache_size=2)
     short = authority.mint("u_a", "A", 2).token  # exp is whole seconds: 1 to 2 s from now

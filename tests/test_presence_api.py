@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from daarion_city.errors import Unavailable
+from daarion_city.core.errors import Unavailable
 from tests.conftest import REDIS_URL
 from tests.support import Api, open_socket
 

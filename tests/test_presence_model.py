@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daarion_city.clock import FakeClock
+from daarion_city.core.clock import FakeClock
 from daarion_city.presence import model
 from daarion_city.presence.model import UserPresence, reported_status
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from websockets.exceptions import InvalidStatus
 
-from daarion_city.clock import FakeClock
 from daarion_city.config import Settings
-from daarion_city.errors import RateLimited
+from daarion_city.core.clock import FakeClock
+from daarion_city.core.errors import RateLimited
 from daarion_city.ratelimit import MemoryRateLimiter
 from daarion_city.ratelimit.base import take
 from tests.cluster import free_port

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from daarion_city.tasks import Batcher, FreshFlight, TaskSet
+from daarion_city.core.tasks import Batcher, FreshFlight, TaskSet
 
 
 async def test_a_shared_read_always_starts_after_its_caller_asked() -> None:

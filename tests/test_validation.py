@@ -11,12 +11,8 @@ from typing import Annotated, Any
 import pytest
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 
-from daarion_city.auth import GuestRequest
-from daarion_city.edge.middleware import bind_request_id
-from daarion_city.logs import request_id
-from daarion_city.matrix.ids import city_user_of, is_valid_user_id, puppet_id
-from daarion_city.rooms.schemas import MessageCreate, RoomCreate
-from daarion_city.validation import (
+from daarion_city.core.logs import request_id
+from daarion_city.core.validation import (
     DISPLAY_NAME_PATTERN,
     FEED_EVENT_ID_PATTERN,
     INVISIBLE_CLASS,
@@ -34,6 +30,10 @@ from daarion_city.validation import (
     room_name,
     user_id_problem,
 )
+from daarion_city.edge.middleware import bind_request_id
+from daarion_city.identity.http import GuestRequest
+from daarion_city.matrix.ids import city_user_of, is_valid_user_id, puppet_id
+from daarion_city.rooms.schemas import MessageCreate, RoomCreate
 
 
 def _request_id(value: str) -> str:

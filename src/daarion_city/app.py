@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from daarion_city import auth, ops
+from daarion_city import ops
 from daarion_city.config import ALL_SERVICES, Settings
+from daarion_city.core.errors import install_error_handlers
+from daarion_city.core.metrics import Metrics
 from daarion_city.edge.front import front
-from daarion_city.errors import install_error_handlers
 from daarion_city.feed import http as feed_http
+from daarion_city.identity import http as identity_http
 from daarion_city.matrix import http as matrix_http
-from daarion_city.metrics import Metrics
 from daarion_city.presence import http as presence_http
 from daarion_city.presence import ws as presence_ws
 from daarion_city.rooms import http as rooms_http
@@ -50,6 +51,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with open_resources(settings, enabled, metrics) as resources:
             app.state.resources = resources
+            app.state.provided = resources.provided()
             log.info("serving %s as instance %s", ",".join(sorted(enabled)), resources.instance_id)
             yield
 
@@ -66,7 +68,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(ops.router)
-    app.include_router(auth.router)
+    app.include_router(identity_http.router)
     if "city" in enabled:
         app.include_router(rooms_http.router)
         app.include_router(rooms_ws.router)

@@ -16,8 +16,8 @@ MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import create_app
+    from daarion_city.core.logs import setup_logging
     from daarion_city.edge.server import CityServer, server_config
-    from daarion_city.logs import setup_logging
     from daarion_city.wiring import ConfigurationError
 
     setup_logging(settings.log_level)
@@ -59,7 +59,7 @@ def _migrate(_: argparse.Namespace, settings: Settings) -> int:
 
 
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from daarion_city.auth import TokenAuthority, load_secret
+    from daarion_city.identity.tokens import TokenAuthority, load_secret
 
     if not 1 <= args.ttl <= MAX_TOKEN_TTL:
         print(f"daarion-city: --ttl must be 1..{MAX_TOKEN_TTL} seconds", file=sys.stderr)
@@ -74,7 +74,7 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
-    from daarion_city.auth import describe_secret
+    from daarion_city.identity.tokens import describe_secret
     from daarion_city.secondme.providers import describe
     from daarion_city.wiring import ConfigurationError, check_settings
 

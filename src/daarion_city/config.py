@@ -13,8 +13,9 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from daarion_city.logs import MASK, mask_url
-from daarion_city.validation import JsonLimits
+from daarion_city.core.logs import MASK, mask_url
+from daarion_city.core.provided import Key
+from daarion_city.core.validation import JsonLimits
 
 # "city" is rooms, presence, the feed and the web client (port 7001); "secondme" (7003) and
 # "matrix" (7025) can run in their own processes or beside it.
@@ -233,3 +234,6 @@ class Settings(BaseSettings):
                 out[name] = value
         out["effective_database_url"] = mask_url(self.effective_database_url)
         return out
+
+
+SETTINGS: Key[Settings] = Key("settings")

@@ -8,9 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from daarion_city.metrics import CONTENT_TYPE_LATEST
-from daarion_city.realtime.transport import DirectWriter
-from daarion_city.resources import get_resources
+from daarion_city.config import SETTINGS
+from daarion_city.core.metrics import CONTENT_TYPE_LATEST, METRICS
+from daarion_city.core.provided import provided
+from daarion_city.pubsub import BUS
+from daarion_city.storage.database import DB
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
@@ -23,10 +25,10 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
 async def readyz(request: Request) -> JSONResponse:
-    resources = get_resources(request)
-    checks = {"database": await resources.db.ping()}
-    if resources.bus.distributed:
-        checks["redis"] = await resources.bus.ping()
+    bus = provided(request, BUS)
+    checks = {"database": await provided(request, DB).ping()}
+    if bus.distributed:
+        checks["redis"] = await bus.ping()
     ready = all(checks.values())
     body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
     if not ready:
@@ -37,20 +39,15 @@ async def readyz(request: Request) -> JSONResponse:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    resources = get_resources(request)
-    try:  # the online count as it is now, not as of the last sweep
-        resources.metrics.online_users.set(await resources.presence.store.get_online_count())
-    except Exception:  # the store is away: the last count stands (/readyz says why)
-        log.warning("presence count for /metrics failed", exc_info=True)
-    resources.metrics.deliveries.set(resources.hub.delivered)
-    resources.metrics.direct_writes.set(DirectWriter.writes)
-    return Response(resources.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    registry = provided(request, METRICS)
+    await registry.collect()  # the online count as it is now, not as of the last sweep
+    return Response(registry.render(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/city/config")
 async def client_config(request: Request) -> dict[str, Any]:
     """What a client needs to behave: presence timings and whether guests may sign in."""
-    s = get_resources(request).settings
+    s = provided(request, SETTINGS)
     return {
         "allow_guests": s.city_allow_guests,
         "presence_ttl": s.presence_ttl,

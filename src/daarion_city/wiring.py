@@ -14,28 +14,71 @@ import secrets
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
 
-from daarion_city import auth
-from daarion_city.config import Settings
-from daarion_city.feed.service import FeedService
-from daarion_city.matrix.service import MatrixGateway
-from daarion_city.metrics import Metrics
-from daarion_city.presence.service import PresenceService
+from daarion_city.config import SETTINGS, Settings
+from daarion_city.core.metrics import METRICS, Metrics
+from daarion_city.core.provided import INSTANCE_ID, Provided
+from daarion_city.core.redisutil import open_redis
+from daarion_city.core.validation import SLUG_PATTERN, is_slug
+from daarion_city.feed.service import FEED, FeedService
+from daarion_city.identity.tokens import AUTH, TokenAuthority, load_secret
+from daarion_city.matrix.service import MATRIX, MatrixGateway
+from daarion_city.presence.service import PRESENCE, PresenceService
 from daarion_city.presence.store import create_presence_store
-from daarion_city.pubsub import create_pubsub
-from daarion_city.ratelimit import create_rate_limiter
-from daarion_city.realtime.hub import RoomHub
-from daarion_city.redisutil import open_redis
-from daarion_city.resources import Resources
+from daarion_city.pubsub import BUS, PubSub, create_pubsub
+from daarion_city.ratelimit import LIMITER, RateLimiter, create_rate_limiter
+from daarion_city.realtime.hub import HUB, RoomHub
+from daarion_city.realtime.transport import DirectWriter
 from daarion_city.rooms.occupancy import create_occupancy
-from daarion_city.rooms.service import RoomService, load_frames, load_last_seq
+from daarion_city.rooms.service import ROOMS, RoomService, load_frames, load_last_seq
 from daarion_city.secondme.providers import create_provider, describe, in_effect
-from daarion_city.secondme.service import SecondMeService
-from daarion_city.storage.database import Database
+from daarion_city.secondme.service import SECONDME, SecondMeService
+from daarion_city.storage.database import DB, Database
 from daarion_city.storage.migrate import migrate
-from daarion_city.validation import SLUG_PATTERN, is_slug
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class Resources:
+    """What one process built: the app's own record of it (its teardown, the tests' handle).
+    Routes and socket handlers never see it: they ask for one object at a time by key
+    (:meth:`provided`, ``core/provided.py``)."""
+
+    settings: Settings
+    auth: TokenAuthority
+    metrics: Metrics
+    db: Database
+    bus: PubSub
+    limiter: RateLimiter
+    hub: RoomHub
+    feed: FeedService
+    rooms: RoomService
+    presence: PresenceService
+    secondme: SecondMeService
+    matrix: MatrixGateway | None
+    instance_id: str
+    services: frozenset[str] = field(default_factory=frozenset)
+
+    def provided(self) -> Provided:
+        return Provided(
+            {
+                SETTINGS: self.settings,
+                AUTH: self.auth,
+                METRICS: self.metrics,
+                DB: self.db,
+                BUS: self.bus,
+                LIMITER: self.limiter,
+                HUB: self.hub,
+                FEED: self.feed,
+                ROOMS: self.rooms,
+                PRESENCE: self.presence,
+                SECONDME: self.secondme,
+                MATRIX: self.matrix,
+                INSTANCE_ID: self.instance_id,
+            }
+        )
 
 
 class ConfigurationError(RuntimeError):
@@ -81,7 +124,13 @@ async def open_resources(
         bus = create_pubsub(settings.redis_url, prefix)
         await bus.start()
         stack.push_async_callback(bus.stop)
-        redis = await stack.enter_async_context(open_redis(settings))
+        redis = await stack.enter_async_context(
+            open_redis(
+                settings.redis_url,
+                pool_size=settings.redis_pool_size,
+                wait=settings.database_timeout,
+            )
+        )
         feed = FeedService(db, bus)
         await feed.start()
         stack.push_async_callback(feed.stop)
@@ -117,6 +166,13 @@ async def open_resources(
         )
         stack.push_async_callback(rooms.stop)
         presence.add_publisher(rooms.sockets.publish_presence)
+
+        async def gauges(metrics: Metrics) -> None:
+            metrics.deliveries.set(hub.delivered)
+            metrics.direct_writes.set(DirectWriter.writes)
+            metrics.online_users.set(await presence.store.get_online_count())
+
+        metrics.add_collector(gauges)
         if "city" in services:
             await rooms.ensure_default_rooms()
             await rooms.start()
@@ -134,7 +190,7 @@ async def open_resources(
                 presence.add_listener(matrix.bridge.on_change)
         yield Resources(
             settings=settings,
-            auth=auth.TokenAuthority(auth.load_secret(settings)),
+            auth=TokenAuthority(load_secret(settings)),
             metrics=metrics,
             db=db,
             bus=bus,

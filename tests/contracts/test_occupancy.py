@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from daarion_city.errors import Unavailable
+from daarion_city.core.errors import Unavailable
 from daarion_city.rooms.occupancy import (
     Departure,
     MemoryRoomOccupancy,

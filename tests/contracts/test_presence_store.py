@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from daarion_city.clock import FakeClock
-from daarion_city.errors import Unavailable
+from daarion_city.core.clock import FakeClock
+from daarion_city.core.errors import Unavailable
 from daarion_city.presence.store import (
     MemoryPresenceStore,
     PresenceStore,

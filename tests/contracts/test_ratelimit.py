@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 import redis.asyncio as aioredis
 
-from daarion_city.clock import FakeClock
-from daarion_city.errors import RateLimited
+from daarion_city.core.clock import FakeClock
+from daarion_city.core.errors import RateLimited
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter, create_rate_limiter
 from daarion_city.ratelimit.redis import RedisRateLimiter
 from tests.cluster import free_port

@@ -9,9 +9,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from daarion_city.config import Settings
+from daarion_city.core.metrics import Metrics
 from daarion_city.edge.lanes import PostLane, SocketLane
 from daarion_city.edge.middleware import RequestContextMiddleware
-from daarion_city.metrics import Metrics
 from daarion_city.presence import ws as presence_ws
 from daarion_city.rooms import ws as rooms_ws
 

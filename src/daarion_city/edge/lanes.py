@@ -17,9 +17,10 @@ broadcasting it (bench/RESULTS.md). Every other request, malformed ones included
 route, so each error has one definition.
 
 What the lanes share with the routes: their paths (the routers' own constants, matched by the
-pattern Starlette compiles from them, in full), the bearer token (``auth.bearer_credentials``, the
-parsing of the ``CurrentUser`` dependency) and the answers to errors (``errors.error_answer``,
-the installed handlers' mapping). The tests compare each lane with its route (``lanes=False``).
+pattern Starlette compiles from them, in full), the bearer token
+(``identity/http.bearer_credentials``, the parsing of the ``CurrentUser`` dependency) and the
+answers to errors (``core/errors.error_answer``, the installed handlers' mapping). The tests
+compare each lane with its route (``lanes=False``).
 """
 
 from __future__ import annotations
@@ -34,16 +35,18 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from daarion_city.auth import bearer_credentials
+from daarion_city.core.errors import Unauthorized, error_answer
+from daarion_city.core.logs import request_id
+from daarion_city.core.provided import Provided
 from daarion_city.edge.middleware import bind_request_id, is_json, read_body, replay_body
-from daarion_city.errors import Unauthorized, error_answer
-from daarion_city.logs import request_id
+from daarion_city.identity.http import bearer_credentials
+from daarion_city.identity.tokens import AUTH
 from daarion_city.presence import ws as presence_ws
 from daarion_city.realtime.transport import remember_protocol
-from daarion_city.resources import Resources
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
 from daarion_city.rooms.schemas import MessageCreate
+from daarion_city.rooms.service import ROOMS
 
 RoomHandler = Callable[[WebSocket, str], Awaitable[None]]
 PresenceHandler = Callable[[WebSocket], Awaitable[None]]
@@ -125,14 +128,14 @@ class PostLane:
         credentials = bearer_credentials(scope["headers"])
         if credentials is None:
             return False
-        resources: Resources = self.app.state.resources
+        values: Provided = self.app.state.provided
         try:
-            user = resources.auth.verify(credentials)
+            user = values[AUTH].verify(credentials)
             data = MessageCreate.model_validate_json(body)
         except (Unauthorized, ValidationError):
             return False
         try:
-            result = await resources.rooms.commit.post(user, room, data.body, data.client_msg_id)
+            result = await values[ROOMS].commit.post(user, room, data.body, data.client_msg_id)
         except Exception as exc:  # as the app's error handlers answer it
             await error_answer(scope, exc)(scope, receive, send)
             return True

@@ -20,10 +20,10 @@ from contextvars import Token
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from daarion_city.logs import request_id
-from daarion_city.metrics import Metrics
+from daarion_city.core.logs import request_id
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.validation import JsonLimits
 from daarion_city.realtime.transport import remember_protocol
-from daarion_city.validation import JsonLimits
 
 log = logging.getLogger("daarion_city.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")

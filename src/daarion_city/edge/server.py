@@ -21,10 +21,13 @@ import uvicorn
 from fastapi import FastAPI
 
 from daarion_city.config import Settings
+from daarion_city.core.provided import Provided
 from daarion_city.edge.head import HeadLimits, protocol_class
 from daarion_city.edge.headers import SECURITY_HEADERS
 from daarion_city.edge.protocol import CityWebSocketProtocol
-from daarion_city.resources import Resources
+from daarion_city.feed.service import FEED
+from daarion_city.presence.service import PRESENCE
+from daarion_city.realtime.hub import HUB
 
 log = logging.getLogger(__name__)
 GOING_AWAY_TIMEOUT = 5.0
@@ -63,10 +66,10 @@ def server_config(app: FastAPI, settings: Settings, **overrides: Any) -> uvicorn
     return uvicorn.Config(getattr(app.state, "lane", app), **options)
 
 
-async def going_away(resources: Resources) -> None:
+async def going_away(values: Provided) -> None:
     """Close every socket with 1001 and end every SSE stream; bounded in time."""
-    resources.feed.end_streams()
-    conns = [*resources.hub.all_connections(), *resources.presence.sockets]
+    values[FEED].end_streams()
+    conns = [*values[HUB].all_connections(), *values[PRESENCE].sockets]
     if not conns:
         return
     log.info("shutting down: closing %d sockets with 1001", len(conns))
@@ -84,10 +87,10 @@ class CityServer(uvicorn.Server):
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting before the sockets are told to go
-        resources: Resources | None = getattr(self._city_app.state, "resources", None)
-        if resources is not None:
+        values: Provided | None = getattr(self._city_app.state, "provided", None)
+        if values is not None:
             try:
-                await going_away(resources)
+                await going_away(values)
             except Exception:
                 log.exception("closing sockets for the shutdown failed")
         await super().shutdown(sockets)

@@ -9,10 +9,10 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import FEED_EVENT_ID_PATTERN
 from daarion_city.feed.schemas import FeedEvent, FeedKind
-from daarion_city.feed.service import FeedService, RecordedEvent
-from daarion_city.resources import get_resources
-from daarion_city.validation import FEED_EVENT_ID_PATTERN
+from daarion_city.feed.service import FEED, FeedService, RecordedEvent
 
 router = APIRouter(prefix="/city/feed", tags=["feed"])
 
@@ -30,7 +30,7 @@ async def list_feed(
     before: Annotated[str | None, Query(max_length=80, pattern=FEED_EVENT_ID_PATTERN)] = None,
     kind: FeedKind | None = None,
 ) -> list[dict[str, Any]]:
-    return await get_resources(request).feed.list(limit=limit, before=before, kind=kind)
+    return await provided(request, FEED).list(limit=limit, before=before, kind=kind)
 
 
 def _sse(event: RecordedEvent) -> bytes:
@@ -65,7 +65,7 @@ async def stream_feed(
 ) -> StreamingResponse:
     """An id that is not an event id's shape is refused (422) before the stream starts; a
     well-formed one that names no event starts the stream live, with nothing replayed."""
-    feed = get_resources(request).feed
+    feed = provided(request, FEED)
     return StreamingResponse(
         _frames(feed, last_event_id or since),
         media_type="text/event-stream",

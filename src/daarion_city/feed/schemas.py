@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from daarion_city.clock import iso
+from daarion_city.core.clock import iso
 
 FeedKind = Literal["system", "room_created", "room_message", "member_joined", "member_left"]
 

@@ -18,10 +18,11 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daarion_city.clock import utcnow
-from daarion_city.errors import NotFound
+from daarion_city.core.clock import utcnow
+from daarion_city.core.errors import NotFound
+from daarion_city.core.ids import new_id
+from daarion_city.core.provided import Key
 from daarion_city.feed.schemas import event_wire
-from daarion_city.ids import new_id
 from daarion_city.pubsub import PubSub
 from daarion_city.storage import feed as store
 from daarion_city.storage.database import Database
@@ -197,3 +198,6 @@ class FeedService:
     @property
     def subscriber_count(self) -> int:
         return len(self._subscribers)
+
+
+FEED: Key[FeedService] = Key("feed")

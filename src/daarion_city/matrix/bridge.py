@@ -18,12 +18,12 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from daarion_city.clock import Clock, system_clock
-from daarion_city.errors import CityError
+from daarion_city.core.clock import Clock, system_clock
+from daarion_city.core.errors import CityError
+from daarion_city.core.tasks import TaskSet
 from daarion_city.matrix.client import HomeserverClient, HomeserverUnavailable
 from daarion_city.matrix.ids import puppet_id, puppet_localpart
 from daarion_city.presence.model import Transition
-from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import httpx
 
-from daarion_city.errors import CityError
+from daarion_city.core.errors import CityError
 
 
 class HomeserverUnavailable(CityError):

@@ -11,10 +11,11 @@ from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
-from daarion_city.errors import BadRequest, CityError, Unauthorized, error_doc
+from daarion_city.config import SETTINGS
+from daarion_city.core.errors import BadRequest, CityError, Unauthorized, error_doc
+from daarion_city.core.provided import provided
 from daarion_city.matrix.ids import MXID
-from daarion_city.matrix.service import MatrixGateway
-from daarion_city.resources import get_resources
+from daarion_city.matrix.service import MATRIX, MatrixGateway
 
 router = APIRouter(tags=["matrix"])
 MATRIX_STATUSES = ("online", "unavailable", "offline")
@@ -51,7 +52,7 @@ async def internal_caller(
     request: Request, token: Annotated[str | None, Security(_internal_token)]
 ) -> None:
     """A dependency, so a caller without the token gets 401 before its body is even read."""
-    expected = get_resources(request).settings.matrix_gateway_internal_token
+    expected = provided(request, SETTINGS).matrix_gateway_internal_token
     if (
         expected is None
         or not expected.get_secret_value()
@@ -65,7 +66,7 @@ InternalCaller = Annotated[None, Depends(internal_caller)]
 
 
 def _gateway(request: Request) -> MatrixGateway:
-    gateway = get_resources(request).matrix
+    gateway = provided(request, MATRIX)
     if gateway is None:
         raise NotConfigured("the Matrix gateway is not configured (MATRIX_HOMESERVER_URL)")
     return gateway

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from daarion_city.config import Settings
+from daarion_city.core.provided import Key
 from daarion_city.matrix.appservice import AppService
 from daarion_city.matrix.bridge import PresenceBridge
 from daarion_city.matrix.client import HomeserverClient, HomeserverUnavailable, MatrixError
@@ -71,3 +72,6 @@ class MatrixGateway:
     @staticmethod
     def valid_user_id(matrix_user_id: str) -> bool:
         return is_valid_user_id(matrix_user_id)
+
+
+MATRIX: Key[MatrixGateway | None] = Key("matrix")

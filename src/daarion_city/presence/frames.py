@@ -7,10 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
-from daarion_city.clock import from_epoch, iso
+from daarion_city.core.clock import from_epoch, iso
+from daarion_city.core.validation import MAX_LAST_ACTIVE_MS, JsonLimits
 from daarion_city.presence.model import Transition
 from daarion_city.realtime.protocol import DEFAULT_LIMITS, Frame, Ping, encode, parse_frame
-from daarion_city.validation import MAX_LAST_ACTIVE_MS, JsonLimits
 
 
 class Heartbeat(Frame):

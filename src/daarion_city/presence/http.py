@@ -9,11 +9,14 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from daarion_city.auth import CurrentUser, Principal
-from daarion_city.errors import Unauthorized, ValidationErrorBody, error_doc
-from daarion_city.resources import get_resources
-from daarion_city.validation import MAX_LAST_ACTIVE_MS as MAX_ACTIVE_MS
-from daarion_city.validation import USER_ID_PATTERN, whole_number
+from daarion_city.core.errors import Unauthorized, ValidationErrorBody, error_doc
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import MAX_LAST_ACTIVE_MS as MAX_ACTIVE_MS
+from daarion_city.core.validation import USER_ID_PATTERN, whole_number
+from daarion_city.identity.http import CurrentUser
+from daarion_city.identity.principal import Principal
+from daarion_city.identity.tokens import AUTH
+from daarion_city.presence.service import PRESENCE
 
 router = APIRouter(prefix="/city/presence", tags=["presence"])
 
@@ -57,7 +60,7 @@ class OfflineBody(BaseModel):
 
 @router.get("", response_model=OnlineList)
 async def online(request: Request) -> dict[str, Any]:
-    return await get_resources(request).presence.online()
+    return await provided(request, PRESENCE).online()
 
 
 @router.get("/{user_id}", response_model=PresenceRecord)
@@ -65,14 +68,14 @@ async def one(
     request: Request, user_id: Annotated[str, Path(max_length=80, pattern=USER_ID_PATTERN)]
 ) -> dict[str, Any]:
     """A user id of another shape is no user's: 422 before any store is asked."""
-    return await get_resources(request).presence.get(user_id)
+    return await provided(request, PRESENCE).get(user_id)
 
 
 @router.post("/heartbeat", response_model=PresenceRecord, responses=WRITE_ERRORS)
 async def heartbeat(
     request: Request, user: CurrentUser, body: HeartbeatBody | None = None
 ) -> dict[str, Any]:
-    presence = get_resources(request).presence
+    presence = provided(request, PRESENCE)
     await presence.check_write(user)
     body = body or HeartbeatBody()
     await presence.heartbeat(
@@ -105,7 +108,7 @@ async def heartbeat(
 async def offline(request: Request) -> Response:
     """Offline at once. The token comes from ``Authorization`` or, for ``navigator.sendBeacon``
     (which sends text/plain and cannot set headers), from the body's ``token``."""
-    resources = get_resources(request)
+    presence = provided(request, PRESENCE)
     raw = await request.body()
     body = OfflineBody()
     if raw.strip():
@@ -119,7 +122,7 @@ async def offline(request: Request) -> Response:
     token = header[7:] if header.lower().startswith("bearer ") else body.token
     if not token:
         raise Unauthorized("missing bearer token")
-    user: Principal = resources.auth.verify(token)
-    await resources.presence.check_write(user)
-    await resources.presence.offline(user, body.connection_id)
+    user: Principal = provided(request, AUTH).verify(token)
+    await presence.check_write(user)
+    await presence.offline(user, body.connection_id)
     return Response(status_code=204)

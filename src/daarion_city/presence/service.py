@@ -25,10 +25,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daarion_city.auth import Principal
-from daarion_city.clock import Clock, system_clock
 from daarion_city.config import Settings
-from daarion_city.metrics import Metrics
+from daarion_city.core.clock import Clock, system_clock
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.provided import Key
+from daarion_city.core.tasks import TaskSet
+from daarion_city.identity.principal import Principal
 from daarion_city.presence.frames import bulk_frame, record, update_frame
 from daarion_city.presence.model import HTTP_CONNECTION, Reported, Transition, reported_status
 from daarion_city.presence.store import PresenceStore
@@ -37,7 +39,6 @@ from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.transport import text_frame
-from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class PresenceService:
         after the snapshot ends on the latest state)."""
         self.sockets.add(conn)  # catching up: updates are held until the snapshot is queued
         await self.heartbeat(conn.user, conn_id)
-        conn.send_snapshot(await self.bulk_frame(conn_id))
+        conn.send_snapshot(bulk_frame(await self.store.get_all_online(), conn_id))
         conn.go_live()
 
     async def close_socket(self, conn: Connection, conn_id: str, *, clean: bool) -> None:
@@ -287,8 +288,7 @@ class PresenceService:
         return {"online_count": len(users), "users": [record(u) for u in users]}
 
     async def get(self, user_id: str) -> dict[str, Any]:
-        found = await self.store.get([user_id])
-        if user_id in found:
+        if (found := await self.store.get([user_id])).get(user_id) is not None:
             return record(found[user_id])
         return {"user_id": user_id, "name": user_id, "status": "offline", "last_seen": None}
 
@@ -296,5 +296,5 @@ class PresenceService:
         found = await self.store.get(user_ids)
         return {u: t.new for u, t in found.items()}
 
-    async def bulk_frame(self, connection_id: str) -> str:
-        return bulk_frame(await self.store.get_all_online(), connection_id)
+
+PRESENCE: Key[PresenceService] = Key("presence")

@@ -17,8 +17,10 @@ import logging
 from fastapi import APIRouter
 from starlette.websockets import WebSocket
 
-from daarion_city.errors import CityError, RateLimited
+from daarion_city.core.errors import CityError, RateLimited
+from daarion_city.core.provided import INSTANCE_ID, provided
 from daarion_city.presence.frames import parse_presence_frame
+from daarion_city.presence.service import PRESENCE
 from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.closes import ABRUPT_CLOSES
 from daarion_city.realtime.connection import Connection
@@ -33,11 +35,11 @@ SOCKET_PATH = "/ws/city/presence"  # served by the socket lane too (edge/lanes.p
 
 @router.websocket(SOCKET_PATH)
 async def presence_socket(websocket: WebSocket) -> None:
-    accepted = await accept_user(websocket)
-    if accepted is None:
+    user = await accept_user(websocket)
+    if user is None:
         return
-    resources, user = accepted
-    presence = resources.presence
+    presence = provided(websocket, PRESENCE)
+    settings, metrics = presence.settings, presence.metrics
     try:
         presence.sockets_per_user.reserve(user.user_id)
     except TooManySockets as exc:
@@ -47,14 +49,13 @@ async def presence_socket(websocket: WebSocket) -> None:
         websocket,
         user,
         "",
-        max_queue=resources.settings.city_ws_send_queue,
+        max_queue=settings.city_ws_send_queue,
         direct=DirectWriter.for_scope(websocket.scope),
-        close_timeout=resources.settings.city_ws_close_timeout,
+        close_timeout=settings.city_ws_close_timeout,
     )
-    conn_id = f"{resources.instance_id}:p{conn.id}"
-    settings = resources.settings
+    conn_id = f"{provided(websocket, INSTANCE_ID)}:p{conn.id}"
     limits = settings.json_limits
-    resources.metrics.presence_sockets.inc()
+    metrics.presence_sockets.inc()
     clean_close = False
     try:
         async with socket_errors(websocket, conn):
@@ -77,7 +78,7 @@ async def presence_socket(websocket: WebSocket) -> None:
                 try:
                     frame = parse_presence_frame(message.get("text"), limits)
                 except FrameError as exc:
-                    resources.metrics.ws_errors.labels(exc.code).inc()
+                    metrics.ws_errors.labels(exc.code).inc()
                     conn.send(error_frame(exc.code, exc.message))
                     continue
                 if isinstance(frame, Ping):
@@ -85,7 +86,7 @@ async def presence_socket(websocket: WebSocket) -> None:
                     continue
                 # The user's bucket on this instance, whichever of their sockets sends.
                 if (wait := presence.socket_write_wait(user.user_id)) > 0:
-                    resources.metrics.ws_errors.labels("rate_limited").inc()
+                    metrics.ws_errors.labels("rate_limited").inc()
                     conn.send(error_event(RateLimited(wait, "heartbeats too often")))
                     continue
                 try:
@@ -99,7 +100,7 @@ async def presence_socket(websocket: WebSocket) -> None:
                     conn.send(error_event(exc))
     finally:
         presence.sockets_per_user.release(user.user_id)
-        resources.metrics.presence_sockets.dec()
+        metrics.presence_sockets.dec()
         await conn.stop()
         try:
             await presence.close_socket(conn, conn_id, clean=clean_close)

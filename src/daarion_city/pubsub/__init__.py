@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from daarion_city.pubsub.base import Handler, PubSub
+from daarion_city.pubsub.base import BUS, Handler, PubSub
 from daarion_city.pubsub.memory import MemoryPubSub
 
 
@@ -16,4 +16,4 @@ def create_pubsub(redis_url: str, prefix: str = "") -> PubSub:
     return bus
 
 
-__all__ = ["Handler", "MemoryPubSub", "PubSub", "create_pubsub"]
+__all__ = ["BUS", "Handler", "MemoryPubSub", "PubSub", "create_pubsub"]

@@ -26,6 +26,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from daarion_city.core.provided import Key
+
 Handler = Callable[[bytes], None]
 ReconnectListener = Callable[[], Awaitable[None]]
 
@@ -54,3 +56,6 @@ class PubSub(Protocol):
     async def unsubscribe(self, channel: str, handler: Handler) -> None: ...
 
     def add_reconnect_listener(self, listener: ReconnectListener) -> None: ...
+
+
+BUS: Key[PubSub] = Key("bus")

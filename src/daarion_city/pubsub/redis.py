@@ -20,8 +20,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
-from daarion_city.tasks import Batcher, TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from daarion_city.ratelimit.base import RateLimiter
+from daarion_city.ratelimit.base import LIMITER, RateLimiter
 from daarion_city.ratelimit.memory import MemoryRateLimiter
 
 if TYPE_CHECKING:
@@ -21,4 +21,4 @@ def create_rate_limiter(redis: aioredis.Redis | None, *, prefix: str = "") -> Ra
     return limiter
 
 
-__all__ = ["MemoryRateLimiter", "RateLimiter", "create_rate_limiter"]
+__all__ = ["LIMITER", "MemoryRateLimiter", "RateLimiter", "create_rate_limiter"]

@@ -11,7 +11,7 @@ instance). Guarantees every limiter keeps:
 - atomic per key: a hit reads the bucket, refills it for the time passed, and takes ``cost`` (or
   nothing) in one step; concurrent hits on one key never both spend the same token. A bucket
   never holds more than ``burst`` tokens, however long it rested, and a refused hit takes nothing;
-- ``retry_after`` of the :class:`~daarion_city.errors.RateLimited` raised is the seconds until
+- ``retry_after`` of the :class:`~daarion_city.core.errors.RateLimited` raised is the seconds until
   ``cost`` tokens will have refilled: ``(cost - tokens) / rate``;
 - keys are independent; a missing bucket is a full one, so forgetting a full bucket changes
   nothing. In memory, idle full buckets are dropped only when ``max_keys`` is reached; in Redis
@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from daarion_city.core.provided import Key
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +55,6 @@ class RateLimiter(Protocol):
     async def close(self) -> None:
         """Stop background work (hits still waiting are answered or failed first)."""
         ...
+
+
+LIMITER: Key[RateLimiter] = Key("limiter")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from daarion_city.clock import Clock, system_clock
-from daarion_city.errors import RateLimited
+from daarion_city.core.clock import Clock, system_clock
+from daarion_city.core.errors import RateLimited
 from daarion_city.ratelimit.base import Bucket, take
 
 

@@ -15,9 +15,9 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from daarion_city.errors import RateLimited
+from daarion_city.core.errors import RateLimited
+from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.ratelimit.memory import MemoryRateLimiter
-from daarion_city.tasks import Batcher, TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from daarion_city.errors import CityError
+from daarion_city.core.errors import CityError
 from daarion_city.realtime.closes import CLOSE_TOO_MANY
 
 

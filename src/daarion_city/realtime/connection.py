@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from daarion_city.auth import Principal
+from daarion_city.identity.principal import Principal
 from daarion_city.realtime.closes import (
     CLOSE_GOING_AWAY,
     CLOSE_TOO_SLOW,

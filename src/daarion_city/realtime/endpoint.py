@@ -23,37 +23,41 @@ from typing import Any
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from daarion_city.auth import Principal
-from daarion_city.errors import CityError, RateLimited, Unauthorized
+from daarion_city.config import SETTINGS
+from daarion_city.core.errors import CityError, RateLimited, Unauthorized
+from daarion_city.core.metrics import METRICS
+from daarion_city.core.provided import provided
+from daarion_city.identity.principal import Principal
+from daarion_city.identity.tokens import AUTH
+from daarion_city.ratelimit import LIMITER
 from daarion_city.realtime.closes import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_UNAUTHORIZED
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.origins import origin_allowed
 from daarion_city.realtime.protocol import FrameError, decode_object, encode
 from daarion_city.realtime.transport import release_handshake
-from daarion_city.resources import Resources, get_resources
 
 log = logging.getLogger(__name__)
 
 
-async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | None:
+async def accept_user(websocket: WebSocket) -> Principal | None:
     """Check the upgrade, accept the socket and authenticate it; None once it is closed."""
-    resources = get_resources(websocket)
-    settings = resources.settings
+    settings = provided(websocket, SETTINGS)
+    metrics = provided(websocket, METRICS)
     if not origin_allowed(
         websocket.headers.get("origin"), websocket.headers.get("host"), settings.allowed_origins
     ):
-        resources.metrics.ws_errors.labels("origin_not_allowed").inc()
+        metrics.ws_errors.labels("origin_not_allowed").inc()
         await deny(websocket, 403, "origin_not_allowed", "this Origin may not open sockets here")
         return None
     address = websocket.client.host if websocket.client else "unknown"
     try:
-        await resources.limiter.hit(
+        await provided(websocket, LIMITER).hit(
             f"connect:{address}",
             rate=settings.city_ws_connect_rate,
             burst=settings.city_ws_connect_burst,
         )
     except RateLimited as exc:
-        resources.metrics.ws_errors.labels("connect_rate_limited").inc()
+        metrics.ws_errors.labels("connect_rate_limited").inc()
         await deny(websocket, 429, exc.code, exc.detail, exc.headers())
         return None
     await websocket.accept()
@@ -63,7 +67,7 @@ async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | Non
         if token is None:
             async with asyncio.timeout(settings.city_ws_auth_timeout):
                 token = await _auth_frame(websocket)
-        user = resources.auth.verify(token)
+        user = provided(websocket, AUTH).verify(token)
     except Unauthorized as exc:
         await refuse(websocket, exc)
         return None
@@ -73,7 +77,7 @@ async def accept_user(websocket: WebSocket) -> tuple[Resources, Principal] | Non
         return None
     except _Gone:
         return None
-    return resources, user
+    return user
 
 
 class _Gone(Exception):

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import logging
 
-from daarion_city.errors import Unavailable
+from daarion_city.core.errors import Unavailable
+from daarion_city.core.provided import Key
+from daarion_city.core.tasks import TaskSet
 from daarion_city.pubsub import PubSub
 from daarion_city.realtime.channel import (
     FramesLoader,
@@ -39,7 +41,6 @@ from daarion_city.realtime.channel import (
     message_envelope,
 )
 from daarion_city.realtime.connection import Connection
-from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 
@@ -192,3 +193,6 @@ class RoomHub:
             channel.close()
         self._channels.clear()
         await self._tasks.close()
+
+
+HUB: Key[RoomHub] = Key("hub")

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from daarion_city.validation import JsonLimits
+from daarion_city.core.validation import JsonLimits
 
 DEFAULT_LIMITS = JsonLimits()
 

@@ -12,17 +12,17 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from daarion_city.auth import Principal
-from daarion_city.clock import utcnow
-from daarion_city.errors import NotFound
+from daarion_city.core.clock import utcnow
+from daarion_city.core.errors import NotFound
+from daarion_city.core.ids import new_id
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.feed.service import FeedService, RecordedEvent
-from daarion_city.ids import new_id
-from daarion_city.metrics import Metrics
+from daarion_city.identity.principal import Principal
 from daarion_city.rooms.frames import message_frame
 from daarion_city.rooms.schemas import message_wire
 from daarion_city.storage import messages as store
 from daarion_city.storage.database import Database
-from daarion_city.tasks import Batcher, TaskSet
 
 log = logging.getLogger(__name__)
 

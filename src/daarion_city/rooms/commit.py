@@ -34,17 +34,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from daarion_city.auth import Principal
 from daarion_city.config import Settings
-from daarion_city.errors import CityError
+from daarion_city.core.errors import CityError
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.service import FeedService
-from daarion_city.metrics import Metrics
+from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.rooms.batch import BatchWriter, Committed, Pending, PostResult
 from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage.database import Database
-from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, TypeAdapter
 
+from daarion_city.core.validation import JsonLimits
 from daarion_city.realtime.protocol import DEFAULT_LIMITS, Frame, Ping, encode, parse_frame
 from daarion_city.rooms.schemas import ClientMsgId, MessageBody
-from daarion_city.validation import JsonLimits
 
 
 class MessageSend(Frame):

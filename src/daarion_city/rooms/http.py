@@ -17,9 +17,10 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 
-from daarion_city.auth import CurrentUser
-from daarion_city.errors import error_doc
-from daarion_city.resources import get_resources
+from daarion_city.core.errors import error_doc
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import MAX_SEQ
+from daarion_city.identity.http import CurrentUser
 from daarion_city.rooms.schemas import (
     MembershipAnswer,
     Message,
@@ -29,7 +30,7 @@ from daarion_city.rooms.schemas import (
     RoomCreate,
     RoomDetail,
 )
-from daarion_city.validation import MAX_SEQ
+from daarion_city.rooms.service import ROOMS
 
 PREFIX = "/city/rooms"
 MESSAGES_PATH = "/{room}/messages"  # posting is served by the post lane too (edge/lanes.py)
@@ -51,7 +52,7 @@ async def list_rooms(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> list[dict[str, Any]]:
-    return await get_resources(request).rooms.list_rooms(limit=limit, offset=offset)
+    return await provided(request, ROOMS).list_rooms(limit=limit, offset=offset)
 
 
 @router.post(
@@ -61,12 +62,12 @@ async def list_rooms(
     responses={409: error_doc("slug taken (`room_exists`)"), **UNAUTHORIZED, **RATE_LIMITED},
 )
 async def create_room(request: Request, body: RoomCreate, user: CurrentUser) -> dict[str, Any]:
-    return await get_resources(request).rooms.create_room(user, body)
+    return await provided(request, ROOMS).create_room(user, body)
 
 
 @router.get("/{room}", response_model=RoomDetail, responses=NOT_FOUND)
 async def get_room(request: Request, room: str) -> dict[str, Any]:
-    return await get_resources(request).rooms.get_room(room)
+    return await provided(request, ROOMS).get_room(room)
 
 
 @router.get(MESSAGES_PATH, response_model=MessagePage, responses=NOT_FOUND)
@@ -79,7 +80,7 @@ async def list_messages(
 ) -> Response:
     # Both bounds: the messages strictly between them, an empty page when there is no room
     # between them (as a query of an empty range answers, not as an error).
-    page = await get_resources(request).rooms.messages(
+    page = await provided(request, ROOMS).messages(
         room, before_seq=before_seq, after_seq=after_seq, limit=limit
     )
     return _json(page)
@@ -94,9 +95,7 @@ async def list_messages(
 async def post_message(
     request: Request, room: str, body: MessageCreate, user: CurrentUser
 ) -> Response:
-    result = await get_resources(request).rooms.commit.post(
-        user, room, body.body, body.client_msg_id
-    )
+    result = await provided(request, ROOMS).commit.post(user, room, body.body, body.client_msg_id)
     if not result.created:
         # A retry gets the original answer (as Stripe's idempotency keys do), marked as a replay.
         return _json(result.message, 201, {"Idempotent-Replayed": "true"})
@@ -109,11 +108,11 @@ def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None
 
 @router.post("/{room}/join", response_model=MembershipAnswer, responses=ERRORS)
 async def join_room(request: Request, room: str, user: CurrentUser) -> dict[str, str]:
-    room_id = await get_resources(request).rooms.set_membership(user, room, join=True)
+    room_id = await provided(request, ROOMS).set_membership(user, room, join=True)
     return {"status": "joined", "room_id": room_id}
 
 
 @router.post("/{room}/leave", response_model=MembershipAnswer, responses=ERRORS)
 async def leave_room(request: Request, room: str, user: CurrentUser) -> dict[str, str]:
-    room_id = await get_resources(request).rooms.set_membership(user, room, join=False)
+    room_id = await provided(request, ROOMS).set_membership(user, room, join=False)
     return {"status": "left", "room_id": room_id}

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from daarion_city.clock import iso
-from daarion_city.validation import SLUG_PATTERN, NoNul, NotBlank, RoomName
+from daarion_city.core.clock import iso
+from daarion_city.core.validation import SLUG_PATTERN, NoNul, NotBlank, RoomName
 
 MAX_BODY_CHARS = 10_000
 

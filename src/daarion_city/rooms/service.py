@@ -14,12 +14,15 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from daarion_city.auth import Principal
-from daarion_city.clock import utcnow
 from daarion_city.config import Settings
-from daarion_city.errors import Conflict, NotFound
+from daarion_city.core.clock import utcnow
+from daarion_city.core.errors import Conflict, NotFound
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.provided import Key
+from daarion_city.core.tasks import TaskSet
+from daarion_city.core.validation import is_room_ref
 from daarion_city.feed.service import FeedService, RecordedEvent
-from daarion_city.metrics import Metrics
+from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
@@ -31,8 +34,6 @@ from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
-from daarion_city.tasks import TaskSet
-from daarion_city.validation import is_room_ref
 
 DETAIL_MESSAGES = 50
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
@@ -62,6 +63,7 @@ class RoomService:
         self.feed = feed
         self.limiter = limiter
         self.settings = settings
+        self.metrics = metrics
         self.status_of = status_of
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
         self._lookups: dict[str, asyncio.Future[str]] = {}
@@ -274,3 +276,6 @@ async def load_frames(
 async def load_last_seq(db: Database, room_id: str) -> int:
     async with db.read() as conn:
         return await message_store.last_seq(conn, room_id)
+
+
+ROOMS: Key[RoomService] = Key("rooms")

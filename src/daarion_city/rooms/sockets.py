@@ -9,8 +9,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from daarion_city.auth import Principal
 from daarion_city.config import Settings
+from daarion_city.core.tasks import FreshFlight, TaskSet
+from daarion_city.identity.principal import Principal
 from daarion_city.realtime.caps import SocketCap
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
@@ -22,7 +23,6 @@ from daarion_city.rooms.schemas import message_wire
 from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage import messages as store
 from daarion_city.storage.database import Database
-from daarion_city.tasks import FreshFlight, TaskSet
 
 MembersLookup = Callable[[str], Awaitable[list[dict[str, str]]]]
 

@@ -28,12 +28,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from daarion_city.auth import Principal
-from daarion_city.errors import RateLimited
+from daarion_city.core.errors import RateLimited
+from daarion_city.core.tasks import TaskSet
+from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import MemoryRateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
-from daarion_city.tasks import TaskSet
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,9 @@ import logging
 from fastapi import APIRouter
 from starlette.websockets import WebSocket
 
-from daarion_city.errors import CityError, NotFound
+from daarion_city.core.errors import CityError, NotFound
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import MAX_SEQ
 from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.closes import CLOSE_BAD_REQUEST
 from daarion_city.realtime.connection import Connection
@@ -23,9 +25,8 @@ from daarion_city.realtime.endpoint import (
 )
 from daarion_city.realtime.protocol import PONG, FrameError, Ping, encode, error_frame
 from daarion_city.realtime.transport import DirectWriter
-from daarion_city.resources import Resources
 from daarion_city.rooms.frames import MessageSend, Typing, parse_room_frame
-from daarion_city.validation import MAX_SEQ
+from daarion_city.rooms.service import ROOMS, RoomService
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -45,17 +46,17 @@ def _since_seq(websocket: WebSocket) -> int | None:
 
 @router.websocket(SOCKET_PATH)
 async def room_socket(websocket: WebSocket, room: str) -> None:
-    accepted = await accept_user(websocket)
-    if accepted is None:
+    user = await accept_user(websocket)
+    if user is None:
         return
-    resources, user = accepted
+    rooms = provided(websocket, ROOMS)
     try:
         since_seq = _since_seq(websocket)
     except ValueError:
         await close(websocket, CLOSE_BAD_REQUEST, f"since_seq must be an integer 0..{MAX_SEQ}")
         return
     try:
-        room_id = await resources.rooms.resolve(room)
+        room_id = await rooms.resolve(room)
     except NotFound as exc:
         await refuse(websocket, exc, "room not found")
         return
@@ -63,7 +64,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         await refuse(websocket, exc)
         return
     try:
-        resources.rooms.sockets.reserve_socket(user)
+        rooms.sockets.reserve_socket(user)
     except TooManySockets as exc:
         await refuse(websocket, exc)
         return
@@ -71,45 +72,45 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         websocket,
         user,
         room_id,
-        max_queue=resources.settings.city_ws_send_queue,
+        max_queue=rooms.settings.city_ws_send_queue,
         direct=DirectWriter.for_scope(websocket.scope),
-        close_timeout=resources.settings.city_ws_close_timeout,
+        close_timeout=rooms.settings.city_ws_close_timeout,
     )
-    resources.metrics.room_sockets.inc()
+    rooms.metrics.room_sockets.inc()
     try:
         async with socket_errors(websocket, conn):
-            await resources.rooms.sockets.open_socket(conn, since_seq)
+            await rooms.sockets.open_socket(conn, since_seq)
             while True:
                 message = await websocket.receive()
                 # Closed by the server (too slow): what the client sent is not handled, so
                 # nothing is stored that could not be acknowledged.
                 if message["type"] == "websocket.disconnect" or conn.closing:
                     break
-                await _handle(resources, conn, message.get("text"))
+                await _handle(rooms, conn, message.get("text"))
     finally:
-        resources.metrics.room_sockets.dec()
+        rooms.metrics.room_sockets.dec()
         await conn.stop()
-        resources.rooms.sockets.release_socket(user)
+        rooms.sockets.release_socket(user)
         try:
-            await resources.rooms.sockets.close_socket(conn)
+            await rooms.sockets.close_socket(conn)
         except CityError:
             log.warning("room socket of %s closed while its store was unavailable", user.user_id)
 
 
-async def _handle(resources: Resources, conn: Connection, text: str | None) -> None:
+async def _handle(rooms: RoomService, conn: Connection, text: str | None) -> None:
     try:
-        frame = parse_room_frame(text, resources.settings.json_limits)
+        frame = parse_room_frame(text, rooms.settings.json_limits)
     except FrameError as exc:
-        resources.metrics.ws_errors.labels(exc.code).inc()
+        rooms.metrics.ws_errors.labels(exc.code).inc()
         conn.send(error_frame(exc.code, exc.message))
         return
     if isinstance(frame, MessageSend):
         try:
-            result = await resources.rooms.commit.post(
+            result = await rooms.commit.post(
                 conn.user, conn.room_id, frame.body, frame.client_msg_id
             )
         except CityError as exc:
-            resources.metrics.ws_errors.labels(exc.code).inc()
+            rooms.metrics.ws_errors.labels(exc.code).inc()
             conn.send(error_event(exc, client_msg_id=frame.client_msg_id))
             return
         conn.send(
@@ -123,9 +124,9 @@ async def _handle(resources: Resources, conn: Connection, text: str | None) -> N
         )
     elif isinstance(frame, Typing):
         try:
-            resources.rooms.sockets.typing.set(conn.room_id, conn.user, frame.typing)
+            rooms.sockets.typing.set(conn.room_id, conn.user, frame.typing)
         except CityError as exc:  # the user's bucket is spent; the socket stays open
-            resources.metrics.ws_errors.labels(exc.code).inc()
+            rooms.metrics.ws_errors.labels(exc.code).inc()
             conn.send(error_event(exc))
     elif isinstance(frame, Ping):
         conn.send(PONG)

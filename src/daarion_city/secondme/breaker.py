@@ -14,7 +14,7 @@ counted: the service calls :meth:`Breakers.release` for them.
 
 from __future__ import annotations
 
-from daarion_city.clock import Clock, system_clock
+from daarion_city.core.clock import Clock, system_clock
 from daarion_city.secondme.providers.base import AgentUnavailable
 
 

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from daarion_city.auth import CurrentUser, Principal
-from daarion_city.errors import CityError, ErrorBody, ValidationErrorBody, error_doc
-from daarion_city.resources import get_resources
-from daarion_city.secondme.service import Answer, SecondMeService
-from daarion_city.validation import NotBlank
+from daarion_city.core.errors import CityError, ErrorBody, ValidationErrorBody, error_doc
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import NotBlank
+from daarion_city.identity.http import CurrentUser
+from daarion_city.identity.principal import Principal
+from daarion_city.secondme.service import SECONDME, Answer, SecondMeService
 
 router = APIRouter(prefix="/secondme", tags=["secondme"])
 
@@ -74,7 +75,7 @@ class Cleared(BaseModel):
 
 
 def _service(request: Request) -> SecondMeService:
-    return get_resources(request).secondme
+    return provided(request, SECONDME)
 
 
 @router.post("/invoke", response_model=InvokeResponse, responses=ERRORS)

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from daarion_city.auth import Principal
-from daarion_city.clock import iso, utcnow
 from daarion_city.config import Settings
-from daarion_city.errors import CityError, Conflict, RateLimited
-from daarion_city.ids import new_id
+from daarion_city.core.clock import iso, utcnow
+from daarion_city.core.errors import CityError, Conflict, RateLimited
+from daarion_city.core.ids import new_id
+from daarion_city.core.provided import Key
+from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.secondme.breaker import Breakers, CircuitOpen
 from daarion_city.secondme.providers.base import (
@@ -271,3 +272,6 @@ class SecondMeService:
         async with self.db.begin() as conn:
             await store.set_message_status(conn, user.user_id, prompt_id, "failed", code)
             await store.release_lease(conn, user.user_id)
+
+
+SECONDME: Key[SecondMeService] = Key("secondme")

@@ -22,7 +22,8 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from daarion_city.errors import Unavailable
+from daarion_city.core.errors import Unavailable
+from daarion_city.core.provided import Key
 
 
 class Database:
@@ -135,3 +136,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+DB: Key[Database] = Key("db")

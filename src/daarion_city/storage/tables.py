@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from daarion_city.clock import as_utc
+from daarion_city.core.clock import as_utc
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):

@@ -19,7 +19,8 @@ machine (``disconnect``, ``sweep``). Guarantees:
   what is announced is the sweep's change, once;
 - in Redis every key expires by itself (the record at its last connection's expiry, the
   connection hash and the index a grace period later), so nothing stays once no instance runs;
-- Redis down: every call but ``close`` raises :class:`~daarion_city.errors.Unavailable` (a typed
+- Redis down: every call but ``close`` raises :class:`~daarion_city.core.errors.Unavailable`
+  (a typed
   503), never a 500 or a hang.
 """
 

@@ -22,8 +22,8 @@ import math
 import orjson
 import redis.asyncio as aioredis
 
+from daarion_city.core.redisutil import text, unavailable_when_down
 from daarion_city.presence.model import Reported, Status, Transition
-from daarion_city.redisutil import text, unavailable_when_down
 
 UPDATE = """
 local ukey, ckey, ikey = KEYS[1], KEYS[2], KEYS[3]

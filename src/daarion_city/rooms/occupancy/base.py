@@ -22,7 +22,8 @@ Guarantees every implementation keeps:
   user who thereby left a room (a user still connected through another instance stays). An
   instance that finds its own key gone writes its sockets again. In process ``maintain`` has
   nothing to do and returns ``[]``;
-- Redis down: every call but ``close`` raises :class:`~daarion_city.errors.Unavailable` (a typed
+- Redis down: every call but ``close`` raises :class:`~daarion_city.core.errors.Unavailable`
+  (a typed
   503); ``remove`` forgets the socket in process first, so a later restore does not bring it back.
 """
 

@@ -19,7 +19,7 @@ import logging
 
 import redis.asyncio as aioredis
 
-from daarion_city.redisutil import text, unavailable_when_down
+from daarion_city.core.redisutil import text, unavailable_when_down
 from daarion_city.rooms.occupancy.base import Departure
 
 ADD = """

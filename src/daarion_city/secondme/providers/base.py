@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from daarion_city.errors import CityError
+from daarion_city.core.errors import CityError
 
 Role = Literal["system", "user", "assistant"]
 TokenSource = Literal["provider", "tokenizer", "estimate"]

@@ -1,37 +1,26 @@
-"""Identity: HS256 JWT bearer tokens (``sub`` = user id, ``name``, ``exp``), guest tokens, and the
-``CurrentUser`` dependency. Identity always comes from the token, never from a body or a frame.
-A request's token is read by :func:`bearer_credentials`, for the dependency and the post lane."""
+"""HS256 JWT bearer tokens (``sub`` = user id, ``name``, ``exp``): minted and verified with one
+secret, kept in ``CITY_JWT_SECRET`` or generated once into the data directory. Nothing here knows a
+service: the app provides the one :class:`TokenAuthority` under :data:`AUTH`."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
 
 import jwt
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from daarion_city.clock import from_epoch, iso, system_clock
 from daarion_city.config import Settings
-from daarion_city.errors import Forbidden, Unauthorized
-from daarion_city.ids import new_user_id
-from daarion_city.resources import get_resources
-from daarion_city.validation import DisplayName, name_problem, user_id_problem
+from daarion_city.core.clock import from_epoch, system_clock
+from daarion_city.core.errors import Unauthorized
+from daarion_city.core.provided import Key
+from daarion_city.core.validation import name_problem, user_id_problem
+from daarion_city.identity.principal import Principal
 
 ALGORITHM = "HS256"
 SECRET_FILE = "jwt_secret"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    user_id: str
-    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,86 +125,4 @@ def describe_secret(settings: Settings) -> str:
     return f"not set: generated into {path} on the first start"
 
 
-def bearer_credentials(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """The token of a request's ``Authorization: Bearer <token>`` (ASGI headers): the first
-    ``Authorization`` header, its scheme in any case, its token stripped of spaces around it;
-    None without the header, with another scheme or without a token. What FastAPI's
-    ``HTTPBearer(auto_error=False)`` accepts, header for header (tests/test_access.py)."""
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, credentials = value.decode("latin-1").partition(" ")
-            credentials = credentials.strip()
-            return credentials if scheme.lower() == "bearer" and credentials else None
-    return None
-
-
-class _Bearer(HTTPBearer):
-    """``HTTPBearer`` for the OpenAPI document, the token read by :func:`bearer_credentials`."""
-
-    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
-        return bearer_credentials(request.scope["headers"])
-
-
-_bearer = _Bearer(
-    auto_error=False,
-    scheme_name="HTTPBearer",
-    description="JWT (HS256) from POST /auth/guest or the CLI",
-)
-
-
-def get_authority(request: Request) -> TokenAuthority:
-    return get_resources(request).auth
-
-
-async def current_user(
-    request: Request, token: Annotated[str | None, Depends(_bearer)]
-) -> Principal:
-    return get_authority(request).verify(token)
-
-
-CurrentUser = Annotated[Principal, Depends(current_user)]
-
-
-# --- routes -------------------------------------------------------------------------------------
-router = APIRouter(tags=["auth"])
-
-
-class GuestRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Checked before spaces are trimmed, so a newline or a tab at either end is refused too.
-    name: Annotated[str, StringConstraints(min_length=1, max_length=64), DisplayName]
-
-
-class GuestToken(BaseModel):
-    token: str
-    user_id: str
-    name: str
-    expires_at: str
-
-
-@router.post(
-    "/auth/guest",
-    status_code=201,
-    response_model=GuestToken,
-    responses={
-        403: {"description": "guests are disabled (`guests_disabled`)"},
-        429: {"description": "too many sign-ups from this address (`rate_limited`)"},
-    },
-)
-async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
-    resources = get_resources(request)
-    settings = resources.settings
-    if not settings.city_allow_guests:
-        raise Forbidden("guest sign-in is disabled", code="guests_disabled")
-    address = request.client.host if request.client else "unknown"
-    await resources.limiter.hit(
-        f"guest:{address}", rate=settings.city_guest_rate, burst=settings.city_guest_burst
-    )
-    issued = resources.auth.mint(new_user_id(), body.name, resources.settings.city_guest_token_ttl)
-    return {
-        "token": issued.token,
-        "user_id": issued.user_id,
-        "name": issued.name,
-        "expires_at": iso(issued.expires_at),
-    }
+AUTH: Key[TokenAuthority] = Key("auth")

@@ -7,15 +7,12 @@ import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from daarion_city.errors import Unavailable
-
-if TYPE_CHECKING:
-    from daarion_city.config import Settings
+from daarion_city.core.errors import Unavailable
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -45,20 +42,23 @@ def unavailable_when_down(
 
 
 @asynccontextmanager
-async def open_redis(settings: Settings) -> AsyncIterator[aioredis.Redis | None]:
-    """The client the Redis-backed stores share (None without ``REDIS_URL``), closed on exit.
-    (The pub/sub bus keeps a pool of its own.)"""
-    if not settings.redis_url:
+async def open_redis(
+    url: str | None, *, pool_size: int, wait: float
+) -> AsyncIterator[aioredis.Redis | None]:
+    """The client the Redis-backed stores share (None without a URL, ``REDIS_URL``), closed on
+    exit; ``wait`` bounds a wait for a pooled connection, a connect and a reply. (The pub/sub
+    bus keeps a pool of its own.)"""
+    if not url:
         yield None
         return
     # A blocking pool: more concurrent calls than connections wait for one (bounded by
     # the timeout) instead of failing at once with "Too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=settings.redis_pool_size,
-        timeout=settings.database_timeout,
-        socket_timeout=settings.database_timeout,
-        socket_connect_timeout=settings.database_timeout,
+        url,
+        max_connections=pool_size,
+        timeout=wait,
+        socket_timeout=wait,
+        socket_connect_timeout=wait,
     )
     client = aioredis.Redis(connection_pool=pool)
     try:

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from daarion_city.core.provided import Key
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+log = logging.getLogger(__name__)
+Collector = Callable[["Metrics"], Awaitable[None]]
 
 
 class Metrics:
+    """The app's metric families. Gauges that are read rather than counted (the online count,
+    deliveries since start) are set by collectors the app adds, run before each scrape."""
+
     def __init__(self) -> None:
+        self._collectors: list[Collector] = []
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
@@ -52,5 +63,19 @@ class Metrics:
             registry=r,
         )
 
+    def add_collector(self, collector: Collector) -> None:
+        self._collectors.append(collector)
+
+    async def collect(self) -> None:
+        """Run the collectors; one that fails (its store is away) leaves its last value."""
+        for collector in self._collectors:
+            try:
+                await collector(self)
+            except Exception:
+                log.warning("a metrics collector failed", exc_info=True)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+METRICS: Key[Metrics] = Key("metrics")

@@ -1,0 +1,101 @@
+"""Identity at the HTTP edge: the bearer token of a request (:func:`bearer_credentials`, shared by
+the ``CurrentUser`` dependency and the post lane) and the guest sign-in route."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, ConfigDict, StringConstraints
+
+from daarion_city.config import SETTINGS
+from daarion_city.core.clock import iso
+from daarion_city.core.errors import Forbidden
+from daarion_city.core.ids import new_user_id
+from daarion_city.core.provided import provided
+from daarion_city.core.validation import DisplayName
+from daarion_city.identity.principal import Principal
+from daarion_city.identity.tokens import AUTH
+from daarion_city.ratelimit import LIMITER
+
+
+def bearer_credentials(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token of a request's ``Authorization: Bearer <token>`` (ASGI headers): the first
+    ``Authorization`` header, its scheme in any case, its token stripped of spaces around it;
+    None without the header, with another scheme or without a token. What FastAPI's
+    ``HTTPBearer(auto_error=False)`` accepts, header for header (tests/test_access.py)."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            credentials = credentials.strip()
+            return credentials if scheme.lower() == "bearer" and credentials else None
+    return None
+
+
+class _Bearer(HTTPBearer):
+    """``HTTPBearer`` for the OpenAPI document, the token read by :func:`bearer_credentials`."""
+
+    async def __call__(self, request: Request) -> str | None:  # type: ignore[override]
+        return bearer_credentials(request.scope["headers"])
+
+
+_bearer = _Bearer(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="JWT (HS256) from POST /auth/guest or the CLI",
+)
+
+
+async def current_user(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    return provided(request, AUTH).verify(token)
+
+
+CurrentUser = Annotated[Principal, Depends(current_user)]
+
+
+# --- routes -------------------------------------------------------------------------------------
+router = APIRouter(tags=["auth"])
+
+
+class GuestRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Checked before spaces are trimmed, so a newline or a tab at either end is refused too.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=64), DisplayName]
+
+
+class GuestToken(BaseModel):
+    token: str
+    user_id: str
+    name: str
+    expires_at: str
+
+
+@router.post(
+    "/auth/guest",
+    status_code=201,
+    response_model=GuestToken,
+    responses={
+        403: {"description": "guests are disabled (`guests_disabled`)"},
+        429: {"description": "too many sign-ups from this address (`rate_limited`)"},
+    },
+)
+async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
+    settings = provided(request, SETTINGS)
+    if not settings.city_allow_guests:
+        raise Forbidden("guest sign-in is disabled", code="guests_disabled")
+    address = request.client.host if request.client else "unknown"
+    await provided(request, LIMITER).hit(
+        f"guest:{address}", rate=settings.city_guest_rate, burst=settings.city_guest_burst
+    )
+    issued = provided(request, AUTH).mint(new_user_id(), body.name, settings.city_guest_token_ttl)
+    return {
+        "token": issued.token,
+        "user_id": issued.user_id,
+        "name": issued.name,
+        "expires_at": iso(issued.expires_at),
+    }

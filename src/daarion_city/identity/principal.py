@@ -1,0 +1,11 @@
+"""The authenticated caller, as every layer sees it: a plain value that imports nothing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: str
+    name: str
