@@ -12,5 +12,7 @@ echo "== ruff" >&2
 .venv/bin/ruff format --check src tests bench
 echo "== mypy --strict" >&2
 .venv/bin/mypy
+echo "== lint-imports (the import contract in pyproject.toml)" >&2
+.venv/bin/lint-imports --no-cache
 echo "== pytest" >&2
 .venv/bin/pytest "$@"

@@ -12,11 +12,11 @@ import jwt
 import pytest
 
 from daarion_city.app import create_app
+from daarion_city.app.wiring import ConfigurationError
 from daarion_city.config import Settings
 from daarion_city.core.logs import mask_url
 from daarion_city.identity.tokens import TokenAuthority, load_secret
 from daarion_city.storage.migrate import head_revision
-from daarion_city.wiring import ConfigurationError
 from tests.conftest import make_settings
 from tests.support import Api, run_server
 

@@ -16,9 +16,9 @@ MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import create_app
+    from daarion_city.app.wiring import ConfigurationError
     from daarion_city.core.logs import setup_logging
     from daarion_city.edge.server import CityServer, server_config
-    from daarion_city.wiring import ConfigurationError
 
     setup_logging(settings.log_level)
     services = [s.strip() for s in args.only.split(",")] if args.only else None
@@ -74,9 +74,9 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
+    from daarion_city.app.wiring import ConfigurationError, check_settings
     from daarion_city.identity.tokens import describe_secret
     from daarion_city.secondme.providers import describe
-    from daarion_city.wiring import ConfigurationError, check_settings
 
     shown = settings.masked()
     shown["city_jwt_secret"] = describe_secret(settings)  # not null when it was generated

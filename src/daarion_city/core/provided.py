@@ -1,6 +1,6 @@
 """What the app provides to its routes and socket handlers, looked up by typed key.
 
-The app (``daarion_city.wiring``) builds every shared object once in its lifespan and provides
+The app (``daarion_city.app.wiring``) builds every shared object once in its lifespan and provides
 each under a :class:`Key` declared beside the object's own type (``ROOMS`` in
 ``rooms/service.py``, ``SETTINGS`` in ``config.py``, ...). A route or a socket handler asks for
 what it needs with ``provided(request, ROOMS)``: it imports its own domain and the layers below

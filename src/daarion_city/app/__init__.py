@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from daarion_city import ops
+from daarion_city.app.wiring import ConfigurationError, check_settings, open_resources
 from daarion_city.config import ALL_SERVICES, Settings
 from daarion_city.core.errors import install_error_handlers
 from daarion_city.core.metrics import Metrics
@@ -22,13 +22,13 @@ from daarion_city.edge.front import front
 from daarion_city.feed import http as feed_http
 from daarion_city.identity import http as identity_http
 from daarion_city.matrix import http as matrix_http
+from daarion_city.ops import http as ops_http
 from daarion_city.presence import http as presence_http
 from daarion_city.presence import ws as presence_ws
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
 from daarion_city.secondme import http as secondme_http
 from daarion_city.web import STATIC_DIR
-from daarion_city.wiring import ConfigurationError, check_settings, open_resources
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"
@@ -67,7 +67,7 @@ def create_app(
         else {"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app)
-    app.include_router(ops.router)
+    app.include_router(ops_http.router)
     app.include_router(identity_http.router)
     if "city" in enabled:
         app.include_router(rooms_http.router)
