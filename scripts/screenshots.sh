@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,local-llm  # the same installation as scripts/test.sh: no reinstall between them
 scripts/setup-browser.sh
-CITY_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/test_web.py -q -k screenshots "$@"
+CITY_SCREENSHOTS_DIR=docs/screenshots .venv/bin/pytest tests/system/test_web.py -q -k screenshots "$@"
 echo "screenshots: docs/screenshots updated (git status shows which changed)" >&2

@@ -14,9 +14,9 @@ import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from daarion_city.app import create_app
+from daarion_city.app.wiring import Resources
 from daarion_city.config import Settings
 from daarion_city.edge.server import CityServer, server_config
-from daarion_city.resources import Resources
 
 
 @dataclass

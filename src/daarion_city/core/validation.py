@@ -76,7 +76,7 @@ def user_id_problem(sub: str) -> str | None:
 # Invisible: every format character (Unicode category Cf: zero-width space and joiners, the BOM,
 # bidi marks, tags ...), every Default_Ignorable_Code_Point (variation selectors, the Hangul
 # fillers U+115F U+1160 U+3164 U+FFA0, the combining grapheme joiner ...) and U+2800 BRAILLE
-# PATTERN BLANK. tests/test_validation.py holds the class to Python's Unicode data.
+# PATTERN BLANK. tests/core/test_validation.py holds the class to Python's Unicode data.
 INVISIBLE_CLASS = (
     r"\u00ad\u034f\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u115f-\u1160"
     r"\u17b4-\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f\u2800\u3164"

@@ -25,7 +25,7 @@ def bearer_credentials(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
     """The token of a request's ``Authorization: Bearer <token>`` (ASGI headers): the first
     ``Authorization`` header, its scheme in any case, its token stripped of spaces around it;
     None without the header, with another scheme or without a token. What FastAPI's
-    ``HTTPBearer(auto_error=False)`` accepts, header for header (tests/test_access.py)."""
+    ``HTTPBearer(auto_error=False)`` accepts, header for header (tests/identity/test_access.py)."""
     for name, value in headers:
         if name == b"authorization":
             scheme, _, credentials = value.decode("latin-1").partition(" ")

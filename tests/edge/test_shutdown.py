@@ -15,7 +15,7 @@ import pytest
 
 from tests.cluster import SECRET, Instance, token
 from tests.support import open_socket
-from tests.test_cluster import Peer
+from tests.system.test_cluster import Peer
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -159,7 +159,7 @@ async def test_a_prompt_the_model_server_cannot_fit_is_prompt_too_long(
 ) -> None:
     # The server runs with a 2,048-token window: 5,000 Ukrainian characters (about 4,000 tokens
     # for SmolLM2) cannot fit. llama_cpp.server ends such a stream without a word (no 400), so
-    # its window is configured and checked before calling (tests/test_secondme_openai.py has
+    # its window is configured and checked before calling (test_secondme_openai.py has
     # the servers that refuse with a 400).
     settings = make_settings(
         database_url,

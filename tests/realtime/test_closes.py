@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from daarion_city import errors
+from daarion_city.core import errors
 from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.closes import ABRUPT_CLOSES, CLOSES
 
-API = Path(__file__).resolve().parents[1] / "docs" / "API.md"
+API = Path(__file__).resolve().parents[2] / "docs" / "API.md"
 
 
 def _documented() -> dict[int, str]:

@@ -13,8 +13,8 @@ from bench.secondme_quality import degenerate, script_share
 
 from daarion_city.secondme.providers.local import find_default_model
 from tests.conftest import make_settings
+from tests.ops.test_ops import _cli
 from tests.support import Api, User, run_server
-from tests.test_ops import _cli
 
 # Short answers: the tests are about the prompt side, and the model's CPU is shared.
 LOCAL = {"secondme_temperature": 0.0, "secondme_max_tokens": 8}

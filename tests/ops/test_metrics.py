@@ -10,8 +10,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.feed.test_feed import sse
 from tests.support import Api, open_socket
-from tests.test_feed import sse
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

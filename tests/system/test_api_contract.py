@@ -185,7 +185,7 @@ def _openapi() -> dict[str, Any]:
 
 
 # GET /city/feed/stream is an endless Server-Sent Events stream (a keep-alive every 15 s, never
-# an end): a client that waits for the whole body never gets one; tests/test_feed.py covers it.
+# an end): a client that waits for the whole body never gets one; tests/feed/test_feed.py covers it.
 # POST /secondme/invoke/stream ends after its `done` or `error` event, so it stays in.
 schema = schemathesis.openapi.from_dict(_openapi(), config=CONFIG).exclude(
     method="GET", path="/city/feed/stream"
@@ -272,7 +272,7 @@ PUBLIC = {
     # the same public events as GET /city/feed, as a stream: EventSource cannot send headers
     ("GET", "/city/feed/stream"),
     # one record of the public list GET /city/presence (which already shows everyone online or
-    # away); the web client and tests/test_presence_api.py read it without a token
+    # away); the web client and tests/presence/test_presence_api.py read it without a token
     ("GET", "/city/presence/{user_id}"),
     # SPEC §8: the page reads its settings (whether guests may sign in) before it has a token
     ("GET", "/city/config"),
