@@ -32,9 +32,7 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
-from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
-from uvicorn.server import ServerState
 
 log = logging.getLogger(__name__)
 LINGER = 2.0
@@ -71,14 +69,8 @@ def refusal(
 class CityHttpProtocol(HttpToolsProtocol):
     limits: ClassVar[HeadLimits] = HeadLimits()
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn's, passed on
+        super().__init__(*args, **kwargs)
         self._max_bytes = self.limits.max_bytes
         self._max_headers = self.limits.max_headers
         self._head_room = self._max_bytes  # bytes the unfinished head may still take

@@ -10,12 +10,9 @@ writes straight to its transport (``realtime/transport.DirectWriter``).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from uvicorn.config import Config
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from uvicorn.server import ServerState
 
 from daarion_city.realtime.transport import Flag, Inbox
 
@@ -24,14 +21,8 @@ class CityWebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol with the light queue and flag above, and a close
     that does not wait for the peer to read."""
 
-    def __init__(
-        self,
-        config: Config,
-        server_state: ServerState,
-        app_state: dict[str, Any],
-        _loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        super().__init__(config, server_state, app_state, _loop)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:  # uvicorn's, passed on
+        super().__init__(*args, **kwargs)
         self.queue = Inbox()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()

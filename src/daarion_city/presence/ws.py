@@ -23,10 +23,14 @@ from daarion_city.presence.frames import parse_presence_frame
 from daarion_city.presence.service import PRESENCE
 from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.closes import ABRUPT_CLOSES
-from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.endpoint import accept_user, error_event, refuse, socket_errors
+from daarion_city.realtime.endpoint import (
+    accept_user,
+    error_event,
+    refuse,
+    socket_connection,
+    socket_errors,
+)
 from daarion_city.realtime.protocol import PONG, FrameError, Ping, error_frame
-from daarion_city.realtime.transport import DirectWriter
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -45,14 +49,7 @@ async def presence_socket(websocket: WebSocket) -> None:
     except TooManySockets as exc:
         await refuse(websocket, exc)
         return
-    conn = Connection(
-        websocket,
-        user,
-        "",
-        max_queue=settings.city_ws_send_queue,
-        direct=DirectWriter.for_scope(websocket.scope),
-        close_timeout=settings.city_ws_close_timeout,
-    )
+    conn = socket_connection(websocket, user, "")
     conn_id = f"{provided(websocket, INSTANCE_ID)}:p{conn.id}"
     limits = settings.json_limits
     metrics.presence_sockets.inc()

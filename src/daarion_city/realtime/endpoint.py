@@ -34,7 +34,7 @@ from daarion_city.realtime.closes import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_UNA
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.origins import origin_allowed
 from daarion_city.realtime.protocol import FrameError, decode_object, encode
-from daarion_city.realtime.transport import release_handshake
+from daarion_city.realtime.transport import DirectWriter, release_handshake
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +78,20 @@ async def accept_user(websocket: WebSocket) -> Principal | None:
     except _Gone:
         return None
     return user
+
+
+def socket_connection(websocket: WebSocket, user: Principal, room_id: str) -> Connection:
+    """The accepted socket's connection: its bounded send queue, the server's direct writer
+    where it has one, and the close timeout (``CITY_WS_SEND_QUEUE``, ``CITY_WS_CLOSE_TIMEOUT``)."""
+    settings = provided(websocket, SETTINGS)
+    return Connection(
+        websocket,
+        user,
+        room_id,
+        max_queue=settings.city_ws_send_queue,
+        direct=DirectWriter.for_scope(websocket.scope),
+        close_timeout=settings.city_ws_close_timeout,
+    )
 
 
 class _Gone(Exception):

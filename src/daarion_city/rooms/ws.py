@@ -21,10 +21,10 @@ from daarion_city.realtime.endpoint import (
     close,
     error_event,
     refuse,
+    socket_connection,
     socket_errors,
 )
 from daarion_city.realtime.protocol import PONG, FrameError, Ping, encode, error_frame
-from daarion_city.realtime.transport import DirectWriter
 from daarion_city.rooms.frames import MessageSend, Typing, parse_room_frame
 from daarion_city.rooms.service import ROOMS, RoomService
 
@@ -68,14 +68,7 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     except TooManySockets as exc:
         await refuse(websocket, exc)
         return
-    conn = Connection(
-        websocket,
-        user,
-        room_id,
-        max_queue=rooms.settings.city_ws_send_queue,
-        direct=DirectWriter.for_scope(websocket.scope),
-        close_timeout=rooms.settings.city_ws_close_timeout,
-    )
+    conn = socket_connection(websocket, user, room_id)
     rooms.metrics.room_sockets.inc()
     try:
         async with socket_errors(websocket, conn):
