@@ -48,7 +48,7 @@ class TokenAuthority:
 
     def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:
         """A token for ``user_id``; ValueError for a user id or a name that :meth:`verify`
-        would refuse or ignore (the rules of validation.py)."""
+        would refuse or ignore (the rules of core/validation.py)."""
         problem = user_id_problem(user_id)
         if problem is None and name is not None:
             problem = name_problem(name, agent_names=False)
