@@ -7,7 +7,6 @@ import json
 from importlib import resources
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.support import Api
@@ -390,73 +389,6 @@ async def test_posts_to_many_rooms_at_once_share_statements_and_stay_apart(
         assert all(m["body"] != "boom" for m in page["messages"])
     feed = (await api.http.get("/city/feed", params={"kind": "room_message", "limit": 100})).json()
     assert len(feed) == 2 * len(rooms) * len(users) + 1
-
-
-async def test_posting_answers_the_same_with_and_without_the_post_lane(
-    api: Api, settings: Any
-) -> None:
-    """The server posts messages through ``PostLane`` (edge/lanes.py), in front of FastAPI's
-    router; the route itself answers whatever the lane leaves to it. Both give the same
-    answers: the message, the replay, and every error."""
-    from daarion_city.app import create_app
-    from daarion_city.edge.lanes import PostLane
-    from tests.support import Server, serve_app
-
-    assert _lanes(api.server.uvicorn.config.app, PostLane)
-    plain = create_app(
-        settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}), lanes=False
-    )
-    assert not _lanes(plain.state.lane, PostLane)
-    alice = await api.guest("Alice")
-    auth = {"Authorization": f"Bearer {alice.token}"}
-    cases: list[tuple[str, dict[str, str], bytes]] = [
-        ("science", auth, b'{"body": "hi", "client_msg_id": "CMID"}'),
-        ("science", auth, b'{"body": "hi", "client_msg_id": "CMID"}'),  # the replay
-        ("science", auth, b'{"body": "no key"}'),
-        ("science", {}, b'{"body": "hi"}'),
-        ("science", {"Authorization": "Basic eDp5"}, b'{"body": "hi"}'),
-        ("science", {"Authorization": "Bearer nope"}, b'{"body": "hi"}'),
-        ("science", {"Authorization": "bearer  " + alice.token}, b'{"body": "lower"}'),
-        ("science", auth, b"{}"),
-        ("science", auth, b"[]"),
-        ("science", auth, b'"hi"'),
-        ("science", auth, b'{"body": ""}'),
-        ("science", auth, b'{"body": "hi", "author_user_id": "u_mallory"}'),
-        ("science", auth, b'{"body": "hi", "client_msg_id": 5}'),
-        ("nowhere", auth, b'{"body": "hi"}'),
-        ("nowhere", {}, b"{}"),
-    ]
-    answers: dict[str, list[tuple[int, str | None, Any]]] = {}
-    async with serve_app(plain.state.lane, ws="websockets-sansio", lifespan="on") as served:
-        port = served.servers[0].sockets[0].getsockname()[1]
-        bare = Server(settings, "127.0.0.1", port, served, plain.state.resources)
-        for label, server in (("lane", api.server), ("route", bare)):
-            got = answers.setdefault(label, [])
-            async with httpx.AsyncClient(base_url=server.base_url) as http:
-                for room, headers, body in cases:
-                    r = await http.post(
-                        f"/city/rooms/{room}/messages",
-                        content=body.replace(b"CMID", label.encode()),
-                        headers={"content-type": "application/json", **headers},
-                    )
-                    answer = r.json()
-                    if r.status_code == 201:  # the same message but for what differs by run
-                        for varying in ("id", "seq", "created_at"):
-                            answer.pop(varying)
-                        if answer["client_msg_id"] == label:
-                            answer["client_msg_id"] = "CMID"
-                    got.append((r.status_code, r.headers.get("idempotent-replayed"), answer))
-    assert answers["lane"] == answers["route"]
-    statuses = [status for status, _, _ in answers["lane"]]
-    assert statuses == [201, 201, 201, 401, 401, 401, 201, 422, 422, 422, 422, 422, 422, 404, 401]
-    assert [replayed for _, replayed, _ in answers["lane"]][:3] == [None, "true", None]
-
-
-def _lanes(asgi: Any, kind: type) -> bool:
-    """Whether the chain of ASGI layers in front of the app holds a ``kind``."""
-    while asgi is not None and not isinstance(asgi, kind):
-        asgi = getattr(asgi, "http", None) or getattr(asgi, "app", None)
-    return asgi is not None
 
 
 async def test_a_retry_is_looked_up_by_index_in_any_plan(database_url: str, backend: str) -> None:
