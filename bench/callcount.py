@@ -1,10 +1,13 @@
-"""Python calls per post of two versions of the service, under cProfile (PostgreSQL + Redis).
+"""Python calls per post (or per presence heartbeat) of two versions of the service, under
+cProfile (PostgreSQL + Redis).
 
     .venv/bin/python -m bench.callcount --old d91898e --new HEAD
+    .venv/bin/python -m bench.callcount --scenario heartbeat --old d91898e --new HEAD
 
 CPU figures on these shared machines drift by tens of percent between rounds; the number of
 Python function calls a post costs does not. Each version (a git revision, ``WORKTREE`` or a
-directory holding a ``src``, as in ``bench.compare``) serves 20 clients posting for a few seconds
+directory holding a ``src``, as in ``bench.compare``) serves 20 clients posting (or 50 presence
+sockets sending heartbeats that change nothing, as ``bench.presence`` does) for a few seconds
 under ``python -m cProfile``; the output is calls and profiled time per post for each, then the
 functions whose calls per post changed most. Profiled time is inflated by the profiler: compare
 the two versions with each other, never with ``bench.compare``'s figures.
@@ -26,9 +29,11 @@ from pathlib import Path
 
 import httpx
 from tests.cluster import free_port
+from websockets.asyncio.client import connect
 
 from bench.common import scratch
 from bench.compare import WORKTREE, export, version_env
+from bench.presence import HB, PING, drain_until_pong, pump, token
 from bench.suite import loadgen
 
 
@@ -39,8 +44,26 @@ def _ready(url: str) -> bool:
         return False
 
 
-async def profile(label: str, src: Path, tmp: Path, seconds: float) -> tuple[pstats.Stats, float]:
-    """The profile of one version's server and the number of posts it committed."""
+async def heartbeats(base: str, seconds: float) -> float:
+    """Heartbeats 50 presence sockets sent (and the server handled) in ``seconds``."""
+    url = base.replace("http://", "ws://") + "/ws/city/presence?token="
+    sockets = [
+        await connect(url + token(f"u_cc_{i}"), max_size=None, compression=None) for i in range(50)
+    ]
+    for ws in sockets:  # past the snapshot and the others' joins
+        await ws.send(PING)
+        await drain_until_pong(ws)
+    done = await pump(sockets, HB, seconds)
+    for ws in sockets:
+        await ws.close()
+    return float(done)
+
+
+async def profile(
+    label: str, src: Path, tmp: Path, seconds: float, scenario: str = "post"
+) -> tuple[pstats.Stats, float]:
+    """The profile of one version's server and the number of posts it committed (or of
+    heartbeats it handled)."""
     async with scratch("callcount") as space:
         port = free_port()
         out = tmp / f"{label}.prof"
@@ -60,13 +83,17 @@ async def profile(label: str, src: Path, tmp: Path, seconds: float) -> tuple[pst
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError(f"{label} did not start: see {tmp / label}.log")
             await asyncio.sleep(0.3)
-        options = ["post", "--clients", "20", "--seconds", str(seconds), "--room", "science"]
-        (result,) = await asyncio.to_thread(loadgen, *options, "--http", base)
+        if scenario == "heartbeat":
+            done = await heartbeats(base, seconds)
+        else:
+            options = ["post", "--clients", "20", "--seconds", str(seconds), "--room", "science"]
+            (result,) = await asyncio.to_thread(loadgen, *options, "--http", base)
+            done = float(result["commits_per_s"]) * seconds
         # uvicorn re-raises SIGTERM after its shutdown, which would kill the profiler before it
         # writes; SIGINT ends as KeyboardInterrupt, and cProfile writes on the way out.
         server.send_signal(signal.SIGINT)
         server.wait(30)
-        return pstats.Stats(str(out)), float(result["commits_per_s"]) * seconds
+        return pstats.Stats(str(out)), done
 
 
 def per_post(stats: pstats.Stats, posts: float) -> dict[str, float]:
@@ -82,20 +109,23 @@ async def main() -> None:
     parser.add_argument("--old", default="HEAD")
     parser.add_argument("--new", default=WORKTREE)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--scenario", choices=["post", "heartbeat"], default="post")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         calls = {}
         for label, rev in (("old", args.old), ("new", args.new)):
-            stats, posts = await profile(label, export(rev, tmp), tmp, args.seconds)
+            stats, posts = await profile(label, export(rev, tmp), tmp, args.seconds, args.scenario)
             total = stats.total_calls / posts  # type: ignore[attr-defined]
             tt = stats.total_tt / posts * 1e6  # type: ignore[attr-defined]
-            print(f"{label} ({rev}): {posts:.0f} posts, {total:.1f} calls/post, {tt:.0f} us/post")
+            unit = "heartbeat" if args.scenario == "heartbeat" else "post"
+            each = f"{total:.1f} calls/{unit}, {tt:.0f} us/{unit}"
+            print(f"{label} ({rev}): {posts:.0f} {unit}s, {each}")
             calls[label] = per_post(stats, posts)
     old, new = calls["old"], calls["new"]
     changed = sorted(set(old) | set(new), key=lambda k: new.get(k, 0.0) - old.get(k, 0.0))
-    print("calls/post: change, old, new, function")
+    print(f"calls/{unit}: change, old, new, function")
     for key in changed[-args.top :][::-1] + changed[: args.top]:
         delta = new.get(key, 0.0) - old.get(key, 0.0)
         if abs(delta) >= 0.5:
