@@ -118,18 +118,27 @@ async def script_calls() -> int:
     return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
+def server_cpu(inst: Instance) -> float:
+    """CPU seconds (user + system) the instance's process has used so far."""
+    assert inst.proc is not None
+    fields = Path(f"/proc/{inst.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def heartbeats(inst: Instance, sockets: int, seconds: float) -> dict[str, object]:
     conns = [await open_presence(inst, f"u_hb_{i}") for i in range(sockets)]
     for ws in conns:  # the joins of the later sockets are announced to the earlier ones
         await ws.send(PING)
         await drain_until_pong(ws)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), server_cpu(inst)
     base = await pump(conns, PING, seconds)
     base_rate = base / (time.perf_counter() - start)
+    base_cpu = (server_cpu(inst) - cpu) / base
     before = await script_calls()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), server_cpu(inst)
     done = await pump(conns, HB, seconds)
     rate = done / (time.perf_counter() - start)
+    hb_cpu = (server_cpu(inst) - cpu) / done
     store_calls = await script_calls() - before
     for ws in conns:
         await ws.close()
@@ -139,6 +148,10 @@ async def heartbeats(inst: Instance, sockets: int, seconds: float) -> dict[str, 
         "heartbeats_per_s": round(rate),
         "baseline_pings_per_s": round(base_rate),
         "ratio": round(rate / base_rate, 3),
+        # The server's CPU per frame (each batch of 50 also carries one ping): what the
+        # service spends, whatever the load generator on the same cores manages to send.
+        "server_cpu_us_per_heartbeat": round(hb_cpu * 1e6, 2),
+        "server_cpu_us_per_ping": round(base_cpu * 1e6, 2),
         "errors": ERRORS,
         "redis_script_calls_per_heartbeat": round(store_calls / max(done, 1), 3),
     }
