@@ -41,26 +41,31 @@ def unavailable_when_down(
     return wrapper
 
 
-@asynccontextmanager
-async def open_redis(
-    url: str | None, *, pool_size: int, wait: float
-) -> AsyncIterator[aioredis.Redis | None]:
-    """The client the Redis-backed stores share (None without a URL, ``REDIS_URL``), closed on
-    exit; ``wait`` bounds a wait for a pooled connection, a connect and a reply. (The pub/sub
-    bus keeps a pool of its own.)"""
-    if not url:
-        yield None
-        return
-    # A blocking pool: more concurrent calls than connections wait for one (bounded by
-    # the timeout) instead of failing at once with "Too many connections".
+def blocking_client(url: str, *, pool_size: int, wait: float, **options: Any) -> aioredis.Redis:
+    """A client on a blocking pool: more concurrent calls than connections wait for one (up to
+    ``wait``) instead of failing at once with "Too many connections"; ``wait`` also bounds a
+    connect and a reply."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=pool_size,
         timeout=wait,
         socket_timeout=wait,
         socket_connect_timeout=wait,
+        **options,
     )
-    client = aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis(connection_pool=pool)
+
+
+@asynccontextmanager
+async def open_redis(
+    url: str | None, *, pool_size: int, wait: float
+) -> AsyncIterator[aioredis.Redis | None]:
+    """The client the Redis-backed stores share (None without a URL, ``REDIS_URL``), closed on
+    exit. (The pub/sub bus keeps a pool of its own.)"""
+    if not url:
+        yield None
+        return
+    client = blocking_client(url, pool_size=pool_size, wait=wait)
     try:
         yield client
     finally:

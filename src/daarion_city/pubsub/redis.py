@@ -20,6 +20,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from daarion_city.core.redisutil import blocking_client
 from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
 
@@ -39,15 +40,9 @@ class RedisPubSub:
         self.timeout = timeout
         # Publishers wait for a free connection (bounded) rather than fail with "Too many
         # connections" when many publish at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=pool_size,
-            timeout=timeout,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=10,
+        self.client: aioredis.Redis = blocking_client(
+            url, pool_size=pool_size, wait=timeout, health_check_interval=10
         )
-        self.client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._handlers: dict[str, list[Handler]] = {}
         self._listeners: list[ReconnectListener] = []
         self._pubsub: aioredis.client.PubSub | None = None
