@@ -402,14 +402,22 @@ class RawHttp:
         self.writer: asyncio.StreamWriter | None = None
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        head = f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        return await self.request("POST", path, body, {**headers}, head)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None) -> int:
+        return await self.request("GET", path, b"", headers or {})
+
+    async def request(
+        self, method: str, path: str, body: bytes, headers: dict[str, str], head: str = ""
+    ) -> int:
+        """One request on the kept-alive connection; its status (the body is read and dropped)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
         self.writer.write(
-            f"POST {path} HTTP/1.1\r\nhost: {self.host}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\n{head}\r\n".encode()
-            + body
+            f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\n{head}\r\n".encode() + body
         )
         status_line = await self.reader.readuntil(b"\r\n")
         length = 0
