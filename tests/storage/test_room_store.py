@@ -178,7 +178,7 @@ async def test_batches_in_one_statement_on_postgresql(db: Database) -> None:
         assert [r.body for r in rows] == ["before", "a1", "a2"]
 
 
-async def test_pages_before_and_after_a_seq_and_the_last_messages(db: Database) -> None:
+async def test_pages_before_and_after_a_seq(db: Database) -> None:
     room_id, empty = await a_room(db), await a_room(db)
     await post(db, room_id, [f"m{i}" for i in range(1, 11)])
     async with db.read() as conn:
@@ -194,10 +194,26 @@ async def test_pages_before_and_after_a_seq_and_the_last_messages(db: Database) 
         assert ([r.seq for r in rows], more) == ([1, 2, 3, 4], True)
         rows, more = await messages.messages_page(conn, empty)
         assert (rows, more) == ([], False)
-        last = await messages.last_messages(conn, [room_id, empty])
-        assert set(last) == {room_id}
-        assert last[room_id].body == "m10"
-        assert await messages.last_messages(conn, []) == {}
+
+
+async def test_the_room_list_joins_each_room_s_newest_message(db: Database) -> None:
+    """One statement: every room with its newest message (``lm_*`` columns), None without one;
+    default rooms first in their configured order, then the newest rooms."""
+    older, newer, empty = await a_room(db), await a_room(db), await a_room(db)
+    await post(db, older, ["o1", "o2", "o3"])
+    await post(db, newer, ["n1"])
+    async with db.begin() as conn:
+        slug = (await store.find_room(conn, older)).slug  # type: ignore[union-attr]
+        await store.set_default_rooms(conn, [slug])
+    async with db.read() as conn:
+        rows = await store.list_rooms(conn, [slug], limit=500, offset=0)
+    mine = [r for r in rows if r.id in {older, newer, empty}]
+    assert [r.id for r in mine] == [older, empty, newer]  # the default first, then the newest
+    last = {r.id: r for r in mine}
+    assert (last[older].lm_seq, last[older].lm_body, last[older].lm_room_id) == (3, "o3", older)
+    assert (last[newer].lm_seq, last[newer].lm_body) == (1, "n1")
+    assert last[empty].lm_id is None
+    assert last[older].last_seq == 3  # the room's own columns keep their names
 
 
 async def test_membership_counts_each_member_once(db: Database) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from daarion_city.core.answers import json_answer
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import FEED_EVENT_ID_PATTERN
 from daarion_city.feed.schemas import FeedEvent, FeedKind
@@ -29,8 +30,8 @@ async def list_feed(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
     before: Annotated[str | None, Query(max_length=80, pattern=FEED_EVENT_ID_PATTERN)] = None,
     kind: FeedKind | None = None,
-) -> list[dict[str, Any]]:
-    return await provided(request, FEED).list(limit=limit, before=before, kind=kind)
+) -> Response:
+    return json_answer(await provided(request, FEED).list(limit=limit, before=before, kind=kind))
 
 
 def _sse(event: RecordedEvent) -> bytes:

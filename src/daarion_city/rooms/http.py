@@ -1,9 +1,9 @@
 """HTTP routes of city rooms: parse, call the service once, serialise.
 
-The two hot routes (posting and reading a page of messages) answer with the service's wire
-dicts encoded once by orjson: FastAPI would otherwise validate each answer against its model
-again, about a tenth of a post's server time. The models stay declared for the OpenAPI
-document, and the contract tests hold the answers to them.
+The posts and the public reads answer with the service's wire dicts encoded once by orjson
+(``core/answers.json_answer``): FastAPI would otherwise validate each answer against its model
+again. The models stay declared for the OpenAPI document, and the contract tests hold the
+answers to them.
 
 Posting has a lane of its own (``edge/lanes.PostLane``, at ``PREFIX + MESSAGES_PATH``): a
 request the route would accept as it is is served there without FastAPI's routing, dependency
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Query, Request, Response
 
+from daarion_city.core.answers import json_answer
 from daarion_city.core.errors import error_doc
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_SEQ
@@ -51,8 +51,8 @@ async def list_rooms(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-) -> list[dict[str, Any]]:
-    return await provided(request, ROOMS).list_rooms(limit=limit, offset=offset)
+) -> Response:
+    return json_answer(await provided(request, ROOMS).list_rooms(limit=limit, offset=offset))
 
 
 @router.post(
@@ -66,8 +66,8 @@ async def create_room(request: Request, body: RoomCreate, user: CurrentUser) -> 
 
 
 @router.get("/{room}", response_model=RoomDetail, responses=NOT_FOUND)
-async def get_room(request: Request, room: str) -> dict[str, Any]:
-    return await provided(request, ROOMS).get_room(room)
+async def get_room(request: Request, room: str) -> Response:
+    return json_answer(await provided(request, ROOMS).get_room(room))
 
 
 @router.get(MESSAGES_PATH, response_model=MessagePage, responses=NOT_FOUND)
@@ -83,7 +83,7 @@ async def list_messages(
     page = await provided(request, ROOMS).messages(
         room, before_seq=before_seq, after_seq=after_seq, limit=limit
     )
-    return _json(page)
+    return json_answer(page)
 
 
 @router.post(
@@ -98,12 +98,8 @@ async def post_message(
     result = await provided(request, ROOMS).commit.post(user, room, body.body, body.client_msg_id)
     if not result.created:
         # A retry gets the original answer (as Stripe's idempotency keys do), marked as a replay.
-        return _json(result.message, 201, {"Idempotent-Replayed": "true"})
-    return _json(result.message, 201)
-
-
-def _json(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(content), status, headers, media_type="application/json")
+        return json_answer(result.message, 201, {"Idempotent-Replayed": "true"})
+    return json_answer(result.message, 201)
 
 
 @router.post("/{room}/join", response_model=MembershipAnswer, responses=ERRORS)

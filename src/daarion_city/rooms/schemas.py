@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -90,6 +91,16 @@ def message_wire(row: Any) -> dict[str, Any]:
         "client_msg_id": row.client_msg_id,
         "created_at": iso(row.created_at),
     }
+
+
+def last_message_wire(row: Any, prefix: str) -> dict[str, Any] | None:
+    """The newest message joined to a room row (columns named ``prefix`` + the message's), or
+    None for a room without messages."""
+    if getattr(row, prefix + "id") is None:
+        return None
+    n = len(prefix)
+    fields = {key[n:]: value for key, value in row._mapping.items() if key.startswith(prefix)}
+    return message_wire(SimpleNamespace(**fields))
 
 
 def room_wire(

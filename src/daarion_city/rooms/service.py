@@ -29,7 +29,7 @@ from daarion_city.realtime.protocol import encode
 from daarion_city.rooms.commit import GroupCommit, publish_quietly
 from daarion_city.rooms.frames import message_frame
 from daarion_city.rooms.occupancy import RoomOccupancy
-from daarion_city.rooms.schemas import RoomCreate, message_wire, room_wire
+from daarion_city.rooms.schemas import RoomCreate, last_message_wire, message_wire, room_wire
 from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
@@ -149,25 +149,20 @@ class RoomService:
         self._room_ids[row.slug] = row.id
         return str(row.id)
 
-    async def _rooms_wire(self, rows: list[Any]) -> list[dict[str, Any]]:
-        ids = [str(r.id) for r in rows]
+    async def list_rooms(self, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """One statement (each room with its newest message), then the online counts."""
+        slugs = self.settings.default_room_slugs
         async with self.db.read() as conn:
-            last = await message_store.last_messages(conn, ids)
-        counts = await self.occupancy.counts(ids)
+            rows = await store.list_rooms(conn, slugs, limit=limit, offset=offset)
+        counts = await self.occupancy.counts([str(r.id) for r in rows])
         return [
             room_wire(
                 row,
                 members_online=counts.get(row.id, 0),
-                last_message=message_wire(last[row.id]) if row.id in last else None,
+                last_message=last_message_wire(row, store.LAST_PREFIX),
             )
             for row in rows
         ]
-
-    async def list_rooms(self, *, limit: int, offset: int) -> list[dict[str, Any]]:
-        slugs = self.settings.default_room_slugs
-        async with self.db.read() as conn:
-            rows = await store.list_rooms(conn, slugs, limit=limit, offset=offset)
-        return await self._rooms_wire(rows)
 
     async def get_room(self, ref: str) -> dict[str, Any]:
         room_id = await self.resolve(ref)
@@ -175,9 +170,15 @@ class RoomService:
             row = await store.find_room(conn, room_id)
             messages, _ = await message_store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
         assert row is not None
-        (room,) = await self._rooms_wire([row])
-        room["messages"] = [message_wire(m) for m in messages]
-        room["online_members"] = await self.online_members(room_id)
+        wires = [message_wire(m) for m in messages]
+        # The newest page ends with the room's newest message (seqs are gapless).
+        room = room_wire(
+            row,
+            members_online=len(online := await self.online_members(room_id)),
+            last_message=wires[-1] if wires else None,
+        )
+        room["messages"] = wires
+        room["online_members"] = online
         return room
 
     async def create_room(self, user: Principal, data: RoomCreate) -> dict[str, Any]:

@@ -252,17 +252,3 @@ async def messages_page(
     rows = list((await conn.execute(query, params)).all())
     has_more = len(rows) > limit
     return (rows[:limit] if after_seq is not None else rows[:limit][::-1]), has_more
-
-
-async def last_messages(
-    conn: AsyncConnection, room_ids: list[str]
-) -> dict[str, Row[tuple[object, ...]]]:
-    """The newest message of each room (one indexed lookup per room)."""
-    if not room_ids:
-        return {}
-    pairs = sa.select(rooms.c.id, rooms.c.last_seq).where(rooms.c.id.in_(room_ids)).subquery()
-    query = sa.select(room_messages).join(
-        pairs,
-        sa.and_(room_messages.c.room_id == pairs.c.id, room_messages.c.seq == pairs.c.last_seq),
-    )
-    return {str(row.room_id): row for row in (await conn.execute(query)).all()}

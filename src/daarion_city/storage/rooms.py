@@ -10,7 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.database import insert_for
-from daarion_city.storage.tables import room_members, rooms
+from daarion_city.storage.tables import room_members, room_messages, rooms
 
 RoomRow = Row[tuple[str, str, str, str, bool, datetime, str | None, int, int]]
 
@@ -23,17 +23,29 @@ async def find_room(conn: AsyncConnection, ref: str) -> Row[tuple[object, ...]] 
     return result.first()
 
 
+# The newest message of a room, joined to its row: the one whose seq is the room's last_seq (seqs
+# are gapless, so it exists once the room has a message), found by the (room_id, seq) index.
+LAST = room_messages.alias("last")
+LAST_PREFIX = "lm_"
+LAST_COLUMNS = [c.label(f"{LAST_PREFIX}{c.name}") for c in LAST.c]
+_WITH_LAST = rooms.outerjoin(
+    LAST, sa.and_(LAST.c.room_id == rooms.c.id, LAST.c.seq == rooms.c.last_seq)
+)
+
+
 async def list_rooms(
     conn: AsyncConnection, default_slugs: list[str], *, limit: int, offset: int
 ) -> list[Row[tuple[object, ...]]]:
-    """Default rooms first (in the configured order, ``default_slugs``), then the newest."""
+    """Default rooms first (in the configured order, ``default_slugs``), then the newest; each
+    row with its newest message as ``lm_*`` columns (None without one), in one statement."""
     rank = sa.case(
         {slug: i for i, slug in enumerate(default_slugs)},
         value=rooms.c.slug,
         else_=len(default_slugs),
     )
     query = (
-        sa.select(rooms)
+        sa.select(rooms, *LAST_COLUMNS)
+        .select_from(_WITH_LAST)
         .order_by(rooms.c.is_default.desc(), rank, rooms.c.created_at.desc())
         .limit(limit)
         .offset(offset)
