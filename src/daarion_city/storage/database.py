@@ -48,14 +48,8 @@ class Database:
                 connect_args={"command_timeout": timeout, "timeout": timeout},
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
-        # Reads on PostgreSQL run without a transaction: no BEGIN and ROLLBACK round trips
-        # around each one. Each statement sees what was committed when it started, as inside a
-        # READ COMMITTED transaction (PostgreSQL's default). SQLite reads stay as they are.
-        self._reads: AsyncEngine = self.engine
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
-            self._reads = self.engine.execution_options(isolation_level="AUTOCOMMIT")
 
     @property
     def dialect(self) -> str:
@@ -79,8 +73,8 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        """A connection for reads (no write lock; on PostgreSQL, no transaction)."""
-        async with _translate_errors(), self._reads.connect() as conn:
+        """A connection for reads (no write lock)."""
+        async with _translate_errors(), self.engine.connect() as conn:
             yield conn
 
     async def ping(self) -> bool:
