@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from daarion_city.core.answers import json_answer
+from daarion_city.core.answers import public_read
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import FEED_EVENT_ID_PATTERN
 from daarion_city.feed.schemas import FeedEvent, FeedKind
@@ -31,7 +31,8 @@ async def list_feed(
     before: Annotated[str | None, Query(max_length=80, pattern=FEED_EVENT_ID_PATTERN)] = None,
     kind: FeedKind | None = None,
 ) -> Response:
-    return json_answer(await provided(request, FEED).list(limit=limit, before=before, kind=kind))
+    page = await provided(request, FEED).list(limit=limit, before=before, kind=kind)
+    return public_read(request, page)
 
 
 def _sse(event: RecordedEvent) -> bytes:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from daarion_city.core.answers import json_answer
+from daarion_city.core.answers import public_read
 from daarion_city.core.errors import Unauthorized, ValidationErrorBody, error_doc
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_LAST_ACTIVE_MS as MAX_ACTIVE_MS
@@ -61,7 +61,7 @@ class OfflineBody(BaseModel):
 
 @router.get("", response_model=OnlineList)
 async def online(request: Request) -> Response:
-    return json_answer(await provided(request, PRESENCE).online())
+    return public_read(request, await provided(request, PRESENCE).online())
 
 
 @router.get("/{user_id}", response_model=PresenceRecord)

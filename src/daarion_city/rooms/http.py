@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from daarion_city.core.answers import json_answer
+from daarion_city.core.answers import json_answer, public_read
 from daarion_city.core.errors import error_doc
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_SEQ
@@ -52,7 +52,9 @@ async def list_rooms(
     limit: Annotated[int, Query(ge=1, le=200)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
-    return json_answer(await provided(request, ROOMS).list_rooms(limit=limit, offset=offset))
+    return public_read(
+        request, await provided(request, ROOMS).list_rooms(limit=limit, offset=offset)
+    )
 
 
 @router.post(
@@ -67,7 +69,7 @@ async def create_room(request: Request, body: RoomCreate, user: CurrentUser) -> 
 
 @router.get("/{room}", response_model=RoomDetail, responses=NOT_FOUND)
 async def get_room(request: Request, room: str) -> Response:
-    return json_answer(await provided(request, ROOMS).get_room(room))
+    return public_read(request, await provided(request, ROOMS).get_room(room))
 
 
 @router.get(MESSAGES_PATH, response_model=MessagePage, responses=NOT_FOUND)
@@ -83,7 +85,7 @@ async def list_messages(
     page = await provided(request, ROOMS).messages(
         room, before_seq=before_seq, after_seq=after_seq, limit=limit
     )
-    return json_answer(page)
+    return public_read(request, page)
 
 
 @router.post(
