@@ -403,7 +403,7 @@ class RawHttp:
 
     async def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
         head = f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        return await self.request("POST", path, body, {**headers}, head)
+        return await self.request("POST", path, body, headers, head)
 
     async def get(self, path: str, headers: dict[str, str] | None = None) -> int:
         return await self.request("GET", path, b"", headers or {})

@@ -171,12 +171,9 @@ class RoomService:
             messages, _ = await message_store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
         assert row is not None
         wires = [message_wire(m) for m in messages]
+        online = await self.online_members(room_id)
         # The newest page ends with the room's newest message (seqs are gapless).
-        room = room_wire(
-            row,
-            members_online=len(online := await self.online_members(room_id)),
-            last_message=wires[-1] if wires else None,
-        )
+        room = room_wire(row, members_online=len(online), last_message=wires[-1] if wires else None)
         room["messages"] = wires
         room["online_members"] = online
         return room
