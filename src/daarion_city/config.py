@@ -109,6 +109,18 @@ class Settings(BaseSettings):
         description="A user's typing state in a room is announced at most this often; a change "
         "asked for sooner is announced at the end of the interval (the latest state wins)",
     )
+    city_read_snapshots: int = Field(
+        4096,
+        ge=0,
+        description="Encoded answers of public reads kept in memory (room list, room details, "
+        "message pages, feed pages), the least recently read dropped first; 0 turns them off",
+    )
+    city_read_snapshot_max_age: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a read snapshot is served at most (changes drop it at once; this "
+        "bounds what a lost bus message can leave stale)",
+    )
     city_max_json_depth: int = Field(16, ge=2, description="Nesting of a JSON body or frame")
     city_max_json_items: int = Field(1000, ge=1, description="Items of one JSON array or object")
 

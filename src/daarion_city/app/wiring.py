@@ -20,10 +20,12 @@ from daarion_city.config import SETTINGS, Settings
 from daarion_city.core.metrics import METRICS, Metrics
 from daarion_city.core.provided import INSTANCE_ID, Provided
 from daarion_city.core.redisutil import open_redis
+from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
 from daarion_city.identity.tokens import AUTH, TokenAuthority, load_secret
 from daarion_city.matrix.service import MATRIX, MatrixGateway
+from daarion_city.presence.service import CHANNEL as PRESENCE_CHANNEL
 from daarion_city.presence.service import PRESENCE, PresenceService
 from daarion_city.presence.store import create_presence_store
 from daarion_city.pubsub import BUS, PubSub, create_pubsub
@@ -131,7 +133,16 @@ async def open_resources(
                 wait=settings.database_timeout,
             )
         )
-        feed = FeedService(db, bus)
+        feed = FeedService(
+            db,
+            bus,
+            pages=Snapshots(
+                "feed",
+                capacity=settings.city_read_snapshots,
+                max_age=settings.city_read_snapshot_max_age,
+                metrics=metrics,
+            ),
+        )
         await feed.start()
         stack.push_async_callback(feed.stop)
         hub = RoomHub(
@@ -176,6 +187,8 @@ async def open_resources(
         if "city" in services:
             await rooms.ensure_default_rooms()
             await rooms.start()
+            # A room detail shows its online members' statuses: any presence update may change it.
+            await bus.subscribe(PRESENCE_CHANNEL, rooms.reads.on_presence)
             await presence.start()
             stack.push_async_callback(presence.stop)
         secondme = SecondMeService(db, create_provider(settings), settings, limiter)

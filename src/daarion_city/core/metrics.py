@@ -62,6 +62,13 @@ class Metrics:
             "Heartbeats answered from memory (nothing changed since the connection's last write)",
             registry=r,
         )
+        self.read_snapshots = Counter(
+            "city_read_snapshots",
+            "Public reads answered from a snapshot in memory (hit) and the loads that made one "
+            "(load), by read",
+            ["read", "result"],
+            registry=r,
+        )
 
     def add_collector(self, collector: Collector) -> None:
         self._collectors.append(collector)

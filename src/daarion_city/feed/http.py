@@ -31,7 +31,7 @@ async def list_feed(
     before: Annotated[str | None, Query(max_length=80, pattern=FEED_EVENT_ID_PATTERN)] = None,
     kind: FeedKind | None = None,
 ) -> Response:
-    page = await provided(request, FEED).list(limit=limit, before=before, kind=kind)
+    page = await provided(request, FEED).page(limit=limit, before=before, kind=kind)
     return public_read(request, page)
 
 

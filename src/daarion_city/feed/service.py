@@ -1,7 +1,10 @@
 """Feed policy: recording events inside other services' transactions, listing, and live streams.
 
 Live delivery: after a commit the writer publishes each event on the bus channel ``city:feed``;
-every instance fans it out to its local stream subscribers. A subscriber has a bounded queue
+every instance fans it out to its local stream subscribers and its listeners (the rooms' reads
+learn of other instances' changes from it). The pages of ``GET /city/feed`` are answered from
+snapshots (``core/snapshots.py``) that ``changed`` drops, called by the writer after its commit
+and by every event from the bus. A subscriber has a bounded queue
 (``max_queue`` events); one that falls behind is ended, and its client resumes with
 ``Last-Event-ID``, which replays from the database what it missed.
 """
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -18,10 +21,12 @@ from typing import Any
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.core.answers import Encoded
 from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import NotFound
 from daarion_city.core.ids import new_id
 from daarion_city.core.provided import Key
+from daarion_city.core.snapshots import Snapshots
 from daarion_city.feed.schemas import event_wire
 from daarion_city.pubsub import PubSub
 from daarion_city.storage import feed as store
@@ -31,6 +36,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "city:feed"
 REPLAY_LIMIT = 1000
+Listener = Callable[[list["RecordedEvent"]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +58,31 @@ class _Subscriber:
 
 
 class FeedService:
-    def __init__(self, db: Database, bus: PubSub, *, max_queue: int = 1000) -> None:
+    def __init__(
+        self,
+        db: Database,
+        bus: PubSub,
+        *,
+        max_queue: int = 1000,
+        pages: Snapshots | None = None,
+    ) -> None:
         self.db = db
         self.bus = bus
         self.max_queue = max_queue
         self._subscribers: set[_Subscriber] = set()
+        self._listeners: list[Listener] = []
+        self._pages = pages if pages is not None else Snapshots("feed", capacity=0, max_age=1)
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called with the events of each bus item, on every instance (this one's included)."""
+        self._listeners.append(listener)
 
     async def start(self) -> None:
+        self.bus.add_reconnect_listener(self._after_outage)
         await self.bus.subscribe(CHANNEL, self._on_bus)
+
+    async def _after_outage(self) -> None:
+        self._pages.invalidate_all()
 
     async def stop(self) -> None:
         await self.bus.unsubscribe(CHANNEL, self._on_bus)
@@ -117,7 +140,14 @@ class FeedService:
         once): for each, a line with its position and a line with its JSON."""
         return CHANNEL, b"".join(b"%d\n%b\n" % (e.pos, orjson.dumps(e.wire)) for e in events)
 
+    def changed(self) -> None:
+        """Events were committed: the pages kept in memory are dropped."""
+        self._pages.invalidate_all()
+
     async def publish(self, event: RecordedEvent) -> None:
+        """Announce an event committed by the caller (whose pages are dropped first, so the
+        writer reads its own write)."""
+        self.changed()
         try:
             await self.bus.publish(*self.item([event]))
         except Exception:
@@ -125,6 +155,14 @@ class FeedService:
             log.warning("could not publish feed event %s", event.wire["id"], exc_info=True)
 
     # --- reading ------------------------------------------------------------------------------
+    async def page(
+        self, *, limit: int, before: str | None = None, kind: str | None = None
+    ) -> Encoded:
+        """A page of ``GET /city/feed``, encoded, from its snapshot."""
+        return await self._pages.get(
+            "", (limit, before, kind), lambda: self.list(limit=limit, before=before, kind=kind)
+        )
+
     async def list(
         self, *, limit: int, before: str | None = None, kind: str | None = None
     ) -> list[dict[str, Any]]:
@@ -174,11 +212,20 @@ class FeedService:
             self._subscribers.discard(sub)
 
     def _on_bus(self, data: bytes) -> None:
-        if not self._subscribers:
-            return  # no stream open here: nothing to parse
+        self.changed()
+        if not self._subscribers and not self._listeners:
+            return  # nobody here to read the events: nothing to parse
         lines = data.split(b"\n")
-        for i in range(0, len(lines) - 1, 2):
-            event = RecordedEvent(int(lines[i]), orjson.loads(lines[i + 1]))
+        events = [
+            RecordedEvent(int(lines[i]), orjson.loads(lines[i + 1]))
+            for i in range(0, len(lines) - 1, 2)
+        ]
+        for listener in self._listeners:
+            try:
+                listener(events)
+            except Exception:
+                log.warning("feed listener failed", exc_info=True)
+        for event in events:
             for sub in list(self._subscribers):
                 if not sub.offer(event):
                     log.info("feed stream subscriber fell behind; ending its stream")

@@ -97,6 +97,7 @@ class GroupCommit:
         tasks: TaskSet,
         resolve: Callable[[str], Awaitable[str]],
         typing: RoomTyping,
+        committed: Callable[[str], None],
     ) -> None:
         self.hub = hub
         self.feed = feed
@@ -105,6 +106,7 @@ class GroupCommit:
         self.typing = typing
         self._tasks = tasks
         self._resolve = resolve
+        self._committed = committed
         self._writer = BatchWriter(db, feed, metrics, tasks)
         self._pending: dict[str, list[Pending]] = {}  # room -> posts waiting for a commit
         self._committing: set[str] = set()
@@ -160,8 +162,7 @@ class GroupCommit:
                         if not item.future.done():
                             item.future.set_exception(exc)
                     continue
-                _answer(batch, committed.results)
-                await self._announce(room_id, committed)
+                await self._settle(room_id, batch, committed)
         finally:
             self._committing.discard(room_id)
             if not self._pending.get(room_id):
@@ -175,8 +176,15 @@ class GroupCommit:
                 if not item.future.done():
                     item.future.set_exception(exc)
             else:
-                _answer([item], committed.results)
-                await self._announce(room_id, committed)
+                await self._settle(room_id, [item], committed)
+
+    async def _settle(self, room_id: str, batch: list[Pending], committed: Committed) -> None:
+        """After a commit: what reads show of the room is dropped (``committed``), then the
+        posts are answered (so a writer reads its own writes), then the batch is announced."""
+        if committed.frames:
+            self._committed(room_id)
+        _answer(batch, committed.results)
+        await self._announce(room_id, committed)
 
     async def _announce(self, room_id: str, committed: Committed) -> None:
         """After the answers: a committed batch to this instance's sockets, then to the bus in

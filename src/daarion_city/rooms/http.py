@@ -1,9 +1,10 @@
 """HTTP routes of city rooms: parse, call the service once, serialise.
 
-The posts and the public reads answer with the service's wire dicts encoded once by orjson
-(``core/answers.json_answer``): FastAPI would otherwise validate each answer against its model
-again. The models stay declared for the OpenAPI document, and the contract tests hold the
-answers to them.
+The posts answer with the service's wire dicts encoded once by orjson
+(``core/answers.json_answer``), and the public reads with the encoded snapshots of
+``rooms/reads.py``: FastAPI would otherwise validate each answer against its model again.
+The models stay declared for the OpenAPI document, and the contract tests hold the answers to
+them.
 
 Posting has a lane of its own (``edge/lanes.PostLane``, at ``PREFIX + MESSAGES_PATH``): a
 request the route would accept as it is is served there without FastAPI's routing, dependency
@@ -53,7 +54,7 @@ async def list_rooms(
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> Response:
     return public_read(
-        request, await provided(request, ROOMS).list_rooms(limit=limit, offset=offset)
+        request, await provided(request, ROOMS).reads.room_list(limit=limit, offset=offset)
     )
 
 
@@ -69,7 +70,7 @@ async def create_room(request: Request, body: RoomCreate, user: CurrentUser) -> 
 
 @router.get("/{room}", response_model=RoomDetail, responses=NOT_FOUND)
 async def get_room(request: Request, room: str) -> Response:
-    return public_read(request, await provided(request, ROOMS).get_room(room))
+    return public_read(request, await provided(request, ROOMS).reads.room(room))
 
 
 @router.get(MESSAGES_PATH, response_model=MessagePage, responses=NOT_FOUND)
@@ -82,7 +83,7 @@ async def list_messages(
 ) -> Response:
     # Both bounds: the messages strictly between them, an empty page when there is no room
     # between them (as a query of an empty range answers, not as an error).
-    page = await provided(request, ROOMS).messages(
+    page = await provided(request, ROOMS).reads.page(
         room, before_seq=before_seq, after_seq=after_seq, limit=limit
     )
     return public_read(request, page)

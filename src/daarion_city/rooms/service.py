@@ -1,15 +1,16 @@
-"""Rooms and their membership: the rooms (looked up by id or slug, listed, created, the
-default ones), their pages of messages, and who joined them.
+"""Rooms and their membership: the rooms (looked up by id or slug, created, the default
+ones), and who joined them.
 
-A room's two collaborators are built here and reached through it: its group commit
-(``commit``, ``rooms/commit.py``: how a message is stored, acknowledged and announced) and
-its sockets (``sockets``, ``rooms/sockets.py``: socket life in a room, typing, occupancy).
+A room's three collaborators are built here and reached through it: its group commit
+(``commit``, ``rooms/commit.py``: how a message is stored, acknowledged and announced), its
+sockets (``sockets``, ``rooms/sockets.py``: socket life in a room, typing, occupancy) and its
+public reads (``reads``, ``rooms/reads.py``: the list, the details and the pages, from
+snapshots that every change drops).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -29,18 +30,12 @@ from daarion_city.realtime.protocol import encode
 from daarion_city.rooms.commit import GroupCommit, publish_quietly
 from daarion_city.rooms.frames import message_frame
 from daarion_city.rooms.occupancy import RoomOccupancy
-from daarion_city.rooms.schemas import RoomCreate, last_message_wire, message_wire, room_wire
+from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
+from daarion_city.rooms.schemas import RoomCreate, message_wire
 from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
-
-DETAIL_MESSAGES = 50
-StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
-
-
-async def _all_online(user_ids: list[str]) -> dict[str, str]:
-    return dict.fromkeys(user_ids, "online")
 
 
 class RoomService:
@@ -55,7 +50,7 @@ class RoomService:
         settings: Settings,
         metrics: Metrics,
         instance_id: str,
-        status_of: StatusLookup = _all_online,
+        status_of: StatusLookup = all_online,
     ) -> None:
         self.db = db
         self.hub = hub
@@ -64,10 +59,18 @@ class RoomService:
         self.limiter = limiter
         self.settings = settings
         self.metrics = metrics
-        self.status_of = status_of
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
         self._lookups: dict[str, asyncio.Future[str]] = {}
         self._tasks = TaskSet("rooms")
+        self.reads = RoomReads(
+            db=db,
+            bus=hub.bus,
+            occupancy=occupancy,
+            settings=settings,
+            metrics=metrics,
+            resolve=self.resolve,
+            status_of=status_of,
+        )
         self.sockets = RoomSockets(
             db=db,
             hub=hub,
@@ -75,7 +78,8 @@ class RoomService:
             settings=settings,
             instance_id=instance_id,
             tasks=self._tasks,
-            online_members=self.online_members,
+            online_members=self.reads.online_members,
+            occupancy_changed=self.reads.occupancy_changed,
         )
         self.commit = GroupCommit(
             db=db,
@@ -87,6 +91,7 @@ class RoomService:
             tasks=self._tasks,
             resolve=self.resolve,
             typing=self.sockets.typing,
+            committed=self._committed,
         )
 
     # --- start-up -------------------------------------------------------------------------------
@@ -118,11 +123,19 @@ class RoomService:
             await store.set_default_rooms(conn, slugs)
 
     async def start(self) -> None:
+        await self.reads.start()
+        self.feed.add_listener(self.reads.on_feed)
         await self.sockets.start()
 
     async def stop(self) -> None:
         self.sockets.stop()
+        await self.reads.stop()
         await self._tasks.close()
+
+    def _committed(self, room_id: str) -> None:
+        """Messages of the room committed here: what the reads show of it is dropped."""
+        self.reads.changed(room_id)
+        self.feed.changed()
 
     # --- rooms ----------------------------------------------------------------------------------
     async def resolve(self, ref: str) -> str:
@@ -148,35 +161,6 @@ class RoomService:
         self._room_ids[row.id] = row.id
         self._room_ids[row.slug] = row.id
         return str(row.id)
-
-    async def list_rooms(self, *, limit: int, offset: int) -> list[dict[str, Any]]:
-        """One statement (each room with its newest message), then the online counts."""
-        slugs = self.settings.default_room_slugs
-        async with self.db.read() as conn:
-            rows = await store.list_rooms(conn, slugs, limit=limit, offset=offset)
-        counts = await self.occupancy.counts([str(r.id) for r in rows])
-        return [
-            room_wire(
-                row,
-                members_online=counts.get(row.id, 0),
-                last_message=last_message_wire(row, store.LAST_PREFIX),
-            )
-            for row in rows
-        ]
-
-    async def get_room(self, ref: str) -> dict[str, Any]:
-        room_id = await self.resolve(ref)
-        async with self.db.read() as conn:
-            row = await store.find_room(conn, room_id)
-            messages, _ = await message_store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
-        assert row is not None
-        wires = [message_wire(m) for m in messages]
-        online = await self.online_members(room_id)
-        # The newest page ends with the room's newest message (seqs are gapless).
-        room = room_wire(row, members_online=len(online), last_message=wires[-1] if wires else None)
-        room["messages"] = wires
-        room["online_members"] = online
-        return room
 
     async def create_room(self, user: Principal, data: RoomCreate) -> dict[str, Any]:
         await self.limiter.hit(
@@ -207,28 +191,9 @@ class RoomService:
                 )
         except IntegrityError as exc:  # two creators raced past the check
             raise Conflict(f"room {data.slug!r} exists", code="room_exists") from exc
+        self.reads.changed(room_id)
         await self.feed.publish(event)
-        return await self.get_room(room_id)
-
-    async def online_members(self, room_id: str) -> list[dict[str, str]]:
-        members = await self.occupancy.members(room_id)
-        statuses = await self.status_of(list(members))
-        return [
-            {"user_id": uid, "name": name, "status": statuses.get(uid, "online")}
-            for uid, name in sorted(members.items(), key=lambda kv: kv[1].lower())
-        ]
-
-    # --- messages -------------------------------------------------------------------------------
-    # --- messages ---
-    async def messages(
-        self, ref: str, *, before_seq: int | None, after_seq: int | None, limit: int
-    ) -> dict[str, Any]:
-        room_id = await self.resolve(ref)
-        async with self.db.read() as conn:
-            rows, has_more = await message_store.messages_page(
-                conn, room_id, before_seq=before_seq, after_seq=after_seq, limit=limit
-            )
-        return {"messages": [message_wire(r) for r in rows], "has_more": has_more}
+        return await self.reads.detail(room_id)
 
     # --- membership -----------------------------------------------------------------------------
     async def set_membership(self, user: Principal, ref: str, *, join: bool) -> str:
@@ -248,6 +213,7 @@ class RoomService:
                     payload={"name": user.name},
                 )
         if event is not None:
+            self.reads.changed(room_id)
             frame = encode(
                 {
                     "event": "room.member",

@@ -25,6 +25,7 @@ from daarion_city.storage import messages as store
 from daarion_city.storage.database import Database
 
 MembersLookup = Callable[[str], Awaitable[list[dict[str, str]]]]
+RoomNotice = Callable[[str], Awaitable[None]]
 
 
 class RoomSockets:
@@ -40,6 +41,7 @@ class RoomSockets:
         instance_id: str,
         tasks: TaskSet,
         online_members: MembersLookup,
+        occupancy_changed: RoomNotice,
     ) -> None:
         self.db = db
         self.hub = hub
@@ -57,6 +59,7 @@ class RoomSockets:
             burst=settings.presence_write_burst,
         )
         self._members_read = FreshFlight(online_members)
+        self._occupancy_changed = occupancy_changed
 
     async def start(self) -> None:
         await self.maintain()
@@ -71,6 +74,7 @@ class RoomSockets:
         """Mark this instance alive; announce the departures of sockets of dead instances."""
         for gone in await self.occupancy.maintain(time.time()):
             user = Principal(gone.user_id, gone.name)
+            await self._occupancy_changed(gone.room_id)
             await self._announce_presence_in_room("room.leave", gone.room_id, user)
 
     def _socket_key(self, conn: Connection) -> str:
@@ -88,6 +92,8 @@ class RoomSockets:
         room_id, user = conn.room_id, conn.user
         await self.hub.attach(conn)
         first = await self.occupancy.add(room_id, user.user_id, user.name, self._socket_key(conn))
+        if first:  # the room's online members changed: its reads are dropped, here and there
+            await self._occupancy_changed(room_id)
         last = self.hub.position(room_id)
         replay: list[Any] = []
         resync = False
@@ -131,6 +137,7 @@ class RoomSockets:
         self.hub.detach(conn)
         last = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
         if last:
+            await self._occupancy_changed(room_id)
             self.typing.clear(room_id, user)
             await self._announce_presence_in_room("room.leave", room_id, user)
 

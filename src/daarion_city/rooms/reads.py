@@ -1,0 +1,178 @@
+"""The public reads of rooms, answered from snapshots (``core/snapshots.py``): the room list
+(each room with ``last_message``, ``member_count`` and ``members_online``), each room's detail
+(its newest page and its online members) and its pages of messages.
+
+A snapshot is dropped by every change to what it shows, on every instance:
+
+- on the instance that makes the change, right after its commit and before the writer's answer
+  (``changed``): posts (the group commit), room creation, joins and leaves; and when a user's
+  first socket into a room opens or their last one closes (``occupancy_changed``);
+- on the others, by what the bus brings them: the feed events every instance receives
+  (``room_message``, ``room_created``, ``member_joined`` and ``member_left`` name their room,
+  ``on_feed``), the occupancy notices of channel ``city:rooms`` (published with each
+  ``room.join`` and ``room.leave``), and presence updates, which change the statuses of a
+  detail's online members (``on_presence``, wired by the app);
+- after a bus outage, everything (what was missed cannot be known).
+
+The next read loads the answer again: one statement for the list (with the newest messages
+joined in) and one round trip for the online counts, or the room, its newest page and its
+online members for a detail; every reader that asks meanwhile shares the load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from daarion_city.config import Settings
+from daarion_city.core.answers import Encoded
+from daarion_city.core.metrics import Metrics
+from daarion_city.core.snapshots import Snapshots
+from daarion_city.feed.service import RecordedEvent
+from daarion_city.pubsub import PubSub
+from daarion_city.rooms.commit import publish_quietly
+from daarion_city.rooms.occupancy import RoomOccupancy
+from daarion_city.rooms.schemas import last_message_wire, message_wire, room_wire
+from daarion_city.storage import messages as message_store
+from daarion_city.storage import rooms as store
+from daarion_city.storage.database import Database
+
+OCCUPANCY_CHANNEL = "city:rooms"
+DETAIL_MESSAGES = 50
+LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
+StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+async def all_online(user_ids: list[str]) -> dict[str, str]:
+    return dict.fromkeys(user_ids, "online")
+
+
+class RoomReads:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        bus: PubSub,
+        occupancy: RoomOccupancy,
+        settings: Settings,
+        metrics: Metrics,
+        resolve: Callable[[str], Awaitable[str]],
+        status_of: StatusLookup = all_online,
+    ) -> None:
+        self.db = db
+        self.bus = bus
+        self.occupancy = occupancy
+        self.settings = settings
+        self.status_of = status_of
+        self._resolve = resolve
+        capacity, age = settings.city_read_snapshots, settings.city_read_snapshot_max_age
+        self._lists = Snapshots("rooms", capacity=capacity, max_age=age, metrics=metrics)
+        # Grouped by room id: a room's detail, and its pages of messages.
+        self._details = Snapshots("room", capacity=capacity, max_age=age, metrics=metrics)
+        self._pages = Snapshots("messages", capacity=capacity, max_age=age, metrics=metrics)
+
+    async def start(self) -> None:
+        self.bus.add_reconnect_listener(self._after_outage)
+        await self.bus.subscribe(OCCUPANCY_CHANNEL, self._on_occupancy)
+
+    async def stop(self) -> None:
+        await self.bus.unsubscribe(OCCUPANCY_CHANNEL, self._on_occupancy)
+
+    # --- reads ----------------------------------------------------------------------------------
+    async def room_list(self, *, limit: int, offset: int) -> Encoded:
+        return await self._lists.get(
+            LISTS, (limit, offset), lambda: self.load_list(limit=limit, offset=offset)
+        )
+
+    async def room(self, ref: str) -> Encoded:
+        room_id = await self._resolve(ref)
+        return await self._details.get(room_id, None, lambda: self.detail(room_id))
+
+    async def page(
+        self, ref: str, *, before_seq: int | None, after_seq: int | None, limit: int
+    ) -> Encoded:
+        room_id = await self._resolve(ref)
+
+        async def load() -> dict[str, Any]:
+            async with self.db.read() as conn:
+                rows, has_more = await message_store.messages_page(
+                    conn, room_id, before_seq=before_seq, after_seq=after_seq, limit=limit
+                )
+            return {"messages": [message_wire(r) for r in rows], "has_more": has_more}
+
+        return await self._pages.get(room_id, (before_seq, after_seq, limit), load)
+
+    async def load_list(self, *, limit: int, offset: int) -> list[dict[str, Any]]:
+        """One statement (each room with its newest message), then the online counts."""
+        slugs = self.settings.default_room_slugs
+        async with self.db.read() as conn:
+            rows = await store.list_rooms(conn, slugs, limit=limit, offset=offset)
+        counts = await self.occupancy.counts([str(r.id) for r in rows])
+        return [
+            room_wire(
+                row,
+                members_online=counts.get(row.id, 0),
+                last_message=last_message_wire(row, store.LAST_PREFIX),
+            )
+            for row in rows
+        ]
+
+    async def detail(self, room_id: str) -> dict[str, Any]:
+        """A room (by id) with its newest page and its online members, read now."""
+        async with self.db.read() as conn:
+            row = await store.find_room(conn, room_id)
+            messages, _ = await message_store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
+        assert row is not None
+        wires = [message_wire(m) for m in messages]
+        online = await self.online_members(room_id)
+        # The newest page ends with the room's newest message (seqs are gapless).
+        room = room_wire(row, members_online=len(online), last_message=wires[-1] if wires else None)
+        room["messages"] = wires
+        room["online_members"] = online
+        return room
+
+    async def online_members(self, room_id: str) -> list[dict[str, str]]:
+        members = await self.occupancy.members(room_id)
+        statuses = await self.status_of(list(members))
+        return [
+            {"user_id": uid, "name": name, "status": statuses.get(uid, "online")}
+            for uid, name in sorted(members.items(), key=lambda kv: kv[1].lower())
+        ]
+
+    # --- changes --------------------------------------------------------------------------------
+    def changed(self, room_id: str | None) -> None:
+        """A change to a room (None: a room's creation) committed here or heard of."""
+        self._lists.invalidate(LISTS)
+        if room_id is not None:
+            self._details.invalidate(room_id)
+            self._pages.invalidate(room_id)
+
+    async def occupancy_changed(self, room_id: str) -> None:
+        """A user's first socket into the room opened, or their last one closed (here)."""
+        self._lists.invalidate(LISTS)
+        self._details.invalidate(room_id)
+        await publish_quietly(self.bus.publish(OCCUPANCY_CHANNEL, room_id.encode()))
+
+    def on_feed(self, events: list[RecordedEvent]) -> None:
+        for event in events:
+            if event.wire["kind"] in (
+                "room_message",
+                "room_created",
+                "member_joined",
+                "member_left",
+            ):
+                self.changed(event.wire["room_id"])
+
+    def on_presence(self, data: bytes) -> None:
+        """A presence update: the statuses shown among the online members may have changed."""
+        self._details.invalidate_all()
+
+    def _on_occupancy(self, data: bytes) -> None:
+        room_id = data.decode()
+        self._lists.invalidate(LISTS)
+        self._details.invalidate(room_id)
+
+    async def _after_outage(self) -> None:
+        self._lists.invalidate_all()
+        self._details.invalidate_all()
+        self._pages.invalidate_all()
