@@ -22,6 +22,7 @@ READS = {
     "room": "/city/rooms/general",
     "messages": "/city/rooms/general/messages?limit=20",
     "feed": "/city/feed",
+    "presence": "/city/presence",
 }
 
 
@@ -111,6 +112,15 @@ async def test_every_change_is_read_back_by_its_writer_at_once(api: Api) -> None
         lambda: _online_is(api, 0), 5, "the list still counts a closed socket's user online"
     )
     assert (await read(api, READS["room"]))["online_members"] == []
+    # A presence change: who is online, and the status shown among a room's online members.
+    async with alice.socket("general") as ws:
+        await ws.expect("room.state")
+        await warm(api)
+        r = await alice.post("/city/presence/heartbeat", {"status": "away"})
+        assert r.status_code == 200, r.text
+        online = await read(api, READS["presence"])
+        assert [(u["user_id"], u["status"]) for u in online["users"]] == [(alice.user_id, "away")]
+        assert (await read(api, READS["room"]))["online_members"][0]["status"] == "away"
 
 
 async def _online_is(api: Api, count: int) -> bool:
@@ -231,12 +241,19 @@ async def test_both_instances_of_a_cluster_see_every_change(
             async with open_socket(a.server, "/ws/city/presence", token=alice.token) as p:
                 await p.expect("presence.bulk_update")
                 await p.send({"event": "presence.heartbeat", "status": "away"})
-                await seen(
-                    b,
-                    READS["room"],
-                    lambda d: d["online_members"][0]["status"] == "away",
-                    "a status change in the detail on B",
-                )
+                for api in (a, b):
+                    await seen(
+                        api,
+                        READS["room"],
+                        lambda d: d["online_members"][0]["status"] == "away",
+                        "a status change in the detail",
+                    )
+                    await seen(
+                        api,
+                        READS["presence"],
+                        lambda o: [u["status"] for u in o["users"]] == ["away"],
+                        "a status change in who is online",
+                    )
         for api in (a, b):
             await seen(api, READS["room"], lambda d: d["online_members"] == [], "a closed socket")
             await seen(

@@ -200,7 +200,7 @@ async def test_twenty_thousand_connect_close_cycles_leave_nothing_behind(api: Ap
     assert len(resources.presence.sockets_per_user) == 0
     for room in ("room_city_general", "room_city_science"):
         assert await resources.rooms.occupancy.members(room) == {}
-    assert (await resources.presence.online())["online_count"] == 0
+    assert (await resources.presence.reads.online())["online_count"] == 0
     assert len(asyncio.all_tasks()) <= baseline_tasks + 2
     grown = _rss_bytes() - baseline_rss
     print(f"{CYCLES} cycles ({done['abrupt']} abrupt): RSS {grown / 1e6:+.1f} MB")
@@ -212,7 +212,7 @@ async def _settle(resources: Any, timeout: float = 30.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
-        online = (await resources.presence.online())["online_count"]
+        online = (await resources.presence.reads.online())["online_count"]
         if resources.hub.connection_count == 0 and not resources.presence.sockets and not online:
             await asyncio.sleep(0.5)
             return

@@ -115,6 +115,16 @@ async def open_resources(
         f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
     )
     prefix, ttl = settings.city_redis_prefix, settings.presence_ttl
+
+    def snapshots(read: str) -> Snapshots:
+        """The snapshots of a public read (``core/snapshots.py``), as configured."""
+        return Snapshots(
+            read,
+            capacity=settings.city_read_snapshots,
+            max_age=settings.city_read_snapshot_max_age,
+            metrics=metrics,
+        )
+
     async with AsyncExitStack() as stack:
         db = Database(
             settings.effective_database_url,
@@ -133,16 +143,7 @@ async def open_resources(
                 wait=settings.database_timeout,
             )
         )
-        feed = FeedService(
-            db,
-            bus,
-            pages=Snapshots(
-                "feed",
-                capacity=settings.city_read_snapshots,
-                max_age=settings.city_read_snapshot_max_age,
-                metrics=metrics,
-            ),
-        )
+        feed = FeedService(db, bus, pages=snapshots("feed"))
         await feed.start()
         stack.push_async_callback(feed.stop)
         hub = RoomHub(
@@ -163,6 +164,7 @@ async def open_resources(
             settings=settings,
             metrics=metrics,
             limiter=limiter,
+            snapshots=snapshots("presence"),
         )
         rooms = RoomService(
             db=db,
@@ -173,9 +175,10 @@ async def open_resources(
             settings=settings,
             metrics=metrics,
             instance_id=instance_id,
-            status_of=presence.statuses,
+            status_of=presence.reads.statuses,
         )
         stack.push_async_callback(rooms.stop)
+        presence.add_publisher(rooms.reads.presence_changed)
         presence.add_publisher(rooms.sockets.publish_presence)
 
         async def gauges(metrics: Metrics) -> None:

@@ -61,7 +61,7 @@ class OfflineBody(BaseModel):
 
 @router.get("", response_model=OnlineList)
 async def online(request: Request) -> Response:
-    return public_read(request, await provided(request, PRESENCE).online())
+    return public_read(request, await provided(request, PRESENCE).reads.online_answer())
 
 
 @router.get("/{user_id}", response_model=PresenceRecord)
@@ -69,7 +69,7 @@ async def one(
     request: Request, user_id: Annotated[str, Path(max_length=80, pattern=USER_ID_PATTERN)]
 ) -> dict[str, Any]:
     """A user id of another shape is no user's: 422 before any store is asked."""
-    return await provided(request, PRESENCE).get(user_id)
+    return await provided(request, PRESENCE).reads.get(user_id)
 
 
 @router.post("/heartbeat", response_model=PresenceRecord, responses=WRITE_ERRORS)
@@ -82,7 +82,7 @@ async def heartbeat(
     await presence.heartbeat(
         user, "http", status=body.status, last_active_ago_ms=body.last_active_ago_ms
     )
-    return await presence.get(user.user_id)
+    return await presence.reads.get(user.user_id)
 
 
 @router.post(

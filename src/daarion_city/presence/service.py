@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.clock import Clock, system_clock
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.provided import Key
+from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.principal import Principal
-from daarion_city.presence.frames import bulk_frame, record, update_frame
+from daarion_city.presence.frames import bulk_frame, update_frame
 from daarion_city.presence.model import HTTP_CONNECTION, Reported, Transition, reported_status
+from daarion_city.presence.reads import PresenceReads
 from daarion_city.presence.store import PresenceStore
 from daarion_city.pubsub import PubSub
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
@@ -58,8 +59,10 @@ class PresenceService:
         metrics: Metrics,
         limiter: RateLimiter | None = None,
         clock: Clock = system_clock,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self.store = store
+        self.reads = PresenceReads(store, snapshots)
         self.limiter = limiter or MemoryRateLimiter(clock)
         self.bus = bus
         self.settings = settings
@@ -146,6 +149,7 @@ class PresenceService:
         instance's live connections are written again now, not at their next heartbeat. Updates
         published meanwhile were lost to its sockets: each gets a fresh ``presence.bulk_update``.
         Changes it could not announce are announced now."""
+        self.reads.changed()
         live, self._refreshed = self._refreshed, {}
         await self._rewrite(live)
         self._snapshot_owed = True
@@ -249,6 +253,7 @@ class PresenceService:
                 log.warning("presence listener failed", exc_info=True)
 
     async def _publish(self, change: Transition) -> None:
+        self.reads.changed()
         frame = update_frame(change)
         try:
             await self.bus.publish(CHANNEL, frame.encode())
@@ -260,6 +265,7 @@ class PresenceService:
             log.warning("could not announce presence of %s", change.user_id, exc_info=True)
 
     def _on_bus(self, data: bytes) -> None:
+        self.reads.changed()
         frame = data.decode()
         wire = text_frame(data) if len(self.sockets) > 1 else None
         for conn in self.sockets:
@@ -281,20 +287,6 @@ class PresenceService:
         if clean:
             await self.disconnect(conn.user, conn_id)
         # Dropped without a close frame: missed heartbeats, so a quick reconnect does not flap.
-
-    # --- reads --------------------------------------------------------------------------------
-    async def online(self) -> dict[str, Any]:
-        users = await self.store.get_all_online()
-        return {"online_count": len(users), "users": [record(u) for u in users]}
-
-    async def get(self, user_id: str) -> dict[str, Any]:
-        if (found := await self.store.get([user_id])).get(user_id) is not None:
-            return record(found[user_id])
-        return {"user_id": user_id, "name": user_id, "status": "offline", "last_seen": None}
-
-    async def statuses(self, user_ids: list[str]) -> dict[str, str]:
-        found = await self.store.get(user_ids)
-        return {u: t.new for u, t in found.items()}
 
 
 PRESENCE: Key[PresenceService] = Key("presence")

@@ -11,7 +11,8 @@ A snapshot is dropped by every change to what it shows, on every instance:
   (``room_message``, ``room_created``, ``member_joined`` and ``member_left`` name their room,
   ``on_feed``), the occupancy notices of channel ``city:rooms`` (published with each
   ``room.join`` and ``room.leave``), and presence updates, which change the statuses of a
-  detail's online members (``on_presence``, wired by the app);
+  detail's online members (``on_presence``, wired by the app, as is ``presence_changed`` on
+  the instance that announces one);
 - after a bus outage, everything (what was missed cannot be known).
 
 The next read loads the answer again: one statement for the list (with the newest messages
@@ -164,7 +165,12 @@ class RoomReads:
                 self.changed(event.wire["room_id"])
 
     def on_presence(self, data: bytes) -> None:
-        """A presence update: the statuses shown among the online members may have changed."""
+        """A presence update from the bus: the statuses shown among the online members may have
+        changed."""
+        self._details.invalidate_all()
+
+    async def presence_changed(self, user_id: str, frame: str) -> None:
+        """The same, on the instance that announces it, before its writer gets an answer."""
         self._details.invalidate_all()
 
     def _on_occupancy(self, data: bytes) -> None:
