@@ -40,6 +40,7 @@ from daarion_city.storage.database import Database
 
 OCCUPANCY_CHANNEL = "city:rooms"
 DETAIL_MESSAGES = 50
+ROOM_KINDS = frozenset({"room_message", "room_created", "member_joined", "member_left"})
 LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
 
@@ -155,14 +156,9 @@ class RoomReads:
         await publish_quietly(self.bus.publish(OCCUPANCY_CHANNEL, room_id.encode()))
 
     def on_feed(self, events: list[RecordedEvent]) -> None:
-        for event in events:
-            if event.wire["kind"] in (
-                "room_message",
-                "room_created",
-                "member_joined",
-                "member_left",
-            ):
-                self.changed(event.wire["room_id"])
+        """The feed events of one bus item (a batch of posts is one item): each room once."""
+        for room_id in {e.wire["room_id"] for e in events if e.wire["kind"] in ROOM_KINDS}:
+            self.changed(room_id)
 
     def on_presence(self, data: bytes) -> None:
         """A presence update from the bus: the statuses shown among the online members may have
