@@ -9,6 +9,10 @@ with messages (so pages are full) and a few presence sockets, then, path after p
 closed-loop clients (raw HTTP/1.1 keep-alive, no think time) send GETs for ``--seconds``. One
 JSON line per path: answers/s (200s only), p50, p99, other statuses, and the ratio to
 ``/healthz``. ``--rev`` runs the package of another git revision (as ``bench.compare`` does).
+
+``--writes N`` keeps one more client posting N messages a second to ``general`` while every
+path is read, so the reads are measured while what they show changes: each post drops the
+list, the room's detail and pages and the feed.
 """
 
 from __future__ import annotations
@@ -54,6 +58,23 @@ async def seed(base: str, messages: int) -> None:
                 r.raise_for_status()
 
 
+async def writer(base: str, rate: float, seconds: float) -> int:
+    """Posts to ``general`` at ``rate`` a second for ``seconds``; answers how many were 201."""
+    http = RawHttp(base)
+    auth = {"authorization": f"Bearer {token('u_writer')}", "content-type": "application/json"}
+    started = time.perf_counter()
+    done = 0
+    try:
+        while (elapsed := time.perf_counter() - started) < seconds:
+            body = json.dumps({"body": f"live {done}"}).encode()
+            if await http.post("/city/rooms/general/messages", body, auth) == 201:
+                done += 1
+            await asyncio.sleep(max(0.0, (done + 1) / rate - elapsed))
+    finally:
+        await http.close()
+    return done
+
+
 async def crowd(base: str, path: str, clients: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     others: dict[int, int] = {}
@@ -89,6 +110,7 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--messages", type=int, default=60)
     parser.add_argument("--presence", type=int, default=20, help="presence sockets kept open")
+    parser.add_argument("--writes", type=float, default=0.0, help="posts/s during the reads")
     parser.add_argument("--rev", default=WORKTREE)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
@@ -109,7 +131,14 @@ async def main() -> None:
                 ]
                 results = []
                 for path in PATHS:
-                    results.append(await crowd(inst.base_url, path, args.clients, args.seconds))
+                    reading = crowd(inst.base_url, path, args.clients, args.seconds)
+                    if args.writes <= 0:
+                        results.append(await reading)
+                        continue
+                    result, posts = await asyncio.gather(
+                        reading, writer(inst.base_url, args.writes, args.seconds)
+                    )
+                    results.append({**result, "posts_meanwhile": posts})
                 healthz = results[0]["answers_per_s"] or 1
                 for result in results:
                     result["beside_healthz"] = round(result["answers_per_s"] / healthz, 3)
