@@ -216,6 +216,21 @@ async def test_the_room_list_joins_each_room_s_newest_message(db: Database) -> N
     assert last[older].last_seq == 3  # the room's own columns keep their names
 
 
+async def test_a_room_comes_with_its_newest_messages_in_one_statement(db: Database) -> None:
+    busy, empty = await a_room(db), await a_room(db)
+    await post(db, busy, [f"m{i}" for i in range(1, 8)])
+    async with db.read() as conn:
+        rows = await store.room_with_newest(conn, busy, 5)
+        assert [(r.id, r.lm_seq, r.lm_body) for r in rows] == [
+            (busy, seq, f"m{seq}") for seq in range(3, 8)
+        ]
+        rows = await store.room_with_newest(conn, busy, 50)
+        assert [r.lm_seq for r in rows] == list(range(1, 8))
+        (row,) = await store.room_with_newest(conn, empty, 5)
+        assert (row.id, row.lm_id) == (empty, None)
+        assert await store.room_with_newest(conn, "room_city_nowhere", 5) == []
+
+
 async def test_membership_counts_each_member_once(db: Database) -> None:
     room_id = await a_room(db)
     async with db.begin() as conn:

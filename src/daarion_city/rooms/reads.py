@@ -15,18 +15,21 @@ A snapshot is dropped by every change to what it shows, on every instance:
   the instance that announces one);
 - after a bus outage, everything (what was missed cannot be known).
 
-The next read loads the answer again: one statement for the list (with the newest messages
-joined in) and one round trip for the online counts, or the room, its newest page and its
-online members for a detail; every reader that asks meanwhile shares the load.
+The next read loads the answer again, once for every reader that asks meanwhile: one statement
+for the list (with the newest messages joined in) and one round trip for the online counts; one
+statement for a detail (the room with its newest messages) while its online members are read;
+one statement for a page.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.answers import Encoded
+from daarion_city.core.errors import NotFound
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.feed.service import RecordedEvent
@@ -120,15 +123,20 @@ class RoomReads:
         ]
 
     async def detail(self, room_id: str) -> dict[str, Any]:
-        """A room (by id) with its newest page and its online members, read now."""
-        async with self.db.read() as conn:
-            row = await store.find_room(conn, room_id)
-            messages, _ = await message_store.messages_page(conn, room_id, limit=DETAIL_MESSAGES)
-        assert row is not None
-        wires = [message_wire(m) for m in messages]
-        online = await self.online_members(room_id)
-        # The newest page ends with the room's newest message (seqs are gapless).
-        room = room_wire(row, members_online=len(online), last_message=wires[-1] if wires else None)
+        """A room (by id) with its newest messages and its online members, read now: one
+        statement, and the online members read meanwhile."""
+
+        async def newest() -> list[Any]:
+            async with self.db.read() as conn:
+                return await store.room_with_newest(conn, room_id, DETAIL_MESSAGES)
+
+        rows, online = await asyncio.gather(newest(), self.online_members(room_id))
+        if not rows:
+            raise NotFound(f"no room {room_id!r}", code="room_not_found")
+        wires = [w for r in rows if (w := last_message_wire(r, store.LAST_PREFIX)) is not None]
+        room = room_wire(
+            rows[0], members_online=len(online), last_message=wires[-1] if wires else None
+        )
         room["messages"] = wires
         room["online_members"] = online
         return room

@@ -53,6 +53,24 @@ async def list_rooms(
     return list((await conn.execute(query)).all())
 
 
+async def room_with_newest(
+    conn: AsyncConnection, room_id: str, count: int
+) -> list[Row[tuple[object, ...]]]:
+    """A room and its newest ``count`` messages, oldest first, in one statement: one row per
+    message, the room's columns repeated and the message's as ``lm_*`` columns (one row with
+    them None for a room without messages; no row for no room). Seqs are gapless and the
+    newest is ``last_seq``, so they are the seqs above ``last_seq - count``, read by the
+    ``(room_id, seq)`` index."""
+    recent = sa.and_(LAST.c.room_id == rooms.c.id, LAST.c.seq > rooms.c.last_seq - count)
+    query = (
+        sa.select(rooms, *LAST_COLUMNS)
+        .select_from(rooms.outerjoin(LAST, recent))
+        .where(rooms.c.id == room_id)
+        .order_by(LAST.c.seq)
+    )
+    return list((await conn.execute(query)).all())
+
+
 async def insert_room(
     conn: AsyncConnection,
     *,
