@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
 from daarion_city.storage import feed as feed_store
@@ -229,6 +230,40 @@ async def test_a_room_comes_with_its_newest_messages_in_one_statement(db: Databa
         (row,) = await store.room_with_newest(conn, empty, 5)
         assert (row.id, row.lm_id) == (empty, None)
         assert await store.room_with_newest(conn, "room_city_nowhere", 5) == []
+
+
+async def test_the_newest_messages_are_read_by_the_index(db: Database, backend: str) -> None:
+    """The detail's statement reads only the newest messages of a long room, by the
+    ``(room_id, seq)`` index (PostgreSQL's plan)."""
+    if backend != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    room_id = await a_room(db)
+    async with db.begin() as conn:
+        await conn.exec_driver_sql(
+            "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, username, body,"
+            f" created_at) SELECT 'mx' || g, '{room_id}', g, 'u_a', 'A', 'b', now()"
+            " FROM generate_series(1, 20000) g"
+        )
+        await conn.exec_driver_sql("ANALYZE city_room_messages")
+    seen: list[tuple[str, Any]] = []
+    async with db.read() as conn:
+        event.listen(
+            conn.sync_connection,
+            "before_cursor_execute",
+            lambda _c, _cur, sql, params, *_: seen.append((sql, params)),
+        )
+        rows = await store.room_with_newest(conn, room_id, 50)
+        assert [r.lm_seq for r in rows] == list(range(19951, 20001))
+        (sql, params), *_ = seen
+        plan = (await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params)).scalar()
+
+    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
+        inner = [scan for child in node.get("Plans", []) for scan in scans(child)]
+        return inner + ([node] if node.get("Relation Name") == "city_room_messages" else [])
+
+    (scan,) = scans(plan[0]["Plan"])
+    assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+    assert scan["Scan Direction"] == "Backward", scan
 
 
 async def test_membership_counts_each_member_once(db: Database) -> None:

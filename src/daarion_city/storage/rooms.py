@@ -58,15 +58,21 @@ async def room_with_newest(
 ) -> list[Row[tuple[object, ...]]]:
     """A room and its newest ``count`` messages, oldest first, in one statement: one row per
     message, the room's columns repeated and the message's as ``lm_*`` columns (one row with
-    them None for a room without messages; no row for no room). Seqs are gapless and the
-    newest is ``last_seq``, so they are the seqs above ``last_seq - count``, read by the
-    ``(room_id, seq)`` index."""
-    recent = sa.and_(LAST.c.room_id == rooms.c.id, LAST.c.seq > rooms.c.last_seq - count)
+    them None for a room without messages; no row for no room). The messages are the newest
+    by the ``(room_id, seq)`` index, whatever else takes seqs."""
+    newest = (
+        sa.select(room_messages)
+        .where(room_messages.c.room_id == room_id)
+        .order_by(room_messages.c.seq.desc())
+        .limit(count)
+        .subquery("newest")
+    )
+    columns = [c.label(f"{LAST_PREFIX}{c.name}") for c in newest.c]
     query = (
-        sa.select(rooms, *LAST_COLUMNS)
-        .select_from(rooms.outerjoin(LAST, recent))
+        sa.select(rooms, *columns)
+        .select_from(rooms.outerjoin(newest, sa.true()))
         .where(rooms.c.id == room_id)
-        .order_by(LAST.c.seq)
+        .order_by(newest.c.seq)
     )
     return list((await conn.execute(query)).all())
 
