@@ -66,6 +66,8 @@ async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
                 await ws.expect("room.message")
         await asyncio.wait_for(feed.get(), 5)
         assert (await api.http.get("/city/rooms/nowhere")).status_code == 404
+        for _ in range(2):  # a public read: loaded once, then answered from memory
+            assert (await api.http.get("/city/rooms")).status_code == 200
         await a.send("not json")  # an error event
         assert (await a.expect("error"))["code"] == "invalid_json"
         # Heartbeats faster than the socket's bucket: coalesced, then rate-limited.
@@ -88,6 +90,8 @@ async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
         assert value(during, "city_ws_errors", code="invalid_json") == 1
         assert value(during, "city_ws_errors", code="rate_limited") >= 1
         assert value(during, "city_http_requests", method="GET", status="404") >= 1
+        for result in ("load", "hit"):
+            assert value(during, "city_read_snapshots", read="rooms", result=result) >= 1
 
     # The gauges come back down when what they count goes away.
     async def back_down() -> dict[str, Any]:
