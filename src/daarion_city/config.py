@@ -109,6 +109,9 @@ class Settings(BaseSettings):
         description="A user's typing state in a room is announced at most this often; a change "
         "asked for sooner is announced at the end of the interval (the latest state wins)",
     )
+    city_max_mentions: int = Field(
+        20, ge=1, le=1000, description="Distinct users one message may mention (422 above)"
+    )
     city_read_snapshots: int = Field(
         4096,
         ge=0,

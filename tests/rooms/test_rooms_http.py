@@ -437,3 +437,16 @@ async def test_a_retry_is_looked_up_by_index_in_any_plan(database_url: str, back
         assert scan["Node Type"] == "Index Scan", scan
         assert "client_msg_id" in scan["Index Cond"], scan
         assert "Filter" not in scan, scan
+
+
+@pytest.mark.parametrize("settings_overrides", [{"city_default_rooms": ""}])
+async def test_a_city_without_default_rooms_lists_its_rooms(api: Api) -> None:
+    """``CITY_DEFAULT_ROOMS=""``: no room ranks first, the newest lead (the list's ordering
+    once failed to build without a default room)."""
+    alice = await api.guest("Alice")
+    for slug in ("first", "second"):
+        r = await alice.post("/city/rooms", {"slug": slug, "name": slug.title()})
+        assert r.status_code == 201, r.text
+    r = await api.http.get("/city/rooms")
+    assert r.status_code == 200, r.text
+    assert [room["slug"] for room in r.json()][:2] == ["second", "first"]

@@ -46,6 +46,8 @@ def message(
         "body": body,
         "client_msg_id": cmid,
         "created_at": now(),
+        "reply_to_seq": None,
+        "mentions": [],
     }
 
 
@@ -89,8 +91,8 @@ async def test_rooms_by_id_or_slug_and_the_defaults(db: Database) -> None:
 async def test_seqs_are_reserved_in_order_and_a_rollback_leaves_no_gap(db: Database) -> None:
     room_id = await a_room(db)
     async with db.begin() as conn:
-        assert await messages.reserve_seqs(conn, room_id, 3) == 0
-        assert await messages.reserve_seqs(conn, room_id, 2) == 3
+        assert await messages.reserve_seqs(conn, room_id, 3) == (0, 0)
+        assert await messages.reserve_seqs(conn, room_id, 2) == (3, 3)
     try:
         async with db.begin() as conn:
             await messages.reserve_seqs(conn, room_id, 10)

@@ -13,6 +13,9 @@ from pydantic_core import core_schema
 
 # --- what a client may send: numbers and identifiers ----------------------------------------------
 MAX_SEQ = 2**63 - 1
+# The largest seq a JSON body may name: JavaScript's largest safe integer (a JSON number above it
+# reaches most clients and schema validators as a double, rounded).
+MAX_JSON_SEQ = 2**53 - 1
 """The largest seq (and feed position) a store holds: a signed 64-bit BIGINT. A larger number in a
 query or a ``since_seq`` is refused (422, or close 4400), never handed to the database."""
 MAX_LAST_ACTIVE_MS = 10**12

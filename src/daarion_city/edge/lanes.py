@@ -135,7 +135,9 @@ class PostLane:
         except (Unauthorized, ValidationError):
             return False
         try:
-            result = await values[ROOMS].commit.post(user, room, data.body, data.client_msg_id)
+            result = await values[ROOMS].commit.post(
+                user, room, data.body, data.client_msg_id, data.reply_to_seq
+            )
         except Exception as exc:  # as the app's error handlers answer it
             await error_answer(scope, exc)(scope, receive, send)
             return True

@@ -34,6 +34,8 @@ class Pending:
     user: Principal
     body: str
     client_msg_id: str | None
+    reply_to_seq: int | None
+    mentions: list[str]
     future: asyncio.Future[PostResult]
     allowed: asyncio.Future[None]  # the rate limit's verdict: done, or RateLimited
 
@@ -127,6 +129,13 @@ class BatchWriter:
                     "body": item.body,
                     "client_msg_id": item.client_msg_id,
                     "created_at": now,
+                    "reply_to_seq": item.reply_to_seq,
+                    "mentions": item.mentions,
+                    "edited_at": None,
+                    "deleted": False,
+                    "deleted_by": None,
+                    "reactions": [],
+                    "ordinal": 0,  # below, with the seq
                 }
             )
         replays: dict[_Key, Any] = {}

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from daarion_city.config import Settings
-from daarion_city.core.errors import CityError
+from daarion_city.core.errors import CityError, Unprocessable
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.service import FeedService
@@ -43,7 +43,9 @@ from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.rooms.batch import BatchWriter, Committed, Pending, PostResult
+from daarion_city.rooms.mentions import mentions_in
 from daarion_city.rooms.typing import RoomTyping
+from daarion_city.storage import messages as message_store
 from daarion_city.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -107,12 +109,18 @@ class GroupCommit:
         self._tasks = tasks
         self._resolve = resolve
         self._committed = committed
+        self._db = db
         self._writer = BatchWriter(db, feed, metrics, tasks)
         self._pending: dict[str, list[Pending]] = {}  # room -> posts waiting for a commit
         self._committing: set[str] = set()
 
     async def post(
-        self, user: Principal, ref: str, body: str, client_msg_id: str | None = None
+        self,
+        user: Principal,
+        ref: str,
+        body: str,
+        client_msg_id: str | None = None,
+        reply_to_seq: int | None = None,
     ) -> PostResult:
         """Store a message (idempotent on ``client_msg_id``), then broadcast it.
 
@@ -122,6 +130,9 @@ class GroupCommit:
         (``_announce``). Under load many posts share a commit; alone, a post commits at once.
         Each post is answered only after its commit."""
         room_id = await self._resolve(ref)
+        mentions = mentions_in(body, self.settings.city_max_mentions)
+        if reply_to_seq is not None:
+            await self._check_reply(room_id, reply_to_seq)
         # The rate limit's round trip runs while the post waits for its commit; the commit
         # takes only the posts it allowed and answers the others 429.
         allowed = asyncio.ensure_future(
@@ -132,7 +143,13 @@ class GroupCommit:
             )
         )
         item = Pending(
-            user, body, client_msg_id, asyncio.get_running_loop().create_future(), allowed
+            user,
+            body,
+            client_msg_id,
+            reply_to_seq,
+            mentions,
+            asyncio.get_running_loop().create_future(),
+            allowed,
         )
         self._pending.setdefault(room_id, []).append(item)
         if room_id not in self._committing:
@@ -140,6 +157,15 @@ class GroupCommit:
             self._tasks.spawn(self._commit_loop(room_id), name=f"commit-{room_id}")
         # Shielded: a caller that goes away does not undo its commit (a retry finds it).
         return await asyncio.shield(item.future)
+
+    async def _check_reply(self, room_id: str, seq: int) -> None:
+        """A reply names a message of its room (messages are never removed: a tombstone keeps
+        its seq, so what is found now is there at the commit)."""
+        async with self._db.read() as conn:
+            if not await message_store.message_exists(conn, room_id, seq):
+                raise Unprocessable(
+                    f"no message {seq} in this room to reply to", code="invalid_reply"
+                )
 
     async def _commit_loop(self, room_id: str) -> None:
         try:

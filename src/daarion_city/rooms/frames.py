@@ -8,13 +8,14 @@ from pydantic import Field, TypeAdapter
 
 from daarion_city.core.validation import JsonLimits
 from daarion_city.realtime.protocol import DEFAULT_LIMITS, Frame, Ping, encode, parse_frame
-from daarion_city.rooms.schemas import ClientMsgId, MessageBody
+from daarion_city.rooms.schemas import ClientMsgId, MessageBody, ReplyToSeq
 
 
 class MessageSend(Frame):
     event: Literal["room.message.send"]
     body: MessageBody
     client_msg_id: ClientMsgId | None = None
+    reply_to_seq: ReplyToSeq | None = None
 
 
 class Typing(Frame):

@@ -98,7 +98,9 @@ async def list_messages(
 async def post_message(
     request: Request, room: str, body: MessageCreate, user: CurrentUser
 ) -> Response:
-    result = await provided(request, ROOMS).commit.post(user, room, body.body, body.client_msg_id)
+    result = await provided(request, ROOMS).commit.post(
+        user, room, body.body, body.client_msg_id, body.reply_to_seq
+    )
     if not result.created:
         # A retry gets the original answer (as Stripe's idempotency keys do), marked as a replay.
         return json_answer(result.message, 201, {"Idempotent-Replayed": "true"})

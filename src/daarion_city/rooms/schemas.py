@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daarion_city.core.clock import iso
-from daarion_city.core.validation import SLUG_PATTERN, NoNul, NotBlank, RoomName
+from daarion_city.core.validation import MAX_JSON_SEQ, SLUG_PATTERN, NoNul, NotBlank, RoomName
 
 MAX_BODY_CHARS = 10_000
 
@@ -25,11 +25,21 @@ class RoomCreate(BaseModel):
     description: Annotated[str, StringConstraints(max_length=500), NoNul] = ""
 
 
+ReplyToSeq = Annotated[int, Field(ge=1, le=MAX_JSON_SEQ)]
+
+
 class MessageCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     body: MessageBody
     client_msg_id: ClientMsgId | None = None
+    reply_to_seq: ReplyToSeq | None = None
+
+
+class Reaction(BaseModel):
+    emoji: str
+    count: int
+    users: list[str] = Field(description="up to 20 user ids, in the order they reacted")
 
 
 class Message(BaseModel):
@@ -42,6 +52,12 @@ class Message(BaseModel):
     body: str
     client_msg_id: str | None
     created_at: str = Field(examples=["2026-11-24T22:43:16.123Z"])
+    reply_to_seq: int | None
+    mentions: list[str]
+    edited_at: str | None
+    deleted: bool
+    deleted_by: str | None
+    reactions: list[Reaction]
 
 
 class OnlineMember(BaseModel):
@@ -90,6 +106,12 @@ def message_wire(row: Any) -> dict[str, Any]:
         "body": row.body,
         "client_msg_id": row.client_msg_id,
         "created_at": iso(row.created_at),
+        "reply_to_seq": row.reply_to_seq,
+        "mentions": row.mentions,
+        "edited_at": None if row.edited_at is None else iso(row.edited_at),
+        "deleted": bool(row.deleted),
+        "deleted_by": row.deleted_by,
+        "reactions": row.reactions,
     }
 
 

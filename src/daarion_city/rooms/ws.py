@@ -100,7 +100,7 @@ async def _handle(rooms: RoomService, conn: Connection, text: str | None) -> Non
     if isinstance(frame, MessageSend):
         try:
             result = await rooms.commit.post(
-                conn.user, conn.room_id, frame.body, frame.client_msg_id
+                conn.user, conn.room_id, frame.body, frame.client_msg_id, frame.reply_to_seq
             )
         except CityError as exc:
             rooms.metrics.ws_errors.labels(exc.code).inc()

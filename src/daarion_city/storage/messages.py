@@ -22,18 +22,24 @@ from daarion_city.storage.tables import room_messages, rooms
 _RESERVE = (
     rooms.update()
     .where(rooms.c.id == sa.bindparam("room"))
-    .values(last_seq=rooms.c.last_seq + sa.bindparam("count"))
-    .returning(rooms.c.last_seq)
+    .values(
+        last_seq=rooms.c.last_seq + sa.bindparam("count"),
+        last_message_seq=rooms.c.last_seq + sa.bindparam("count"),
+        message_count=rooms.c.message_count + sa.bindparam("count"),
+    )
+    .returning(rooms.c.last_seq, rooms.c.message_count)
 )
 _LAST_SEQ = sa.select(rooms.c.last_seq).where(rooms.c.id == sa.bindparam("room"))
 
 
-async def reserve_seqs(conn: AsyncConnection, room_id: str, count: int) -> int:
-    """Advance the room's last ``seq`` by ``count`` and return the value before: one statement
-    that also locks the room's row until commit, so posts to one room commit one transaction
-    at a time, in ``seq`` order, and a rollback leaves no gap."""
+async def reserve_seqs(conn: AsyncConnection, room_id: str, count: int) -> tuple[int, int]:
+    """Take the room's next ``count`` seqs for as many new messages, and return the seq and the
+    message count before them: one statement that also locks the room's row until commit, so
+    posts to one room commit one transaction at a time, in ``seq`` order, and a rollback
+    leaves no gap."""
     result = await conn.execute(_RESERVE, {"room": room_id, "count": count})
-    return int(result.scalar_one()) - count
+    last, messages = result.one()
+    return int(last) - count, int(messages) - count
 
 
 async def last_seq(conn: AsyncConnection, room_id: str) -> int:
@@ -75,24 +81,31 @@ _INSERT_BATCHES_PG = """
 WITH batch AS (
     SELECT * FROM unnest(
         $1::varchar[], $2::varchar[], $3::varchar[], $4::varchar[], $5::text[], $6::varchar[],
-        $7::varchar[], $8::json[], $9::timestamptz[], $10::timestamptz[]
-    ) WITH ORDINALITY AS b(room, id, author, name, body, cmid, event_id, payload, at, event_at, ord)
+        $7::varchar[], $8::json[], $9::timestamptz[], $10::timestamptz[], $12::bigint[],
+        $13::json[]
+    ) WITH ORDINALITY AS b(
+        room, id, author, name, body, cmid, event_id, payload, at, event_at, reply, mentions, ord
+    )
 ), counts AS (
     SELECT room, count(*) AS n FROM batch GROUP BY room
 ), locked AS MATERIALIZED (
     SELECT r.id FROM city_rooms r WHERE r.id IN (SELECT room FROM counts) ORDER BY r.id FOR UPDATE
 ), rooms AS (
-    UPDATE city_rooms r SET last_seq = r.last_seq + c.n
+    UPDATE city_rooms r SET last_seq = r.last_seq + c.n, last_message_seq = r.last_seq + c.n,
+        message_count = r.message_count + c.n
     FROM counts c, locked l
     WHERE r.id = c.room AND l.id = c.room
-    RETURNING r.id, r.last_seq - c.n AS base
+    RETURNING r.id, r.last_seq - c.n AS base, r.message_count - c.n AS ordinal_base
 ), numbered AS (
-    SELECT b.*, rooms.base + row_number() OVER (PARTITION BY b.room ORDER BY b.ord) AS seq
+    SELECT b.*, row_number() OVER (PARTITION BY b.room ORDER BY b.ord) AS k, rooms.base,
+        rooms.ordinal_base
     FROM batch b JOIN rooms ON rooms.id = b.room
 ), messages AS (
     INSERT INTO city_room_messages
-        (id, room_id, seq, author_user_id, username, body, client_msg_id, created_at)
-    SELECT id, room, seq, author, name, body, cmid, at FROM numbered
+        (id, room_id, seq, author_user_id, username, body, client_msg_id, created_at,
+         reply_to_seq, mentions, ordinal)
+    SELECT id, room, base + k, author, name, body, cmid, at, reply, mentions, ordinal_base + k
+    FROM numbered
 ), events AS (
     INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
     SELECT event_id, $11, room, author, payload, event_at FROM numbered ORDER BY ord
@@ -100,6 +113,7 @@ WITH batch AS (
 )
 SELECT (SELECT array_agg(id) FROM rooms) AS room_ids,
        (SELECT array_agg(base) FROM rooms) AS bases,
+       (SELECT array_agg(ordinal_base) FROM rooms) AS ordinal_bases,
        (SELECT array_agg(id) FROM events) AS ids,
        (SELECT array_agg(pos) FROM events) AS positions
 """
@@ -151,10 +165,13 @@ async def _commit_pg(db: Database, batches: list[RoomBatch]) -> list[list[int] |
         [row["created_at"] for _, row, _ in rows],
         [event["created_at"] for _, _, event in rows],
         batches[0][2][0]["kind"],
+        [row["reply_to_seq"] for _, row, _ in rows],
+        [orjson.dumps(row["mentions"]).decode() for _, row, _ in rows],
     )
     async with db.autocommit() as conn:
         out = (await conn.exec_driver_sql(_INSERT_BATCHES_PG, params)).one()
     base_of = dict(zip(out.room_ids or [], out.bases or [], strict=True))
+    ordinal_of = dict(zip(out.room_ids or [], out.ordinal_bases or [], strict=True))
     position_of = dict(zip(out.ids or [], out.positions or [], strict=True))
     answers: list[list[int] | None] = []
     for room_id, rs, es in batches:
@@ -163,6 +180,7 @@ async def _commit_pg(db: Database, batches: list[RoomBatch]) -> list[list[int] |
             continue
         for offset, row in enumerate(rs, start=1):
             row["seq"] = int(base_of[room_id]) + offset
+            row["ordinal"] = int(ordinal_of[room_id]) + offset
         answers.append([int(position_of[event["id"]]) for event in es])
     return answers
 
@@ -184,9 +202,10 @@ async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> lis
     careful path. Sets each row's ``seq``; returns each batch's event positions. Raises
     :class:`StoredAlready` when messages were retries (the caller rolls back)."""
     for room_id, rows, _ in batches:
-        base = await reserve_seqs(conn, room_id, len(rows))
+        base, ordinal = await reserve_seqs(conn, room_id, len(rows))
         for offset, row in enumerate(rows, start=1):
             row["seq"] = base + offset
+            row["ordinal"] = ordinal + offset
         inserted = await insert_messages(conn, rows)
         if len(inserted) < len(rows):
             raise StoredAlready(
@@ -220,6 +239,16 @@ async def find_by_client_msg_ids(
     query = arms[0] if len(arms) == 1 else sa.union_all(*arms)
     result = await conn.execute(query)
     return {(str(r.author_user_id), str(r.client_msg_id)): r for r in result.all()}
+
+
+_EXISTS = sa.select(room_messages.c.seq).where(
+    room_messages.c.room_id == sa.bindparam("room"), room_messages.c.seq == sa.bindparam("seq")
+)
+
+
+async def message_exists(conn: AsyncConnection, room_id: str, seq: int) -> bool:
+    """Whether the room has a message created at ``seq`` (deleted ones included)."""
+    return (await conn.execute(_EXISTS, {"room": room_id, "seq": seq})).first() is not None
 
 
 @functools.cache

@@ -16,7 +16,7 @@ from daarion_city.storage.database import Database
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def _config(connection: Connection) -> Config:
+def alembic_config(connection: Connection) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["connection"] = connection
@@ -24,7 +24,7 @@ def _config(connection: Connection) -> Config:
 
 
 def _upgrade(connection: Connection) -> None:
-    command.upgrade(_config(connection), "head")
+    command.upgrade(alembic_config(connection), "head")
 
 
 def _current(connection: Connection) -> str | None:

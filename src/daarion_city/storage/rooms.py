@@ -23,13 +23,13 @@ async def find_room(conn: AsyncConnection, ref: str) -> Row[tuple[object, ...]] 
     return result.first()
 
 
-# The newest message of a room, joined to its row: the one whose seq is the room's last_seq (seqs
-# are gapless, so it exists once the room has a message), found by the (room_id, seq) index.
+# The newest message of a room, joined to its row: the one whose seq is the room's
+# last_message_seq (kept by every commit of messages), found by the (room_id, seq) index.
 LAST = room_messages.alias("last")
 LAST_PREFIX = "lm_"
 LAST_COLUMNS = [c.label(f"{LAST_PREFIX}{c.name}") for c in LAST.c]
 _WITH_LAST = rooms.outerjoin(
-    LAST, sa.and_(LAST.c.room_id == rooms.c.id, LAST.c.seq == rooms.c.last_seq)
+    LAST, sa.and_(LAST.c.room_id == rooms.c.id, LAST.c.seq == rooms.c.last_message_seq)
 )
 
 
@@ -38,10 +38,15 @@ async def list_rooms(
 ) -> list[Row[tuple[object, ...]]]:
     """Default rooms first (in the configured order, ``default_slugs``), then the newest; each
     row with its newest message as ``lm_*`` columns (None without one), in one statement."""
-    rank = sa.case(
-        {slug: i for i, slug in enumerate(default_slugs)},
-        value=rooms.c.slug,
-        else_=len(default_slugs),
+    # (CASE needs a WHEN: with no default rooms, every room ranks alike.)
+    rank = (
+        sa.case(
+            {slug: i for i, slug in enumerate(default_slugs)},
+            value=rooms.c.slug,
+            else_=len(default_slugs),
+        )
+        if default_slugs
+        else sa.literal(0)
     )
     query = (
         sa.select(rooms, *LAST_COLUMNS)

@@ -47,6 +47,10 @@ rooms = sa.Table(
     sa.Column("created_by", sa.String(80), nullable=True),
     sa.Column("last_seq", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("member_count", sa.Integer(), nullable=False, server_default="0"),
+    # The seq of the newest message (``last_seq`` counts every timeline event), and how many
+    # messages the room has had (deleted ones included): the unread counts' arithmetic.
+    sa.Column("last_message_seq", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("message_count", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 room_messages = sa.Table(
@@ -61,10 +65,46 @@ room_messages = sa.Table(
     sa.Column("body", sa.Text(), nullable=False),
     sa.Column("client_msg_id", sa.String(64), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("reply_to_seq", sa.BigInteger(), nullable=True),
+    sa.Column("mentions", sa.JSON(), nullable=False, server_default="[]"),
+    sa.Column("edited_at", UTCDateTime(), nullable=True),
+    sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("deleted_by", sa.String(16), nullable=True),
+    sa.Column("reactions", sa.JSON(), nullable=False, server_default="[]"),
+    # The message's number among the room's messages (1, 2, ...); None for the messages of
+    # before the timeline had other events, whose number is their seq (migration 0003).
+    sa.Column("ordinal", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("room_id", "seq", name="uq_room_messages_room_seq"),
     sa.UniqueConstraint(
         "room_id", "author_user_id", "client_msg_id", name="uq_room_messages_idempotency"
     ),
+)
+
+room_events = sa.Table(
+    "city_room_events",
+    metadata,
+    # The timeline's other events: an edit, a deletion or a reaction change of the message at
+    # ``target_seq``, at the room's ``seq`` (messages take theirs in city_room_messages).
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
+    sa.Column("seq", sa.BigInteger(), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("target_seq", sa.BigInteger(), nullable=False),
+    sa.Column("user_id", sa.String(80), nullable=False),
+    sa.Column("emoji", sa.String(64), nullable=True),
+    sa.Column("op", sa.String(8), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+message_reactions = sa.Table(
+    "city_message_reactions",
+    metadata,
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("room_id", sa.String(80), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("emoji", sa.String(64), nullable=False),
+    sa.Column("user_id", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("room_id", "seq", "emoji", "user_id", name="uq_message_reactions"),
 )
 
 room_members = sa.Table(

@@ -1,0 +1,64 @@
+"""Migrations upgrade a database in place: its rows stay, and what the new code reads of them
+is right."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import command
+
+from daarion_city.storage import messages
+from daarion_city.storage import rooms as store
+from daarion_city.storage.database import Database
+from daarion_city.storage.migrate import alembic_config, head_revision, migrate
+from tests.storage.conftest import now
+from tests.storage.test_room_store import a_room
+
+
+async def to_revision(db: Database, revision: str) -> None:
+    async with db.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(alembic_config(c), revision))
+
+
+async def test_conversation_upgrades_a_city_with_messages_in_place(db: Database) -> None:
+    """0003 (conversation) on a database of 0002 that holds messages: they keep their ids,
+    seqs and bodies, gain the v2 fields' defaults, the room knows its newest message and
+    count, and the next message continues the room's seqs."""
+    room_id = await a_room(db)
+    await to_revision(db, "0002")
+    async with db.begin() as conn:
+        for seq in (1, 2, 3):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, username,"
+                    " body, created_at) VALUES (:id, :room, :seq, 'u_a', 'A', :body, :at)"
+                ),
+                {
+                    "id": f"m_old{seq}",
+                    "room": room_id,
+                    "seq": seq,
+                    "body": f"old {seq}",
+                    "at": now().replace(tzinfo=None) if db.is_sqlite else now(),
+                },
+            )
+        await conn.execute(
+            sa.text("UPDATE city_rooms SET last_seq = 3 WHERE id = :room"), {"room": room_id}
+        )
+    assert await migrate(db) == head_revision()
+    async with db.read() as conn:
+        rows, _ = await messages.messages_page(conn, room_id, limit=10)
+        listed = list(await store.list_rooms(conn, [], limit=500, offset=0))
+    assert [(r.id, r.seq, r.body) for r in rows] == [
+        (f"m_old{i}", i, f"old {i}") for i in (1, 2, 3)
+    ]
+    for r in rows:
+        assert (r.reply_to_seq, r.mentions, r.edited_at, r.deleted, r.reactions) == (
+            None,
+            [],
+            None,
+            False,
+            [],
+        )
+    (room,) = [r for r in listed if r.id == room_id]
+    assert (room.last_message_seq, room.message_count, room.lm_id) == (3, 3, "m_old3")
+    async with db.begin() as conn:
+        assert await messages.reserve_seqs(conn, room_id, 1) == (3, 3)
