@@ -263,6 +263,8 @@ PUBLIC = {
     ("GET", "/city/rooms/{room}/messages"),
     ("GET", "/city/feed"),
     ("GET", "/city/presence"),
+    # SPEC §12: the timeline's events, "public like the messages"
+    ("GET", "/city/rooms/{room}/events"),
     # "health and metrics" (SPEC §7)
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -288,7 +290,13 @@ MATRIX_AS = {
     ("PUT", "/_matrix/app/v1/transactions/{txn_id}"),
     ("GET", "/_matrix/app/v1/users/{user_id}"),
 }
-PATH_VALUES = {"room": "general", "user_id": "u_contract_alice", "txn_id": "txn-1"}
+PATH_VALUES = {
+    "room": "general",
+    "user_id": "u_contract_alice",
+    "txn_id": "txn-1",
+    "seq": "1",
+    "emoji": "%F0%9F%91%8D",
+}
 MAY_BE_HEAD_ONLY = {"HEAD"}  # served with GET; checked through GET
 
 

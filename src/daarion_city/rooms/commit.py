@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from daarion_city.config import Settings
 from daarion_city.core.errors import CityError, Unprocessable
@@ -44,6 +45,7 @@ from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.rooms.batch import BatchWriter, Committed, Pending, PostResult
 from daarion_city.rooms.mentions import mentions_in
+from daarion_city.rooms.timeline import Change, ChangeResult
 from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage import messages as message_store
 from daarion_city.storage.database import Database
@@ -51,6 +53,18 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 COMMIT_BATCH = 200
+# Notices that a room changed in ways no feed event tells (edits, reactions, who is online):
+# every instance drops what its reads show of the room (rooms/reads.py).
+ROOM_NOTICES = "city:rooms"
+
+
+@dataclass(slots=True)
+class QueuedChange:
+    """An edit, deletion or reaction change waiting in its room's queue (rooms/timeline.py)."""
+
+    run: Change
+    future: asyncio.Future[ChangeResult]
+    allowed: asyncio.Future[None] | None
 
 
 def _answer(batch: list[Pending], results: list[PostResult]) -> None:
@@ -111,7 +125,8 @@ class GroupCommit:
         self._committed = committed
         self._db = db
         self._writer = BatchWriter(db, feed, metrics, tasks)
-        self._pending: dict[str, list[Pending]] = {}  # room -> posts waiting for a commit
+        # room -> posts (and timeline changes) waiting for a commit, in arrival order
+        self._pending: dict[str, list[Pending | QueuedChange]] = {}
         self._committing: set[str] = set()
 
     async def post(
@@ -135,13 +150,7 @@ class GroupCommit:
             await self._check_reply(room_id, reply_to_seq)
         # The rate limit's round trip runs while the post waits for its commit; the commit
         # takes only the posts it allowed and answers the others 429.
-        allowed = asyncio.ensure_future(
-            self.limiter.hit(
-                f"msg:{user.user_id}",
-                rate=self.settings.city_message_rate,
-                burst=self.settings.city_message_burst,
-            )
-        )
+        allowed = asyncio.ensure_future(self._hit(user))
         item = Pending(
             user,
             body,
@@ -151,12 +160,32 @@ class GroupCommit:
             asyncio.get_running_loop().create_future(),
             allowed,
         )
+        self._enqueue(room_id, item)
+        # Shielded: a caller that goes away does not undo its commit (a retry finds it).
+        return await asyncio.shield(item.future)
+
+    async def change(
+        self, user: Principal, room_id: str, run: Change, limited: bool
+    ) -> ChangeResult:
+        """A timeline change (rooms/timeline.py), committed in its turn among the room's posts,
+        answered, then announced; ``limited`` takes from the user's message bucket."""
+        allowed = asyncio.ensure_future(self._hit(user)) if limited else None
+        item = QueuedChange(run, asyncio.get_running_loop().create_future(), allowed)
+        self._enqueue(room_id, item)
+        return await asyncio.shield(item.future)
+
+    async def _hit(self, user: Principal) -> None:
+        await self.limiter.hit(
+            f"msg:{user.user_id}",
+            rate=self.settings.city_message_rate,
+            burst=self.settings.city_message_burst,
+        )
+
+    def _enqueue(self, room_id: str, item: Pending | QueuedChange) -> None:
         self._pending.setdefault(room_id, []).append(item)
         if room_id not in self._committing:
             self._committing.add(room_id)
             self._tasks.spawn(self._commit_loop(room_id), name=f"commit-{room_id}")
-        # Shielded: a caller that goes away does not undo its commit (a retry finds it).
-        return await asyncio.shield(item.future)
 
     async def _check_reply(self, room_id: str, seq: int) -> None:
         """A reply names a message of its room (messages are never removed: a tombstone keeps
@@ -170,8 +199,17 @@ class GroupCommit:
     async def _commit_loop(self, room_id: str) -> None:
         try:
             while queue := self._pending.get(room_id):
-                batch = queue[:COMMIT_BATCH]
-                del queue[:COMMIT_BATCH]
+                head = queue[0]
+                if isinstance(head, QueuedChange):
+                    del queue[0]
+                    await self._apply(room_id, head)
+                    continue
+                batch: list[Pending] = []
+                for item in queue[:COMMIT_BATCH]:  # the posts up to the next change
+                    if isinstance(item, QueuedChange):
+                        break
+                    batch.append(item)
+                del queue[: len(batch)]
                 batch = await _allowed(batch)
                 if not batch:
                     continue
@@ -203,6 +241,32 @@ class GroupCommit:
                     item.future.set_exception(exc)
             else:
                 await self._settle(room_id, [item], committed)
+
+    async def _apply(self, room_id: str, item: QueuedChange) -> None:
+        """A timeline change: committed, answered, then announced (to this instance's sockets,
+        then the bus with a notice for the other instances' reads)."""
+        try:
+            if item.allowed is not None:
+                await item.allowed
+            result = await item.run()
+        except Exception as exc:
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        if result.frame is not None:
+            self._committed(room_id)
+        if not item.future.done():
+            item.future.set_result(result)
+        if result.frame is None:
+            return
+        frames = [result.frame]
+        self.hub.deliver_local(room_id, frames)
+        items = [self.hub.messages_item(room_id, frames), (ROOM_NOTICES, room_id.encode())]
+        try:
+            await self.hub.bus.publish_many(items)
+        except Exception:
+            self.hub.publish_failed(room_id, result.frame[0])
+            log.warning("publishing on the bus failed", exc_info=True)
 
     async def _settle(self, room_id: str, batch: list[Pending], committed: Committed) -> None:
         """After a commit: what reads show of the room is dropped (``committed``), then the

@@ -45,3 +45,32 @@ def parse_room_frame(
 
 def message_frame(room_id: str, message: dict[str, Any]) -> str:
     return encode({"event": "room.message", "room_id": room_id, "message": message})
+
+
+def timeline_frame(event: str, room_id: str, seq: int, message: dict[str, Any]) -> str:
+    """``room.message.edit`` / ``room.message.delete``: the timeline ``seq`` and the whole
+    message as it is after the change."""
+    return encode({"event": event, "room_id": room_id, "seq": seq, "message": message})
+
+
+def reaction_frame(
+    room_id: str,
+    seq: int,
+    target_seq: int,
+    user_id: str,
+    emoji: str,
+    op: str,
+    reactions: list[dict[str, Any]],
+) -> str:
+    return encode(
+        {
+            "event": "room.reaction",
+            "room_id": room_id,
+            "seq": seq,
+            "target_seq": target_seq,
+            "user_id": user_id,
+            "emoji": emoji,
+            "op": op,
+            "reactions": reactions,
+        }
+    )

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from daarion_city.core.answers import json_answer, public_read
 from daarion_city.core.errors import error_doc
@@ -26,12 +27,16 @@ from daarion_city.rooms.schemas import (
     MembershipAnswer,
     Message,
     MessageCreate,
+    MessageEdit,
     MessagePage,
+    Reactions,
     Room,
     RoomCreate,
     RoomDetail,
+    TimelinePage,
 )
 from daarion_city.rooms.service import ROOMS
+from daarion_city.rooms.timeline import timeline_frames
 
 PREFIX = "/city/rooms"
 MESSAGES_PATH = "/{room}/messages"  # posting is served by the post lane too (edge/lanes.py)
@@ -44,6 +49,16 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_doc("no such room (`roo
 ERRORS = {**UNAUTHORIZED, **NOT_FOUND}
 RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: error_doc("rate limited (`rate_limited`), see Retry-After"),
+}
+MESSAGE_PATH = MESSAGES_PATH + "/{seq}"
+Seq = Annotated[int, Path(ge=1, le=MAX_SEQ, description="the message's seq (its creation's)")]
+EmojiParam = Annotated[str, Path(min_length=1, max_length=64)]
+CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **UNAUTHORIZED,
+    **RATE_LIMITED,
+    403: error_doc("not the message's author (`forbidden`)"),
+    404: error_doc("no such room or message (`room_not_found`, `message_not_found`)"),
+    409: error_doc("the message is deleted (`message_deleted`)"),
 }
 
 
@@ -117,3 +132,50 @@ async def join_room(request: Request, room: str, user: CurrentUser) -> dict[str,
 async def leave_room(request: Request, room: str, user: CurrentUser) -> dict[str, str]:
     room_id = await provided(request, ROOMS).set_membership(user, room, join=False)
     return {"status": "left", "room_id": room_id}
+
+
+@router.get("/{room}/events", response_model=TimelinePage, responses=NOT_FOUND)
+async def list_events(
+    request: Request,
+    room: str,
+    after_seq: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 200,
+) -> Response:
+    """The timeline after a seq, each event exactly as the room socket sends it (how a client
+    catches up over HTTP after ``resync_required``)."""
+    rooms = provided(request, ROOMS)
+    room_id = await rooms.resolve(room)
+    frames = await timeline_frames(rooms.db, room_id, after_seq, limit + 1)
+    events = [orjson.loads(frame) for _, frame in frames[:limit]]
+    return public_read(request, {"events": events, "has_more": len(frames) > limit})
+
+
+@router.patch(MESSAGE_PATH, response_model=Message, responses=CHANGE_ERRORS)
+async def edit_message(
+    request: Request, room: str, seq: Seq, body: MessageEdit, user: CurrentUser
+) -> Response:
+    timeline = provided(request, ROOMS).timeline
+    return json_answer(await timeline.edit_message(user, room, seq, body.body))
+
+
+@router.delete(MESSAGE_PATH, response_model=Message, responses=CHANGE_ERRORS)
+async def delete_message(request: Request, room: str, seq: Seq, user: CurrentUser) -> Response:
+    return json_answer(await provided(request, ROOMS).timeline.delete_message(user, room, seq))
+
+
+@router.put(MESSAGE_PATH + "/reactions/{emoji}", response_model=Reactions, responses=CHANGE_ERRORS)
+async def add_reaction(
+    request: Request, room: str, seq: Seq, emoji: EmojiParam, user: CurrentUser
+) -> Response:
+    timeline = provided(request, ROOMS).timeline
+    return json_answer(await timeline.set_reaction(user, room, seq, emoji, add=True))
+
+
+@router.delete(
+    MESSAGE_PATH + "/reactions/{emoji}", response_model=Reactions, responses=CHANGE_ERRORS
+)
+async def remove_reaction(
+    request: Request, room: str, seq: Seq, emoji: EmojiParam, user: CurrentUser
+) -> Response:
+    timeline = provided(request, ROOMS).timeline
+    return json_answer(await timeline.set_reaction(user, room, seq, emoji, add=False))

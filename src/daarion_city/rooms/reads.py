@@ -34,16 +34,17 @@ from daarion_city.core.metrics import Metrics
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.feed.service import RecordedEvent
 from daarion_city.pubsub import PubSub
-from daarion_city.rooms.commit import publish_quietly
+from daarion_city.rooms.commit import ROOM_NOTICES, publish_quietly
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.schemas import last_message_wire, message_wire, room_wire
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 
-OCCUPANCY_CHANNEL = "city:rooms"
 DETAIL_MESSAGES = 50
-ROOM_KINDS = frozenset({"room_message", "room_created", "member_joined", "member_left"})
+ROOM_KINDS = frozenset(
+    {"room_message", "message_deleted", "room_created", "member_joined", "member_left"}
+)
 LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
 
@@ -78,10 +79,10 @@ class RoomReads:
 
     async def start(self) -> None:
         self.bus.add_reconnect_listener(self._after_outage)
-        await self.bus.subscribe(OCCUPANCY_CHANNEL, self._on_occupancy)
+        await self.bus.subscribe(ROOM_NOTICES, self._on_notice)
 
     async def stop(self) -> None:
-        await self.bus.unsubscribe(OCCUPANCY_CHANNEL, self._on_occupancy)
+        await self.bus.unsubscribe(ROOM_NOTICES, self._on_notice)
 
     # --- reads ----------------------------------------------------------------------------------
     async def room_list(self, *, limit: int, offset: int) -> Encoded:
@@ -161,7 +162,7 @@ class RoomReads:
         """A user's first socket into the room opened, or their last one closed (here)."""
         self._lists.invalidate(LISTS)
         self._details.invalidate(room_id)
-        await publish_quietly(self.bus.publish(OCCUPANCY_CHANNEL, room_id.encode()))
+        await publish_quietly(self.bus.publish(ROOM_NOTICES, room_id.encode()))
 
     def on_feed(self, events: list[RecordedEvent]) -> None:
         """The feed events of one bus item (a batch of posts is one item): each room once."""
@@ -177,10 +178,9 @@ class RoomReads:
         """The same, on the instance that announces it, before its writer gets an answer."""
         self._details.invalidate_all()
 
-    def _on_occupancy(self, data: bytes) -> None:
-        room_id = data.decode()
-        self._lists.invalidate(LISTS)
-        self._details.invalidate(room_id)
+    def _on_notice(self, data: bytes) -> None:
+        """Another instance changed the room in a way no feed event tells."""
+        self.changed(data.decode())
 
     async def _after_outage(self) -> None:
         self._lists.invalidate_all()

@@ -36,6 +36,12 @@ class MessageCreate(BaseModel):
     reply_to_seq: ReplyToSeq | None = None
 
 
+class MessageEdit(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    body: MessageBody
+
+
 class Reaction(BaseModel):
     emoji: str
     count: int
@@ -86,6 +92,19 @@ class RoomDetail(Room):
 
 class MessagePage(BaseModel):
     messages: list[Message]
+    has_more: bool
+
+
+class Reactions(BaseModel):
+    room_id: str
+    seq: int
+    reactions: list[Reaction]
+
+
+class TimelinePage(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        description="timeline events as the room socket sends them"
+    )
     has_more: bool
 
 

@@ -28,11 +28,11 @@ from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
 from daarion_city.rooms.commit import GroupCommit, publish_quietly
-from daarion_city.rooms.frames import message_frame
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
-from daarion_city.rooms.schemas import RoomCreate, message_wire
+from daarion_city.rooms.schemas import RoomCreate
 from daarion_city.rooms.sockets import RoomSockets
+from daarion_city.rooms.timeline import Timeline, timeline_frames
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
@@ -92,6 +92,12 @@ class RoomService:
             resolve=self.resolve,
             typing=self.sockets.typing,
             committed=self._committed,
+        )
+        self.timeline = Timeline(
+            db,
+            max_mentions=settings.city_max_mentions,
+            resolve=self.resolve,
+            submit=self.commit.change,
         )
 
     # --- start-up -------------------------------------------------------------------------------
@@ -231,10 +237,9 @@ class RoomService:
 async def load_frames(
     db: Database, room_id: str, after_seq: int, limit: int
 ) -> list[tuple[int, str]]:
-    """Room messages after ``after_seq`` as ready-to-send frames (the hub heals gaps with it)."""
-    async with db.read() as conn:
-        rows, _ = await message_store.messages_page(conn, room_id, after_seq=after_seq, limit=limit)
-    return [(int(r.seq), message_frame(room_id, message_wire(r))) for r in rows]
+    """The room's timeline after ``after_seq`` as ready-to-send frames (the hub heals gaps
+    with it)."""
+    return await timeline_frames(db, room_id, after_seq, limit)
 
 
 async def load_last_seq(db: Database, room_id: str) -> int:

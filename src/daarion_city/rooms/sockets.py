@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.tasks import FreshFlight, TaskSet
@@ -17,9 +16,8 @@ from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode, error_frame
 from daarion_city.rooms.commit import publish_quietly
-from daarion_city.rooms.frames import message_frame
 from daarion_city.rooms.occupancy import RoomOccupancy
-from daarion_city.rooms.schemas import message_wire
+from daarion_city.rooms.timeline import timeline_frames
 from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage import messages as store
 from daarion_city.storage.database import Database
@@ -95,17 +93,17 @@ class RoomSockets:
         if first:  # the room's online members changed: its reads are dropped, here and there
             await self._occupancy_changed(room_id)
         last = self.hub.position(room_id)
-        replay: list[Any] = []
+        replay: list[tuple[int, str]] = []
         resync = False
         if since_seq is not None:
             # A resume reads the database; a fresh socket starts where the channel is, for free.
             async with self.db.read() as db_conn:
                 last = max(last, await store.last_seq(db_conn, room_id))
-                resync = since_seq > last or last - since_seq > self.settings.city_resume_limit
-                if not resync and since_seq < last:
-                    replay, _ = await store.messages_page(
-                        db_conn, room_id, after_seq=since_seq, limit=self.settings.city_resume_limit
-                    )
+            resync = since_seq > last or last - since_seq > self.settings.city_resume_limit
+            if not resync and since_seq < last:
+                replay = await timeline_frames(
+                    self.db, room_id, since_seq, self.settings.city_resume_limit
+                )
         conn.send_snapshot(
             encode(
                 {
@@ -124,9 +122,9 @@ class RoomSockets:
                 )
             )
         top = last
-        for row in replay:
-            conn.send_snapshot(message_frame(room_id, message_wire(row)))
-            top = max(top, int(row.seq))
+        for seq, frame in replay:
+            conn.send_snapshot(frame)
+            top = max(top, seq)
         conn.go_live(top)
         conn.start()
         if first:

@@ -1,0 +1,247 @@
+"""The room timeline's other events (SPEC section 9 and 12): an edit, a deletion or a reaction
+change of a message takes the room's next ``seq`` in the transaction that makes it, goes
+through the room's commit queue with the posts (``GroupCommit.change``: one order for the
+commit, the answer and the fan-out), and reaches every socket as its own frame. A change that
+changes nothing (the same body again, a deleted message deleted again, a reaction repeated or
+one that is not there removed) takes no seq and sends nothing: it is answered with the message
+as it is.
+
+The timeline read back in order (``timeline_frames``) is what a socket resuming with
+``since_seq``, a hub healing a gap and ``GET .../events`` get: each event as the socket sends
+it, with its message as it is now.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import emoji
+
+from daarion_city.core.clock import utcnow
+from daarion_city.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from daarion_city.identity.principal import Principal
+from daarion_city.rooms.frames import message_frame, reaction_frame, timeline_frame
+from daarion_city.rooms.mentions import mentions_in
+from daarion_city.rooms.schemas import message_wire
+from daarion_city.storage import timeline as store
+from daarion_city.storage.database import Database
+
+MAX_EMOJI_PER_MESSAGE = 20
+SHORTCODE = re.compile(r":[a-z0-9_+-]{1,30}:")
+FULLY_QUALIFIED = emoji.STATUS["fully_qualified"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeResult:
+    """What a change answers, and its frame (None when it changed nothing)."""
+
+    answer: dict[str, Any]
+    frame: tuple[int, str] | None
+
+
+Change = Callable[[], Awaitable[ChangeResult]]
+
+
+def normalize_emoji(raw: str) -> str:
+    """One fully-qualified emoji of Unicode's recommended set, stored NFC with its variation
+    selector (so "❤" and "❤️" are one), or a ``:shortcode:``; else 422 ``invalid_emoji``."""
+    if SHORTCODE.fullmatch(raw):
+        return raw
+    text = unicodedata.normalize("NFC", raw)
+    if 1 <= len(text) <= 32:
+        for candidate in (text, text + "\ufe0f", text[:1] + "\ufe0f" + text[1:]):
+            data = emoji.EMOJI_DATA.get(candidate)
+            if data is not None and data.get("status") == FULLY_QUALIFIED:
+                return candidate
+    raise Unprocessable(
+        "an emoji is one emoji of Unicode's recommended set or a :shortcode:",
+        code="invalid_emoji",
+    )
+
+
+Submit = Callable[[Principal, str, Change, bool], Awaitable[ChangeResult]]
+
+
+class Timeline:
+    """Edits, deletions and reactions of a room's messages: each checked, then queued with
+    the room's posts (``submit``: ``GroupCommit.change``; edits and reactions take from the
+    user's message bucket)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        max_mentions: int,
+        resolve: Callable[[str], Awaitable[str]],
+        submit: Submit,
+    ) -> None:
+        self.db = db
+        self.max_mentions = max_mentions
+        self._resolve = resolve
+        self._submit = submit
+
+    async def edit_message(self, user: Principal, ref: str, seq: int, body: str) -> dict[str, Any]:
+        room_id = await self._resolve(ref)
+        change = self.edit(user, room_id, seq, body)
+        return (await self._submit(user, room_id, change, True)).answer
+
+    async def delete_message(self, user: Principal, ref: str, seq: int) -> dict[str, Any]:
+        room_id = await self._resolve(ref)
+        return (await self._submit(user, room_id, self.delete(user, room_id, seq), False)).answer
+
+    async def set_reaction(
+        self, user: Principal, ref: str, seq: int, raw_emoji: str, *, add: bool
+    ) -> dict[str, Any]:
+        room_id = await self._resolve(ref)
+        change = self.react(user, room_id, seq, normalize_emoji(raw_emoji), add=add)
+        return (await self._submit(user, room_id, change, True)).answer
+
+    def edit(self, user: Principal, room_id: str, seq: int, body: str) -> Change:
+        mentions = mentions_in(body, self.max_mentions)
+
+        async def run() -> ChangeResult:
+            async with self.db.begin() as conn:
+                row = await self._target(conn, room_id, seq)
+                if row.author_user_id != user.user_id:
+                    raise Forbidden("only its author may edit a message", code="forbidden")
+                if row.deleted:
+                    raise Conflict("the message is deleted", code="message_deleted")
+                if row.body == body:
+                    return ChangeResult(message_wire(row), None)
+                at = utcnow()
+                event_seq = await store.take_seq(conn, room_id)
+                await store.update_message(
+                    conn, room_id, seq, body=body, mentions=mentions, edited_at=at
+                )
+                await store.insert_event(
+                    conn,
+                    room_id=room_id,
+                    seq=event_seq,
+                    kind="edit",
+                    target_seq=seq,
+                    user_id=user.user_id,
+                    created_at=at,
+                )
+                message = message_wire(await self._target(conn, room_id, seq))
+            return ChangeResult(message, _frame("room.message.edit", room_id, event_seq, message))
+
+        return run
+
+    def delete(self, user: Principal, room_id: str, seq: int, deleted_by: str = "author") -> Change:
+        async def run() -> ChangeResult:
+            async with self.db.begin() as conn:
+                row = await self._target(conn, room_id, seq)
+                if deleted_by == "author" and row.author_user_id != user.user_id:
+                    raise Forbidden("only its author may delete this message", code="forbidden")
+                if row.deleted:
+                    return ChangeResult(message_wire(row), None)
+                at = utcnow()
+                event_seq = await store.take_seq(conn, room_id)
+                await store.update_message(
+                    conn,
+                    room_id,
+                    seq,
+                    body="",
+                    mentions=[],
+                    reactions=[],
+                    deleted=True,
+                    deleted_by=deleted_by,
+                )
+                await store.clear_reactions(conn, room_id, seq)
+                await store.insert_event(
+                    conn,
+                    room_id=room_id,
+                    seq=event_seq,
+                    kind="delete",
+                    target_seq=seq,
+                    user_id=user.user_id,
+                    created_at=at,
+                )
+                message = message_wire(await self._target(conn, room_id, seq))
+            return ChangeResult(message, _frame("room.message.delete", room_id, event_seq, message))
+
+        return run
+
+    def react(self, user: Principal, room_id: str, seq: int, emoji: str, *, add: bool) -> Change:
+        async def run() -> ChangeResult:
+            async with self.db.begin() as conn:
+                row = await self._target(conn, room_id, seq)
+                if row.deleted:
+                    raise Conflict("the message is deleted", code="message_deleted")
+                at = utcnow()
+                if add:
+                    known = {r["emoji"] for r in row.reactions}
+                    if emoji not in known and len(known) >= MAX_EMOJI_PER_MESSAGE:
+                        raise Unprocessable(
+                            f"at most {MAX_EMOJI_PER_MESSAGE} emoji per message",
+                            code="too_many_reactions",
+                        )
+                    changed = await store.add_reaction(conn, room_id, seq, emoji, user.user_id, at)
+                else:
+                    changed = await store.remove_reaction(conn, room_id, seq, emoji, user.user_id)
+                answer = {"room_id": room_id, "seq": seq, "reactions": row.reactions}
+                if not changed:
+                    return ChangeResult(answer, None)
+                reactions = await store.reactions_of(conn, room_id, seq)
+                event_seq = await store.take_seq(conn, room_id)
+                await store.update_message(conn, room_id, seq, reactions=reactions)
+                await store.insert_event(
+                    conn,
+                    room_id=room_id,
+                    seq=event_seq,
+                    kind="reaction",
+                    target_seq=seq,
+                    user_id=user.user_id,
+                    created_at=at,
+                    emoji=emoji,
+                    op="add" if add else "remove",
+                )
+            frame = reaction_frame(
+                room_id, event_seq, seq, user.user_id, emoji, "add" if add else "remove", reactions
+            )
+            return ChangeResult({**answer, "reactions": reactions}, (event_seq, frame))
+
+        return run
+
+    @staticmethod
+    async def _target(conn: Any, room_id: str, seq: int) -> Any:
+        row = await store.lock_message(conn, room_id, seq)
+        if row is None:
+            raise NotFound(f"no message {seq} in this room", code="message_not_found")
+        return row
+
+
+def _frame(event: str, room_id: str, seq: int, message: dict[str, Any]) -> tuple[int, str]:
+    return seq, timeline_frame(event, room_id, seq, message)
+
+
+async def timeline_frames(
+    db: Database, room_id: str, after_seq: int, limit: int
+) -> list[tuple[int, str]]:
+    """The timeline after ``after_seq`` as the sockets get it, each message as it is now."""
+    async with db.read() as conn:
+        rows, messages = await store.timeline_after(conn, room_id, after_seq, limit)
+    frames: list[tuple[int, str]] = []
+    for row in rows:
+        seq, target = int(row.seq), messages[int(row.target_seq)]
+        if row.kind == "message":
+            frames.append((seq, message_frame(room_id, message_wire(target))))
+        elif row.kind == "reaction":
+            frame = reaction_frame(
+                room_id,
+                seq,
+                int(row.target_seq),
+                row.user_id,
+                row.emoji,
+                row.op,
+                target.reactions,
+            )
+            frames.append((seq, frame))
+        else:
+            event = "room.message.edit" if row.kind == "edit" else "room.message.delete"
+            frames.append(_frame(event, room_id, seq, message_wire(target)))
+    return frames

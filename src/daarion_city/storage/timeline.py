@@ -1,0 +1,185 @@
+"""SQL for the room timeline's other events (SPEC section 9): edits, deletions and reaction
+changes of messages, each at the room's next seq, and the timeline read back in order (the
+``since_seq`` replay, the hubs' gap healing, ``GET .../events``). New messages take their seqs
+in ``storage/messages.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daarion_city.storage.database import insert_for
+from daarion_city.storage.tables import (
+    feed_events,
+    message_reactions,
+    room_events,
+    room_messages,
+    rooms,
+)
+
+MAX_REACTION_USERS = 20  # the users listed with each emoji
+
+
+async def lock_message(
+    conn: AsyncConnection, room_id: str, seq: int
+) -> Row[tuple[object, ...]] | None:
+    """The message created at ``seq``, read after locking the room's row (PostgreSQL; SQLite's
+    writer lock serialises the transaction): changes to a room's timeline commit one at a time,
+    whichever instance makes them."""
+    await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id).with_for_update())
+    result = await conn.execute(
+        sa.select(room_messages).where(
+            room_messages.c.room_id == room_id, room_messages.c.seq == seq
+        )
+    )
+    return result.first()
+
+
+async def take_seq(conn: AsyncConnection, room_id: str) -> int:
+    """The room's next timeline seq, for an event that is not a new message."""
+    result = await conn.execute(
+        rooms.update()
+        .where(rooms.c.id == room_id)
+        .values(last_seq=rooms.c.last_seq + 1)
+        .returning(rooms.c.last_seq)
+    )
+    return int(result.scalar_one())
+
+
+async def update_message(conn: AsyncConnection, room_id: str, seq: int, **values: Any) -> None:
+    await conn.execute(
+        room_messages.update()
+        .where(room_messages.c.room_id == room_id, room_messages.c.seq == seq)
+        .values(**values)
+    )
+
+
+async def insert_event(
+    conn: AsyncConnection,
+    *,
+    room_id: str,
+    seq: int,
+    kind: str,
+    target_seq: int,
+    user_id: str,
+    created_at: datetime,
+    emoji: str | None = None,
+    op: str | None = None,
+) -> None:
+    await conn.execute(
+        room_events.insert().values(
+            room_id=room_id,
+            seq=seq,
+            kind=kind,
+            target_seq=target_seq,
+            user_id=user_id,
+            emoji=emoji,
+            op=op,
+            created_at=created_at,
+        )
+    )
+
+
+async def add_reaction(
+    conn: AsyncConnection, room_id: str, seq: int, emoji: str, user_id: str, at: datetime
+) -> bool:
+    """True when the user had not reacted so to the message (then it is stored)."""
+    result = await conn.execute(
+        insert_for(conn.dialect.name)(message_reactions)
+        .values(room_id=room_id, seq=seq, emoji=emoji, user_id=user_id, created_at=at)
+        .on_conflict_do_nothing()
+    )
+    return bool(result.rowcount)
+
+
+async def remove_reaction(
+    conn: AsyncConnection, room_id: str, seq: int, emoji: str, user_id: str
+) -> bool:
+    r = message_reactions.c
+    result = await conn.execute(
+        message_reactions.delete().where(
+            r.room_id == room_id, r.seq == seq, r.emoji == emoji, r.user_id == user_id
+        )
+    )
+    return bool(result.rowcount)
+
+
+async def emoji_count(conn: AsyncConnection, room_id: str, seq: int) -> int:
+    r = message_reactions.c
+    result = await conn.execute(
+        sa.select(sa.func.count(sa.distinct(r.emoji))).where(r.room_id == room_id, r.seq == seq)
+    )
+    return int(result.scalar_one())
+
+
+async def reactions_of(conn: AsyncConnection, room_id: str, seq: int) -> list[dict[str, Any]]:
+    """The message's reactions as the wire lists them: per emoji (ordered by its first
+    reaction), the count and the first 20 users in the order they reacted."""
+    r = message_reactions.c
+    result = await conn.execute(
+        sa.select(r.emoji, r.user_id).where(r.room_id == room_id, r.seq == seq).order_by(r.pos)
+    )
+    grouped: dict[str, list[str]] = {}
+    for emoji, user_id in result.all():
+        grouped.setdefault(emoji, []).append(user_id)
+    return [
+        {"emoji": emoji, "count": len(users), "users": users[:MAX_REACTION_USERS]}
+        for emoji, users in grouped.items()
+    ]
+
+
+async def clear_reactions(conn: AsyncConnection, room_id: str, seq: int) -> None:
+    r = message_reactions.c
+    await conn.execute(message_reactions.delete().where(r.room_id == room_id, r.seq == seq))
+
+
+async def forget_snippet(conn: AsyncConnection, message_id: str) -> None:
+    """A deleted message's feed event keeps its ids only."""
+    event = feed_events.c
+    await conn.execute(
+        feed_events.update()
+        .where(event.kind == "room_message", event.payload["message_id"].as_string() == message_id)
+        .values(payload={"message_id": message_id})
+    )
+
+
+async def timeline_after(
+    conn: AsyncConnection, room_id: str, after_seq: int, limit: int
+) -> tuple[list[Row[tuple[object, ...]]], dict[int, Row[tuple[object, ...]]]]:
+    """The timeline after ``after_seq``, oldest first, at most ``limit`` events (each row:
+    ``seq``, ``kind`` — ``message``, ``edit``, ``delete`` or ``reaction`` — ``target_seq``,
+    ``user_id``, ``emoji``, ``op``), and the messages they concern as they are now, by seq."""
+    m, e = room_messages.c, room_events.c
+    messages = sa.select(
+        m.seq,
+        sa.literal("message").label("kind"),
+        m.seq.label("target_seq"),
+        sa.null().label("user_id"),
+        sa.null().label("emoji"),
+        sa.null().label("op"),
+    ).where(m.room_id == room_id, m.seq > after_seq)
+    events = sa.select(e.seq, e.kind, e.target_seq, e.user_id, e.emoji, e.op).where(
+        e.room_id == room_id, e.seq > after_seq
+    )
+    union = sa.union_all(messages, events).subquery("timeline")
+    rows = list((await conn.execute(sa.select(union).order_by(union.c.seq).limit(limit))).all())
+    return rows, await messages_at(conn, room_id, {int(r.target_seq) for r in rows})
+
+
+async def messages_at(
+    conn: AsyncConnection, room_id: str, seqs: Iterable[int]
+) -> dict[int, Row[tuple[object, ...]]]:
+    wanted = sorted(seqs)
+    if not wanted:
+        return {}
+    result = await conn.execute(
+        sa.select(room_messages).where(
+            room_messages.c.room_id == room_id, room_messages.c.seq.in_(wanted)
+        )
+    )
+    return {int(row.seq): row for row in result.all()}
