@@ -4,14 +4,18 @@ changes nothing takes no seq and sends nothing. SQLite and PostgreSQL, real sock
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 
+from tests.rooms.test_snapshots import cluster
 from tests.support import Api, User
 
 SCIENCE = "/city/rooms/science"
+TIMELINE = ("room.message", "room.message.edit", "room.message.delete", "room.reaction")
 
 
 def at(seq: int) -> str:
@@ -175,3 +179,68 @@ async def test_a_resumed_socket_gets_the_edit_deletion_and_reaction_it_missed(ap
     everything = (await api.http.get(f"{SCIENCE}/events", params={"limit": 500})).json()
     seqs = [e.get("seq") or e["message"]["seq"] for e in everything["events"]]
     assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"city_message_rate": 1000, "city_message_burst": 1000}]
+)
+async def test_concurrent_posts_edits_and_reactions_keep_the_timeline_contiguous(
+    api: Api,
+) -> None:
+    users = [await api.guest(f"U{i}") for i in range(5)]
+    base = [await u.say("science", f"base {i}") for i, u in enumerate(users)]
+    async with users[0].socket("science") as ws:
+        state = await ws.expect("room.state")
+
+        async def work(i: int) -> None:
+            user = users[i % 5]
+            target = base[i % 5]
+            if i % 3 == 0:
+                await user.say("science", f"post {i}")
+            elif i % 3 == 1:
+                assert (await patch(user, target["seq"], f"edit {i}")).status_code == 200
+            else:
+                assert (await react(user, base[(i + 1) % 5]["seq"], f":r{i}:")).status_code == 200
+
+        await asyncio.gather(*(work(i) for i in range(50)))
+        seen: list[int] = []
+        while len(seen) < 50:
+            frame = await ws.recv()
+            if frame["event"] == "room.message":
+                seen.append(frame["message"]["seq"])
+            elif frame["event"] in ("room.message.edit", "room.reaction"):
+                seen.append(frame["seq"])
+    assert seen == list(range(state["last_seq"] + 1, state["last_seq"] + 51))
+    events = (await api.http.get(f"{SCIENCE}/events", params={"limit": 500})).json()["events"]
+    seqs = [e.get("seq") or e["message"]["seq"] for e in events]
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_instances_show_the_same_timeline(
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    async with cluster(database_url, tmp_path, redis_prefix) as (a, b):
+        alice = await a.guest("Alice")
+        bob_on_b = await b.guest("Bob")
+        message = await alice.say("science", "on a")
+        async with bob_on_b.socket("science") as ws_b, alice.socket("science") as ws_a:
+            await ws_b.expect("room.state")
+            await ws_a.expect("room.state")
+            assert (await patch(alice, message["seq"], "edited on a")).status_code == 200
+            assert (await react(bob_on_b, message["seq"], "🚀")).status_code == 200
+            assert (await delete(alice, message["seq"])).status_code == 200
+            for ws in (ws_a, ws_b):
+                got = []
+                while len(got) < 3:
+                    frame = await ws.recv()
+                    if frame["event"] in TIMELINE:
+                        got.append((frame["event"], frame["seq"]))
+                assert got == [
+                    ("room.message.edit", message["seq"] + 1),
+                    ("room.reaction", message["seq"] + 2),
+                    ("room.message.delete", message["seq"] + 3),
+                ]
+        for api in (a, b):
+            page = (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]
+            assert page[-1]["deleted"] is True
