@@ -244,3 +244,28 @@ async def test_two_instances_show_the_same_timeline(
         for api in (a, b):
             page = (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]
             assert page[-1]["deleted"] is True
+
+
+async def test_a_deleted_message_leaves_its_text_nowhere_in_the_feed(api: Api) -> None:
+    alice = await api.guest("Alice")
+    message = await alice.say("science", "the secret plan")
+
+    def event_of(feed: list[dict[str, Any]]) -> dict[str, Any]:
+        return next(
+            e
+            for e in feed
+            if e["kind"] == "room_message" and e["payload"]["message_id"] == message["id"]
+        )
+
+    feed = (await api.http.get("/city/feed")).json()
+    assert event_of(feed)["payload"] == {"message_id": message["id"], "snippet": "the secret plan"}
+    assert (await delete(alice, message["seq"])).status_code == 200
+    feed = (await api.http.get("/city/feed")).json()
+    assert (feed[0]["kind"], feed[0]["payload"]) == (
+        "message_deleted",
+        {"message_id": message["id"]},
+    )
+    assert event_of(feed)["payload"] == {"message_id": message["id"]}
+    async with api.server.resources.db.read() as conn:
+        stored = (await conn.exec_driver_sql("SELECT payload FROM city_feed_events")).all()
+    assert not [row for row in stored if "secret" in str(row[0])]

@@ -27,7 +27,7 @@ from daarion_city.core.errors import NotFound
 from daarion_city.core.ids import new_id
 from daarion_city.core.provided import Key
 from daarion_city.core.snapshots import Snapshots
-from daarion_city.feed.schemas import event_wire
+from daarion_city.feed.schemas import event_wire, message_payload
 from daarion_city.pubsub import PubSub
 from daarion_city.storage import feed as store
 from daarion_city.storage.database import Database
@@ -133,6 +133,10 @@ class FeedService:
             RecordedEvent(pos, event_wire(SimpleNamespace(**row)))
             for pos, row in zip(positions, rows, strict=True)
         ]
+
+    # A room_message event's payload as shown (its id, the snippet while the message is there):
+    # the rooms build their published events with it.
+    message_payload = staticmethod(message_payload)
 
     @staticmethod
     def item(events: list[RecordedEvent]) -> tuple[str, bytes]:

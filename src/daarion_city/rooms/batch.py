@@ -145,7 +145,7 @@ class BatchWriter:
                 {
                     "room_id": room_id,
                     "user_id": row["author_user_id"],
-                    "payload": {"message_id": row["id"], "snippet": row["body"][:100]},
+                    "payload": {"message_id": row["id"]},  # ids only: the text is the message's
                 }
                 for row in rows
             ],
@@ -163,6 +163,8 @@ class BatchWriter:
                     # at a time, in seq order, and a rollback leaves no gap.
                     (positions,) = await store.insert_batches(conn, [(room_id, rows, event_rows)])
                     events = self.feed.recorded(event_rows, positions)
+        for event, row in zip(events, rows, strict=True):  # as published, with the snippet
+            event.wire["payload"] = self.feed.message_payload(row["id"], row["body"], False)
         messages = [message_wire(SimpleNamespace(**row)) for row in rows]
         self.metrics.messages.inc(len(rows))
         return Committed(

@@ -262,6 +262,8 @@ class GroupCommit:
         frames = [result.frame]
         self.hub.deliver_local(room_id, frames)
         items = [self.hub.messages_item(room_id, frames), (ROOM_NOTICES, room_id.encode())]
+        if result.events:
+            items.append(self.feed.item(result.events))
         try:
             await self.hub.bus.publish_many(items)
         except Exception:

@@ -95,6 +95,7 @@ class RoomService:
         )
         self.timeline = Timeline(
             db,
+            feed,
             max_mentions=settings.city_max_mentions,
             resolve=self.resolve,
             submit=self.commit.change,

@@ -16,13 +16,14 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import emoji
 
 from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.identity.principal import Principal
 from daarion_city.rooms.frames import message_frame, reaction_frame, timeline_frame
 from daarion_city.rooms.mentions import mentions_in
@@ -41,6 +42,7 @@ class ChangeResult:
 
     answer: dict[str, Any]
     frame: tuple[int, str] | None
+    events: list[RecordedEvent] = field(default_factory=list)  # feed events to publish
 
 
 Change = Callable[[], Awaitable[ChangeResult]]
@@ -74,12 +76,14 @@ class Timeline:
     def __init__(
         self,
         db: Database,
+        feed: FeedService,
         *,
         max_mentions: int,
         resolve: Callable[[str], Awaitable[str]],
         submit: Submit,
     ) -> None:
         self.db = db
+        self.feed = feed
         self.max_mentions = max_mentions
         self._resolve = resolve
         self._submit = submit
@@ -161,8 +165,16 @@ class Timeline:
                     user_id=user.user_id,
                     created_at=at,
                 )
+                event = await self.feed.record(
+                    conn,
+                    "message_deleted",
+                    room_id=room_id,
+                    user_id=user.user_id,
+                    payload={"message_id": row.id},
+                )
                 message = message_wire(await self._target(conn, room_id, seq))
-            return ChangeResult(message, _frame("room.message.delete", room_id, event_seq, message))
+            frame = _frame("room.message.delete", room_id, event_seq, message)
+            return ChangeResult(message, frame, [event])
 
         return run
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daarion_city.storage.tables import feed_events
+from daarion_city.storage.tables import feed_events, room_messages
 
 _INSERT = feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_order=True)
 
@@ -36,7 +36,17 @@ async def list_events(
     kind: str | None = None,
     ascending: bool = False,
 ) -> list[Row[tuple[object, ...]]]:
-    query = sa.select(feed_events)
+    # A message's event stores its id only; its snippet is the message's text as it is now
+    # (none once the message is deleted), joined by the message's primary key.
+    message = sa.and_(
+        feed_events.c.kind == "room_message",
+        room_messages.c.id == feed_events.c.payload["message_id"].as_string(),
+    )
+    query = sa.select(
+        feed_events,
+        room_messages.c.body.label("m_body"),
+        room_messages.c.deleted.label("m_deleted"),
+    ).select_from(feed_events.outerjoin(room_messages, message))
     if before_pos is not None:
         query = query.where(feed_events.c.pos < before_pos)
     if after_pos is not None:

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import (
-    feed_events,
     message_reactions,
     room_events,
     room_messages,
@@ -136,16 +135,6 @@ async def reactions_of(conn: AsyncConnection, room_id: str, seq: int) -> list[di
 async def clear_reactions(conn: AsyncConnection, room_id: str, seq: int) -> None:
     r = message_reactions.c
     await conn.execute(message_reactions.delete().where(r.room_id == room_id, r.seq == seq))
-
-
-async def forget_snippet(conn: AsyncConnection, message_id: str) -> None:
-    """A deleted message's feed event keeps its ids only."""
-    event = feed_events.c
-    await conn.execute(
-        feed_events.update()
-        .where(event.kind == "room_message", event.payload["message_id"].as_string() == message_id)
-        .values(payload={"message_id": message_id})
-    )
 
 
 async def timeline_after(

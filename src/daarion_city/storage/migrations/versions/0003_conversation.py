@@ -7,7 +7,8 @@ Messages gain ``reply_to_seq``, ``mentions``, ``edited_at``, ``deleted``, ``dele
 and ``message_count``. Until now every timeline event was a message, so for the rows already
 there the ordinal is the seq (left NULL: no rewrite of a room's whole history) and the room's
 newest message and count are its ``last_seq``. The timeline's other events go in
-``city_room_events``; who reacted with what in ``city_message_reactions``.
+``city_room_events``; who reacted with what in ``city_message_reactions``. A message's feed
+event keeps its id only: its snippet is read from the message (and goes with its deletion).
 
 Revision ID: 0003
 Revises: 0002
@@ -47,6 +48,13 @@ def upgrade() -> None:
             sa.Column("message_count", sa.BigInteger(), nullable=False, server_default="0")
         )
     op.execute("UPDATE city_rooms SET last_message_seq = last_seq, message_count = last_seq")
+    # A message's feed event keeps its id only (its snippet is read from the message, and
+    # disappears with it): the text stored by v1 events goes.
+    if op.get_bind().dialect.name == "postgresql":
+        ids_only = "json_build_object('message_id', payload->>'message_id')"
+    else:
+        ids_only = "json_object('message_id', json_extract(payload, '$.message_id'))"
+    op.execute(f"UPDATE city_feed_events SET payload = {ids_only} WHERE kind = 'room_message'")
     op.create_table(
         "city_room_events",
         sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
