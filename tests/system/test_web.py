@@ -306,3 +306,65 @@ async def test_create_a_room_and_screenshots(browser: Browser, server: Server) -
     await page.screenshot(path=str(SCREENSHOTS / "room-phone.png"), full_page=True)
     await ctx.close()
     await ctx_b.close()
+
+
+async def test_mentions_replies_edits_deletions_and_reactions_show_live_on_every_page(
+    browser: Browser, server: Server
+) -> None:
+    ctx_a, alice, _ = await sign_in(browser, server, "Alice")
+    ctx_b, bob, bob_id = await sign_in(browser, server, "Bob")
+    await open_room(alice, "general")
+    await open_room(bob, "general")
+    await alice.get_by_test_id("message-input").fill(f"hello <@{bob_id}>")
+    await alice.keyboard.press("Enter")
+    first = bob.get_by_test_id("message").filter(has_text="hello")
+    await first.wait_for(timeout=5000)
+    seq = await first.get_attribute("data-seq")
+
+    def message(page: Page) -> Any:
+        return page.locator(f"[data-testid=message][data-seq='{seq}']")
+
+    assert "hello @Bob" in await message(bob).inner_text()  # the mention, shown as a name
+    # Bob reacts; Alice sees the chip.
+    await message(bob).hover()
+    await message(bob).get_by_test_id("message-react").click()
+    await message(bob).get_by_test_id("emoji-picker").locator("[data-emoji='🎉']").click()
+    chip = message(alice).locator("[data-testid=reaction][data-emoji='🎉'][data-count='1']")
+    await chip.wait_for(timeout=5000)
+    # Bob replies; Alice sees whom it answers.
+    await message(bob).hover()
+    await message(bob).get_by_test_id("message-reply").click()
+    await bob.get_by_test_id("reply-preview").wait_for()
+    await bob.get_by_test_id("message-input").fill("me too")
+    await bob.keyboard.press("Enter")
+    reply = alice.get_by_test_id("message").filter(has_text="me too")
+    await reply.locator(".reply-to").filter(has_text="Alice").wait_for(timeout=5000)
+    assert await bob.get_by_test_id("reply-preview").is_hidden()
+    # Alice edits her message; Bob sees the new text, marked edited, the reaction kept.
+    await message(alice).hover()
+    await message(alice).get_by_test_id("message-edit").click()
+    await alice.get_by_test_id("message-input").fill("hello everyone")
+    await alice.keyboard.press("Enter")
+    await (
+        message(bob)
+        .filter(has_text="hello everyone")
+        .get_by_test_id("edited")
+        .wait_for(timeout=5000)
+    )
+    assert await message(bob).get_by_test_id("reaction").count() == 1
+    # The reply quotes the message as it is now.
+    await reply.locator(".reply-to").filter(has_text="hello everyone").wait_for(timeout=5000)
+    assert await message(bob).get_by_test_id("message-edit").count() == 0  # not his to edit
+    await bob.screenshot(path=str(SCREENSHOTS / "conversation.png"))
+    # Alice deletes it: a tombstone on both pages, without its text or actions.
+    await message(alice).hover()
+    await message(alice).get_by_test_id("message-delete").click()
+    for page in (alice, bob):
+        tomb = page.locator(f"[data-testid=message][data-seq='{seq}'][data-deleted=true]")
+        await tomb.wait_for(timeout=5000)
+        assert "hello" not in await tomb.inner_text()
+        assert await tomb.get_by_test_id("message-reply").count() == 0
+    assert alice.errors == []  # type: ignore[attr-defined]
+    assert bob.errors == []  # type: ignore[attr-defined]
+    await ctx_a.close()
+    await ctx_b.close()

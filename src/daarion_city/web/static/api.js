@@ -59,10 +59,20 @@ export class Api {
     const q = new URLSearchParams(params).toString();
     return this.request("GET", `/city/rooms/${encodeURIComponent(ref)}/messages?${q}`);
   }
-  post(ref, body, clientMsgId) {
+  post(ref, body, clientMsgId, replyToSeq) {
     return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/messages`, {
-      body, client_msg_id: clientMsgId,
+      body, client_msg_id: clientMsgId, reply_to_seq: replyToSeq ?? undefined,
     });
+  }
+  edit(ref, seq, body) {
+    return this.request("PATCH", `/city/rooms/${encodeURIComponent(ref)}/messages/${seq}`, { body });
+  }
+  remove(ref, seq) {
+    return this.request("DELETE", `/city/rooms/${encodeURIComponent(ref)}/messages/${seq}`);
+  }
+  react(ref, seq, emoji, on) {
+    const path = `/city/rooms/${encodeURIComponent(ref)}/messages/${seq}/reactions/${encodeURIComponent(emoji)}`;
+    return this.request(on ? "PUT" : "DELETE", path);
   }
   presence() { return this.request("GET", "/city/presence"); }
   feed() { return this.request("GET", "/city/feed?limit=30"); }

@@ -3,6 +3,7 @@
 import { Api, ApiError } from "./api.js";
 import { applyLabels, currentLang, setLang, t } from "./i18n.js";
 import { Presence } from "./presence.js";
+import { plainText, messageNode as renderMessage } from "./messages.js";
 import { RoomSocket } from "./roomsocket.js";
 
 const $ = (id) => document.getElementById(id);
@@ -14,7 +15,11 @@ const state = {
   room: null,            // the room object of the open room
   socket: null,
   messages: new Map(),   // seq -> <li>
+  data: new Map(),       // seq -> the message as last applied
+  applied: new Map(),    // seq -> the timeline seq of the last change applied to it
   pending: new Map(),    // client_msg_id -> <li>
+  replyTo: null,         // the message the composer answers
+  editing: null,         // the message the composer edits
   oldestSeq: null,
   hasMore: false,
   members: new Map(),    // user_id -> {name, inRoom}
@@ -104,6 +109,7 @@ function enterCity(me) {
   });
   $("create-room").onsubmit = createRoom;
   $("composer").onsubmit = (e) => { e.preventDefault(); sendMessage(); };
+  $("reply-cancel").onclick = () => { setComposerMode(null, null); $("message-input").value = ""; };
   $("message-input").addEventListener("keydown", (e) => {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); sendMessage(); }
   });
@@ -195,9 +201,12 @@ async function openRoom(slug) {
   if (state.socket) state.socket.close();
   state.socket = null;
   state.messages.clear();
+  state.data.clear();
+  state.applied.clear();
   state.pending.clear();
   state.members.clear();
   state.typing.clear();
+  setComposerMode(null, null);
   $("messages").replaceChildren();
   $("people").replaceChildren();
   $("typing").textContent = "";
@@ -232,6 +241,12 @@ async function openRoom(slug) {
       },
       "room.message": (f) => { addMessage(f.message); scrollToEnd(); },
       "room.message.ack": (f) => addMessage(f.message),
+      "room.message.edit": (f) => applyChange(f.seq, f.message),
+      "room.message.delete": (f) => applyChange(f.seq, f.message),
+      "room.reaction": (f) => {
+        const known = state.data.get(f.target_seq);
+        if (known) applyChange(f.seq, { ...known, reactions: f.reactions });
+      },
       "room.join": (f) => {
         state.members.set(f.user_id, { name: f.name, inRoom: true });
         renderPeople();
@@ -255,17 +270,65 @@ async function openRoom(slug) {
   });
 }
 
+const messageContext = {
+  get me() { return state.me ? state.me.user_id : null; },
+  nameOf: (id) => (state.members.get(id) || {}).name || (state.me && id === state.me.user_id ? state.me.name : undefined),
+  message: (seq) => state.data.get(seq),
+  timeOf: (iso) => timeOf(iso),
+  emojiUsed: () => [...state.data.values()].flatMap((m) => (m.reactions || []).map((r) => r.emoji)),
+  reply: (msg) => setComposerMode("reply", msg),
+  edit: (msg) => setComposerMode("edit", msg),
+  remove: (msg) => act(() => api.remove(state.room.id, msg.seq)),
+  react: (msg, emoji, on) => act(() => api.react(state.room.id, msg.seq, emoji, on)),
+};
+
 function messageNode(msg) {
-  const li = el("li", { class: "message", dataTestid: "message", dataSeq: msg.seq ?? "" });
-  li.append(el("span", { class: "who" }, msg.username),
-            el("span", { class: "body" }, msg.body),
-            el("span", { class: "when" }, msg.created_at ? timeOf(msg.created_at) : ""));
-  return li;
+  return renderMessage(msg, messageContext);
+}
+
+// A change the server answers is applied when its frame arrives (on every open page alike).
+async function act(call) {
+  try { await call(); } catch (err) { $("composer-note").textContent = err.message; }
+}
+
+// An edit, deletion or reaction: the message replaced, unless a later change was applied.
+function applyChange(eventSeq, msg) {
+  if (!state.room || msg.room_id !== state.room.id) return;
+  if ((state.applied.get(msg.seq) || 0) >= eventSeq) return;
+  state.applied.set(msg.seq, eventSeq);
+  if (!state.messages.has(msg.seq)) return;
+  rerender(msg);
+  // The replies to it quote it as it is now.
+  for (const other of state.data.values()) if (other.reply_to_seq === msg.seq) rerender(other);
+}
+
+function rerender(msg) {
+  const old = state.messages.get(msg.seq);
+  if (!old) return;
+  state.data.set(msg.seq, msg);
+  const li = messageNode(msg);
+  old.replaceWith(li);
+  state.messages.set(msg.seq, li);
+}
+
+function setComposerMode(mode, msg) {
+  state.replyTo = mode === "reply" ? msg : null;
+  state.editing = mode === "edit" ? msg : null;
+  const preview = $("reply-preview");
+  $("composer-note").textContent = "";
+  if (!msg) { preview.hidden = true; return; }
+  const label = mode === "edit" ? t("editing") : `${t("replyingTo")} ${msg.username}`;
+  $("reply-text").textContent = `${label}: ${msg.body.slice(0, 80)}`;
+  preview.hidden = false;
+  const input = $("message-input");
+  if (mode === "edit") input.value = msg.body;
+  input.focus();
 }
 
 function addMessage(msg) {
   if (!state.room || msg.room_id !== state.room.id) return;
   if (state.messages.has(msg.seq)) return;
+  state.data.set(msg.seq, msg);
   const li = messageNode(msg);
   const pending = msg.client_msg_id && state.pending.get(msg.client_msg_id);
   if (pending) {
@@ -311,6 +374,14 @@ async function sendMessage() {
   const body = input.value;
   if (!body.trim() || !state.room) return;
   input.value = "";
+  if (state.editing) {
+    const seq = state.editing.seq;
+    setComposerMode(null, null);
+    await act(() => api.edit(state.room.id, seq, body));
+    return;
+  }
+  const replyTo = state.replyTo ? state.replyTo.seq : undefined;
+  setComposerMode(null, null);
   const clientMsgId = crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
   const li = messageNode({ username: state.me.name, body, seq: null, created_at: null });
   li.classList.add("pending");
@@ -318,10 +389,10 @@ async function sendMessage() {
   $("messages").append(li);
   scrollToEnd();
   stopTyping();
-  const frame = { event: "room.message.send", body, client_msg_id: clientMsgId };
+  const frame = { event: "room.message.send", body, client_msg_id: clientMsgId, reply_to_seq: replyTo };
   if (state.socket && state.socket.send(frame)) return;
   try {
-    addMessage(await api.post(state.room.id, body, clientMsgId));   // offline socket: HTTP
+    addMessage(await api.post(state.room.id, body, clientMsgId, replyTo));   // offline socket: HTTP
   } catch (err) {
     li.classList.add("failed");
     li.title = err.message;
@@ -387,7 +458,7 @@ function renderPeople() {
 function feedText(e) {
   const p = e.payload || {};
   switch (e.kind) {
-    case "room_message": return `💬 ${p.snippet ?? ""}`;
+    case "room_message": return `💬 ${plainText(p.snippet ?? "", messageContext.nameOf)}`;
     case "room_created": return `🏛 ${p.name ?? p.slug ?? ""}`;
     case "member_joined": return `➕ ${p.name ?? e.user_id}`;
     case "member_left": return `➖ ${p.name ?? e.user_id}`;

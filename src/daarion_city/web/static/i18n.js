@@ -9,6 +9,9 @@ const LABELS = {
     answeredBy: "Відповідає модель", embeddedModel: "(вбудована)", agentsModel: "агент DAARION",
     embeddedModelNote: "Маленька модель на цьому сервері: англійською відповідає сяк-так, " +
       "українською та іншими мовами — погано, часто помиляється.",
+    reply: "Відповісти", react: "Реакція", edit: "Редагувати", delete: "Видалити",
+    edited: "(змінено)", deletedMessage: "повідомлення видалено", replyingTo: "Відповідь для",
+    editing: "Редагування", cancel: "Скасувати",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -19,6 +22,9 @@ const LABELS = {
     answeredBy: "Answered by", embeddedModel: "(embedded)", agentsModel: "the DAARION agent",
     embeddedModelNote: "A small model on this server: fair in English, poor in Ukrainian " +
       "and other languages, and often wrong.",
+    reply: "Reply", react: "React", edit: "Edit", delete: "Delete",
+    edited: "(edited)", deletedMessage: "message deleted", replyingTo: "Replying to",
+    editing: "Editing", cancel: "Cancel",
   },
 };
 

@@ -2,6 +2,8 @@
 // backoff and jitter that resumes with since_seq, so no message is missed or shown twice.
 import { wsUrl } from "./api.js";
 
+const TIMELINE = new Set(["room.message.edit", "room.message.delete", "room.reaction"]);
+
 export class RoomSocket {
   constructor({ room, token, lastSeq, on }) {
     this.room = room;
@@ -24,9 +26,11 @@ export class RoomSocket {
     ws.onmessage = (e) => {
       let frame;
       try { frame = JSON.parse(e.data); } catch { return; }
-      if (frame.event === "room.message" && frame.message.seq > (this.lastSeq || 0)) {
-        this.lastSeq = frame.message.seq;
-      }
+      // Every timeline event moves the resume point: messages by their seq, edits, deletions
+      // and reactions by the seq at the top of their frame.
+      const seq = frame.event === "room.message" ? frame.message.seq
+        : TIMELINE.has(frame.event) ? frame.seq : null;
+      if (seq !== null && seq > (this.lastSeq || 0)) this.lastSeq = seq;
       this.emit(frame.event, frame);
     };
     ws.onclose = (e) => {
