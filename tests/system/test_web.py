@@ -308,7 +308,7 @@ async def test_create_a_room_and_screenshots(browser: Browser, server: Server) -
     await ctx_b.close()
 
 
-async def test_mentions_replies_edits_deletions_and_reactions_show_live_on_every_page(
+async def test_mentions_replies_edits_deletions_and_reactions_live_and_screenshots(
     browser: Browser, server: Server
 ) -> None:
     ctx_a, alice, _ = await sign_in(browser, server, "Alice")
