@@ -194,3 +194,23 @@ class Socket:
                     await self.ws.recv()
         await self.ws.wait_closed()
         return self.ws.close_code
+
+
+def relation_scans(node: dict[str, Any], relation: str) -> list[dict[str, Any]]:
+    """The scans of ``relation`` in a PostgreSQL plan (``EXPLAIN (FORMAT JSON)``), innermost
+    first."""
+    inner = [scan for child in node.get("Plans", []) for scan in relation_scans(child, relation)]
+    return inner + ([node] if node.get("Relation Name") == relation else [])
+
+
+@contextlib.asynccontextmanager
+async def two_instances(settings: Any) -> AsyncIterator[tuple[Api, Api]]:
+    """Two servers in this process, with the settings ``settings("a")`` and ``settings("b")``
+    (one database and one Redis shared by both, for the cluster tests)."""
+    async with run_server(settings("a")) as a, run_server(settings("b")) as b:
+        api_a, api_b = Api(a), Api(b)
+        try:
+            yield api_a, api_b
+        finally:
+            await api_a.aclose()
+            await api_b.aclose()

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Api
+from tests.support import Api, relation_scans
 
 SEED = json.loads(resources.files("daarion_city.storage").joinpath("seed_data.json").read_text())
 
@@ -427,11 +427,7 @@ async def test_a_retry_is_looked_up_by_index_in_any_plan(database_url: str, back
     finally:
         await db.dispose()
 
-    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
-        inner = [scan for child in node.get("Plans", []) for scan in scans(child)]
-        return inner + ([node] if node.get("Relation Name") == "city_room_messages" else [])
-
-    found_scans = scans(plan[0]["Plan"])
+    found_scans = relation_scans(plan[0]["Plan"], "city_room_messages")
     assert len(found_scans) == len(keys)
     for scan in found_scans:
         assert scan["Node Type"] == "Index Scan", scan

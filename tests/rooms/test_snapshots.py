@@ -5,9 +5,7 @@ only the change events can have refreshed them)."""
 
 from __future__ import annotations
 
-import contextlib
 import re
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from daarion_city.config import Settings
 from tests.conftest import REDIS_URL, make_settings
-from tests.support import Api, User, eventually, open_socket, run_server
+from tests.support import Api, User, eventually, open_socket, two_instances
 
 READS = {
     "rooms": "/city/rooms",
@@ -131,8 +129,9 @@ async def _online_is(api: Api, count: int) -> bool:
 # --- a cluster: PostgreSQL and Redis shared by two instances ---------------------------------
 
 
-@contextlib.asynccontextmanager
-async def cluster(database_url: str, tmp_path: Path, prefix: str) -> AsyncIterator[tuple[Api, Api]]:
+def cluster(database_url: str, tmp_path: Path, prefix: str) -> Any:
+    """Two instances sharing PostgreSQL and Redis, their snapshots kept for an hour."""
+
     def settings(name: str) -> Settings:
         return make_settings(
             database_url,
@@ -143,13 +142,7 @@ async def cluster(database_url: str, tmp_path: Path, prefix: str) -> AsyncIterat
             city_read_snapshot_max_age=3600.0,
         )
 
-    async with run_server(settings("a")) as a, run_server(settings("b")) as b:
-        api_a, api_b = Api(a), Api(b)
-        try:
-            yield api_a, api_b
-        finally:
-            await api_a.aclose()
-            await api_b.aclose()
+    return two_instances(settings)
 
 
 async def seen(api: Api, path: str, check: Any, what: str) -> None:

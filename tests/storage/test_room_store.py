@@ -15,6 +15,7 @@ from daarion_city.storage import messages
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from tests.storage.conftest import event_row, new, now
+from tests.support import relation_scans
 
 
 async def a_room(db: Database, slug: str | None = None) -> str:
@@ -259,11 +260,7 @@ async def test_the_newest_messages_are_read_by_the_index(db: Database, backend: 
         (sql, params), *_ = seen
         plan = (await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params)).scalar()
 
-    def scans(node: dict[str, Any]) -> list[dict[str, Any]]:
-        inner = [scan for child in node.get("Plans", []) for scan in scans(child)]
-        return inner + ([node] if node.get("Relation Name") == "city_room_messages" else [])
-
-    (scan,) = scans(plan[0]["Plan"])
+    (scan,) = relation_scans(plan[0]["Plan"], "city_room_messages")
     assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
     assert scan["Scan Direction"] == "Backward", scan
 

@@ -15,7 +15,7 @@ from daarion_city.core.errors import RateLimited
 from daarion_city.ratelimit import MemoryRateLimiter
 from daarion_city.ratelimit.base import take
 from tests.cluster import free_port
-from tests.support import Api, User, open_socket, run_server
+from tests.support import Api, User, open_socket, two_instances
 
 
 @pytest.fixture
@@ -135,21 +135,16 @@ async def test_two_instances_share_a_users_message_bucket(
             city_message_burst=2,
         )
 
-    async with run_server(settings("a")) as a, run_server(settings("b")) as b:
-        api_a, api_b = Api(a), Api(b)
-        try:
-            alice = await api_a.guest("Alice")
-            on_b = User(api_b, alice.user_id, alice.name, alice.token)
-            await alice.say("general", "one")
-            await on_b.say("general", "two")
-            r = await on_b.post("/city/rooms/general/messages", {"body": "three"})
-            assert r.status_code == 429, r.text
-            assert r.json()["code"] == "rate_limited"
-            r = await alice.post("/city/rooms/general/messages", {"body": "three"})
-            assert r.status_code == 429, r.text
-        finally:
-            await api_a.aclose()
-            await api_b.aclose()
+    async with two_instances(settings) as (api_a, api_b):
+        alice = await api_a.guest("Alice")
+        on_b = User(api_b, alice.user_id, alice.name, alice.token)
+        await alice.say("general", "one")
+        await on_b.say("general", "two")
+        r = await on_b.post("/city/rooms/general/messages", {"body": "three"})
+        assert r.status_code == 429, r.text
+        assert r.json()["code"] == "rate_limited"
+        r = await alice.post("/city/rooms/general/messages", {"body": "three"})
+        assert r.status_code == 429, r.text
 
 
 # --- presence writes, guests, connections, Second Me ------------------------------------------
