@@ -232,15 +232,21 @@ async def test_two_instances_show_the_same_timeline(
             await asyncio.sleep(0.5)
             page = (await b.http.get(f"{SCIENCE}/messages")).json()["messages"]
             assert page[-1]["body"] == "on a"
+            assert (await b.http.get("/city/feed")).json()[0]["payload"]["snippet"] == "on a"
             assert (await patch(alice, message["seq"], "edited on a")).status_code == 200
             assert (await react(alice, message["seq"], "🚀")).status_code == 200
 
             async def b_shows_both() -> bool:
                 page = (await b.http.get(f"{SCIENCE}/messages")).json()["messages"]
-                return bool(page[-1]["body"] == "edited on a" and page[-1]["reactions"])
+                feed = (await b.http.get("/city/feed")).json()
+                return bool(
+                    page[-1]["body"] == "edited on a"
+                    and page[-1]["reactions"]
+                    and feed[0]["payload"]["snippet"] == "edited on a"
+                )
 
-            # Neither an edit nor a reaction is a feed event: B's kept pages learn of the edit
-            # made on A from the room's notice on the bus.
+            # Neither an edit nor a reaction is a feed event: B's kept pages (and its feed,
+            # whose snippet shows the message as it is) learn of them from the room's notice.
             await eventually(b_shows_both, 2.0, "B's page missed the edit or the reaction")
             assert (await delete(alice, message["seq"])).status_code == 200
             for ws in (ws_a, ws_b):

@@ -27,7 +27,7 @@ from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
-from daarion_city.rooms.commit import GroupCommit, publish_quietly
+from daarion_city.rooms.commit import ROOM_NOTICES, GroupCommit, publish_quietly
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
 from daarion_city.rooms.schemas import RoomCreate
@@ -132,12 +132,19 @@ class RoomService:
     async def start(self) -> None:
         await self.reads.start()
         self.feed.add_listener(self.reads.on_feed)
+        await self.hub.bus.subscribe(ROOM_NOTICES, self._on_notice)
         await self.sockets.start()
 
     async def stop(self) -> None:
         self.sockets.stop()
+        await self.hub.bus.unsubscribe(ROOM_NOTICES, self._on_notice)
         await self.reads.stop()
         await self._tasks.close()
+
+    def _on_notice(self, data: bytes) -> None:
+        """A room changed on another instance in a way no feed event tells: an edit changes the
+        snippet the feed shows of its message."""
+        self.feed.changed()
 
     def _committed(self, room_id: str) -> None:
         """Messages of the room committed here: what the reads show of it is dropped."""
