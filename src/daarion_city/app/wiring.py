@@ -175,6 +175,7 @@ async def open_resources(
             settings=settings,
             metrics=metrics,
             instance_id=instance_id,
+            snapshots=snapshots,
             status_of=presence.reads.statuses,
         )
         stack.push_async_callback(rooms.stop)

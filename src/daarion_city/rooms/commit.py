@@ -53,8 +53,8 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 COMMIT_BATCH = 200
-# Notices that a room changed in ways no feed event tells (edits, reactions, who is online):
-# every instance drops what its reads show of the room (rooms/reads.py).
+# Notices that a room's timeline changed in ways no feed event tells (edits, reactions): every
+# instance drops what its reads show of the room (RoomService._on_notice).
 ROOM_NOTICES = "city:rooms"
 
 

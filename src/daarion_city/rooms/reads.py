@@ -5,14 +5,16 @@
 A snapshot is dropped by every change to what it shows, on every instance:
 
 - on the instance that makes the change, right after its commit and before the writer's answer
-  (``changed``): posts (the group commit), room creation, joins and leaves; and when a user's
-  first socket into a room opens or their last one closes (``occupancy_changed``);
+  (``changed``): posts, edits, deletions and reactions (the group commit), room creation, joins
+  and leaves; and when a user's first socket into a room opens or their last one closes
+  (``occupancy_changed``);
 - on the others, by what the bus brings them: the feed events every instance receives
-  (``room_message``, ``room_created``, ``member_joined`` and ``member_left`` name their room,
-  ``on_feed``), the occupancy notices of channel ``city:rooms`` (published with each
-  ``room.join`` and ``room.leave``), and presence updates, which change the statuses of a
-  detail's online members (``on_presence``, wired by the app, as is ``presence_changed`` on
-  the instance that announces one);
+  (``room_message``, ``message_deleted``, ``room_created``, ``member_joined`` and
+  ``member_left`` name their room, ``on_feed``), the rooms' notices of the changes no feed
+  event tells (edits, reactions: ``RoomService``), the occupancy notices of channel
+  ``city:occupancy`` (published with each ``room.join`` and ``room.leave``), and presence
+  updates, which change the statuses of a detail's online members (``on_presence``, wired by
+  the app, as is ``presence_changed`` on the instance that announces one);
 - after a bus outage, everything (what was missed cannot be known).
 
 The next read loads the answer again, once for every reader that asks meanwhile: one statement
@@ -30,11 +32,10 @@ from typing import Any
 from daarion_city.config import Settings
 from daarion_city.core.answers import Encoded
 from daarion_city.core.errors import NotFound
-from daarion_city.core.metrics import Metrics
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.feed.service import RecordedEvent
 from daarion_city.pubsub import PubSub
-from daarion_city.rooms.commit import ROOM_NOTICES, publish_quietly
+from daarion_city.rooms.commit import publish_quietly
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.schemas import last_message_wire, message_wire, room_wire
 from daarion_city.storage import messages as message_store
@@ -42,6 +43,7 @@ from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 
 DETAIL_MESSAGES = 50
+OCCUPANCY = "city:occupancy"  # a user's first socket into a room opened, or the last closed
 ROOM_KINDS = frozenset(
     {"room_message", "message_deleted", "room_created", "member_joined", "member_left"}
 )
@@ -61,7 +63,7 @@ class RoomReads:
         bus: PubSub,
         occupancy: RoomOccupancy,
         settings: Settings,
-        metrics: Metrics,
+        snapshots: Callable[[str], Snapshots],
         resolve: Callable[[str], Awaitable[str]],
         status_of: StatusLookup = all_online,
     ) -> None:
@@ -71,18 +73,17 @@ class RoomReads:
         self.settings = settings
         self.status_of = status_of
         self._resolve = resolve
-        capacity, age = settings.city_read_snapshots, settings.city_read_snapshot_max_age
-        self._lists = Snapshots("rooms", capacity=capacity, max_age=age, metrics=metrics)
+        self._lists = snapshots("rooms")
         # Grouped by room id: a room's detail, and its pages of messages.
-        self._details = Snapshots("room", capacity=capacity, max_age=age, metrics=metrics)
-        self._pages = Snapshots("messages", capacity=capacity, max_age=age, metrics=metrics)
+        self._details = snapshots("room")
+        self._pages = snapshots("messages")
 
     async def start(self) -> None:
         self.bus.add_reconnect_listener(self._after_outage)
-        await self.bus.subscribe(ROOM_NOTICES, self._on_notice)
+        await self.bus.subscribe(OCCUPANCY, self._on_occupancy)
 
     async def stop(self) -> None:
-        await self.bus.unsubscribe(ROOM_NOTICES, self._on_notice)
+        await self.bus.unsubscribe(OCCUPANCY, self._on_occupancy)
 
     # --- reads ----------------------------------------------------------------------------------
     async def room_list(self, *, limit: int, offset: int) -> Encoded:
@@ -151,18 +152,17 @@ class RoomReads:
         ]
 
     # --- changes --------------------------------------------------------------------------------
-    def changed(self, room_id: str | None) -> None:
-        """A change to a room (None: a room's creation) committed here or heard of."""
-        self._lists.invalidate(LISTS)
-        if room_id is not None:
-            self._details.invalidate(room_id)
-            self._pages.invalidate(room_id)
-
-    async def occupancy_changed(self, room_id: str) -> None:
-        """A user's first socket into the room opened, or their last one closed (here)."""
+    def changed(self, room_id: str) -> None:
+        """A change to a room, committed here or heard of: everything shown of it."""
         self._lists.invalidate(LISTS)
         self._details.invalidate(room_id)
-        await publish_quietly(self.bus.publish(ROOM_NOTICES, room_id.encode()))
+        self._pages.invalidate(room_id)
+
+    async def occupancy_changed(self, room_id: str) -> None:
+        """A user's first socket into the room opened, or their last one closed (here): its
+        online counts and members, here and, by a notice, on the other instances."""
+        self._on_occupancy(room_id.encode())
+        await publish_quietly(self.bus.publish(OCCUPANCY, room_id.encode()))
 
     def on_feed(self, events: list[RecordedEvent]) -> None:
         """The feed events of one bus item (a batch of posts is one item): each room once."""
@@ -178,9 +178,9 @@ class RoomReads:
         """The same, on the instance that announces it, before its writer gets an answer."""
         self._details.invalidate_all()
 
-    def _on_notice(self, data: bytes) -> None:
-        """Another instance changed the room in a way no feed event tells."""
-        self.changed(data.decode())
+    def _on_occupancy(self, data: bytes) -> None:
+        self._lists.invalidate(LISTS)
+        self._details.invalidate(data.decode())
 
     async def _after_outage(self) -> None:
         self._lists.invalidate_all()

@@ -11,6 +11,7 @@ snapshots that every change drops).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -20,6 +21,7 @@ from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import Conflict, NotFound
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.provided import Key
+from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.tasks import TaskSet
 from daarion_city.core.validation import is_room_ref
 from daarion_city.feed.service import FeedService, RecordedEvent
@@ -50,6 +52,7 @@ class RoomService:
         settings: Settings,
         metrics: Metrics,
         instance_id: str,
+        snapshots: Callable[[str], Snapshots],
         status_of: StatusLookup = all_online,
     ) -> None:
         self.db = db
@@ -67,7 +70,7 @@ class RoomService:
             bus=hub.bus,
             occupancy=occupancy,
             settings=settings,
-            metrics=metrics,
+            snapshots=snapshots,
             resolve=self.resolve,
             status_of=status_of,
         )
@@ -141,15 +144,16 @@ class RoomService:
         await self.reads.stop()
         await self._tasks.close()
 
-    def _on_notice(self, data: bytes) -> None:
-        """A room changed on another instance in a way no feed event tells: an edit changes the
-        snippet the feed shows of its message."""
-        self.feed.changed()
-
     def _committed(self, room_id: str) -> None:
-        """Messages of the room committed here: what the reads show of it is dropped."""
+        """The room's timeline changed (committed here): what the reads show of it is dropped,
+        and the feed's pages (their snippets show messages as they are)."""
         self.reads.changed(room_id)
         self.feed.changed()
+
+    def _on_notice(self, data: bytes) -> None:
+        """The same, told by another instance for a change no feed event tells (an edit, a
+        reaction)."""
+        self._committed(data.decode())
 
     # --- rooms ----------------------------------------------------------------------------------
     async def resolve(self, ref: str) -> str:

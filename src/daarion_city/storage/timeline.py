@@ -108,14 +108,6 @@ async def remove_reaction(
     return bool(result.rowcount)
 
 
-async def emoji_count(conn: AsyncConnection, room_id: str, seq: int) -> int:
-    r = message_reactions.c
-    result = await conn.execute(
-        sa.select(sa.func.count(sa.distinct(r.emoji))).where(r.room_id == room_id, r.seq == seq)
-    )
-    return int(result.scalar_one())
-
-
 async def reactions_of(conn: AsyncConnection, room_id: str, seq: int) -> list[dict[str, Any]]:
     """The message's reactions as the wire lists them: per emoji (ordered by its first
     reaction), the count and the first 20 users in the order they reacted."""
