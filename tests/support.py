@@ -140,6 +140,13 @@ class User:
         ) as ws:
             yield ws
 
+    @contextlib.asynccontextmanager
+    async def presence(self) -> AsyncIterator[Socket]:
+        """A presence socket of the user, past its opening ``presence.bulk_update``."""
+        async with open_socket(self.api.server, "/ws/city/presence", token=self.token) as ws:
+            await ws.expect("presence.bulk_update")
+            yield ws
+
 
 @contextlib.asynccontextmanager
 async def open_socket(server: Server, path: str, **query: Any) -> AsyncIterator[Socket]:

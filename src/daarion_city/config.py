@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     city_max_mentions: int = Field(
         20, ge=1, le=1000, description="Distinct users one message may mention (422 above)"
     )
+    city_notify_rate: int = Field(
+        30,
+        ge=1,
+        description="Notifications per minute from one sender to one recipient (the rest are "
+        "dropped silently)",
+    )
+    city_unread_push_interval: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="Seconds between two unread.update pushes of one room while new messages "
+        "arrive (the last push after a burst carries the final counts)",
+    )
     city_read_snapshots: int = Field(
         4096,
         ge=0,

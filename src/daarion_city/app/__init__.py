@@ -71,6 +71,7 @@ def create_app(
     app.include_router(identity_http.router)
     if "city" in enabled:
         app.include_router(rooms_http.router)
+        app.include_router(rooms_http.me_router)
         app.include_router(rooms_ws.router)
         app.include_router(feed_http.router)
         app.include_router(presence_http.router)

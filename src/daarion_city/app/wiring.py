@@ -23,6 +23,7 @@ from daarion_city.core.redisutil import open_redis
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
+from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.tokens import AUTH, TokenAuthority, load_secret
 from daarion_city.matrix.service import MATRIX, MatrixGateway
 from daarion_city.presence.service import CHANNEL as PRESENCE_CHANNEL
@@ -133,6 +134,8 @@ async def open_resources(
         )
         stack.push_async_callback(db.dispose)
         await migrate(db)
+        known = KnownUsers(db)
+        stack.push_async_callback(known.close)
         bus = create_pubsub(settings.redis_url, prefix)
         await bus.start()
         stack.push_async_callback(bus.stop)
@@ -177,7 +180,10 @@ async def open_resources(
             instance_id=instance_id,
             snapshots=snapshots,
             status_of=presence.reads.statuses,
+            personal=presence.personal,
+            known=known,
         )
+        presence.personal.opening = rooms.unread.bulk_frame
         stack.push_async_callback(rooms.stop)
         presence.add_publisher(rooms.reads.presence_changed)
         presence.add_publisher(rooms.sockets.publish_presence)
@@ -207,7 +213,7 @@ async def open_resources(
                 presence.add_listener(matrix.bridge.on_change)
         yield Resources(
             settings=settings,
-            auth=TokenAuthority(load_secret(settings)),
+            auth=TokenAuthority(load_secret(settings), on_new=known.note),
             metrics=metrics,
             db=db,
             bus=bus,

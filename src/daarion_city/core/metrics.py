@@ -38,6 +38,9 @@ class Metrics:
             "city_presence_sockets", "Open presence WebSockets", registry=r
         )
         self.messages = Counter("city_messages", "Room messages committed", registry=r)
+        self.unread_pushes = Counter(
+            "city_unread_pushes", "unread.update events pushed for new messages", registry=r
+        )
         self.commit_rooms = Counter(
             "city_message_commit_rooms",
             "Room batches committed together with other rooms' (several) or alone (one), "

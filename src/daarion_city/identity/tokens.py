@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,12 +40,18 @@ class TokenAuthority:
     rest of a small request's authentication. Only tokens that verified are kept, so a forged
     one is checked (and refused) every time."""
 
-    def __init__(self, secret: str, cache_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        secret: str,
+        cache_size: int = 10_000,
+        on_new: Callable[[Principal], None] | None = None,
+    ) -> None:
         if len(secret.encode()) < 32:
             raise ValueError("CITY_JWT_SECRET must be at least 32 bytes (RFC 7518, HS256)")
         self._secret = secret
         self._verified: dict[str, tuple[Principal, float]] = {}
         self._cache_size = cache_size
+        self._on_new = on_new  # told of each token verified here for the first time
 
     def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:
         """A token for ``user_id``; ValueError for a user id or a name that :meth:`verify`
@@ -73,6 +80,8 @@ class TokenAuthority:
         if len(self._verified) >= self._cache_size:
             self._verified.clear()  # crude but bounded; refilled by the next requests
         self._verified[token] = (principal, exp)
+        if self._on_new is not None:
+            self._on_new(principal)
         return principal
 
     def _check(self, token: str) -> tuple[Principal, float]:

@@ -33,6 +33,7 @@ from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.principal import Principal
 from daarion_city.presence.frames import bulk_frame, update_frame
 from daarion_city.presence.model import HTTP_CONNECTION, Reported, Transition, reported_status
+from daarion_city.presence.personal import PersonalEvents
 from daarion_city.presence.reads import PresenceReads
 from daarion_city.presence.store import PresenceStore
 from daarion_city.pubsub import PubSub
@@ -63,6 +64,7 @@ class PresenceService:
     ) -> None:
         self.store = store
         self.reads = PresenceReads(store, snapshots)
+        self.personal = PersonalEvents(bus)
         self.limiter = limiter or MemoryRateLimiter(clock)
         self.bus = bus
         self.settings = settings
@@ -95,6 +97,7 @@ class PresenceService:
     async def start(self) -> None:
         self.bus.add_reconnect_listener(self._after_bus_outage)
         await self.bus.subscribe(CHANNEL, self._on_bus)
+        await self.personal.start()
         self._tasks.every(
             self.settings.presence_sweep_interval, self._sweep_and_count, name="presence-sweeper"
         )
@@ -102,6 +105,7 @@ class PresenceService:
     async def stop(self) -> None:
         await self._tasks.close()
         await self.bus.unsubscribe(CHANNEL, self._on_bus)
+        await self.personal.stop()
 
     # --- events -------------------------------------------------------------------------------
     def socket_write_wait(self, user_id: str) -> float:
@@ -275,14 +279,17 @@ class PresenceService:
     async def open_socket(self, conn: Connection, conn_id: str) -> None:
         """Count the socket as a heartbeat, then send ``presence.bulk_update`` followed by every
         update published since the socket registered (each is a whole state, so replaying them
-        after the snapshot ends on the latest state)."""
+        after the snapshot ends on the latest state); the user's personal events likewise
+        (``unread.bulk``, then what changed since)."""
         self.sockets.add(conn)  # catching up: updates are held until the snapshot is queued
         await self.heartbeat(conn.user, conn_id)
         conn.send_snapshot(bulk_frame(await self.store.get_all_online(), conn_id))
+        await self.personal.open(conn)
         conn.go_live()
 
     async def close_socket(self, conn: Connection, conn_id: str, *, clean: bool) -> None:
         self.sockets.discard(conn)
+        self.personal.close(conn)
         self._refreshed.pop((conn.user.user_id, conn_id), None)
         if clean:
             await self.disconnect(conn.user, conn_id)

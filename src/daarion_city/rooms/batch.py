@@ -46,6 +46,28 @@ class PostResult:
     created: bool
 
 
+def answer(batch: list[Pending], results: list[PostResult]) -> None:
+    for item, result in zip(batch, results, strict=True):
+        if not item.future.done():
+            item.future.set_result(result)
+
+
+async def allowed_posts(batch: list[Pending]) -> list[Pending]:
+    """The posts of ``batch`` the rate limit allowed; the others are answered its error."""
+    waiting = [item.allowed for item in batch if not item.allowed.done()]
+    if waiting:
+        await asyncio.wait(waiting)
+    kept = []
+    for item in batch:
+        if item.allowed.cancelled():  # the server is stopping
+            item.future.cancel()
+        elif (exc := item.allowed.exception()) is None:
+            kept.append(item)
+        elif not item.future.done():
+            item.future.set_exception(exc)
+    return kept
+
+
 class _SplitUp(Exception):
     """A statement of several rooms' batches failed: each room commits on its own."""
 

@@ -34,6 +34,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.errors import CityError, Unprocessable
@@ -43,7 +44,14 @@ from daarion_city.feed.service import FeedService
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
-from daarion_city.rooms.batch import BatchWriter, Committed, Pending, PostResult
+from daarion_city.rooms.batch import (
+    BatchWriter,
+    Committed,
+    Pending,
+    PostResult,
+    allowed_posts,
+    answer,
+)
 from daarion_city.rooms.mentions import mentions_in
 from daarion_city.rooms.timeline import Change, ChangeResult
 from daarion_city.rooms.typing import RoomTyping
@@ -58,6 +66,11 @@ COMMIT_BATCH = 200
 ROOM_NOTICES = "city:rooms"
 
 
+Notify = Callable[[str, list[tuple[dict[str, Any], list[str]]]], None]
+"""``(room_id, [(message, the users it newly mentions)])``: the notifications of committed
+messages, made in the background after they are announced (``rooms/unread.Unread.notify``)."""
+
+
 @dataclass(slots=True)
 class QueuedChange:
     """An edit, deletion or reaction change waiting in its room's queue (rooms/timeline.py)."""
@@ -65,28 +78,6 @@ class QueuedChange:
     run: Change
     future: asyncio.Future[ChangeResult]
     allowed: asyncio.Future[None] | None
-
-
-def _answer(batch: list[Pending], results: list[PostResult]) -> None:
-    for item, result in zip(batch, results, strict=True):
-        if not item.future.done():
-            item.future.set_result(result)
-
-
-async def _allowed(batch: list[Pending]) -> list[Pending]:
-    """The posts of ``batch`` the rate limit allowed; the others are answered its error."""
-    waiting = [item.allowed for item in batch if not item.allowed.done()]
-    if waiting:
-        await asyncio.wait(waiting)
-    kept = []
-    for item in batch:
-        if item.allowed.cancelled():  # the server is stopping
-            item.future.cancel()
-        elif (exc := item.allowed.exception()) is None:
-            kept.append(item)
-        elif not item.future.done():
-            item.future.set_exception(exc)
-    return kept
 
 
 async def publish_quietly(publishing: Awaitable[None]) -> None:
@@ -114,6 +105,7 @@ class GroupCommit:
         resolve: Callable[[str], Awaitable[str]],
         typing: RoomTyping,
         committed: Callable[[str], None],
+        notify: Notify,
     ) -> None:
         self.hub = hub
         self.feed = feed
@@ -123,6 +115,7 @@ class GroupCommit:
         self._tasks = tasks
         self._resolve = resolve
         self._committed = committed
+        self._notify = notify
         self._db = db
         self._writer = BatchWriter(db, feed, metrics, tasks)
         # room -> posts (and timeline changes) waiting for a commit, in arrival order
@@ -210,7 +203,7 @@ class GroupCommit:
                         break
                     batch.append(item)
                 del queue[: len(batch)]
-                batch = await _allowed(batch)
+                batch = await allowed_posts(batch)
                 if not batch:
                     continue
                 try:
@@ -259,6 +252,8 @@ class GroupCommit:
             item.future.set_result(result)
         if result.frame is None:
             return
+        if result.mentioned:  # an edit's new mentions (its reply notified at its creation)
+            self._notify(room_id, [({**result.answer, "reply_to_seq": None}, result.mentioned)])
         frames = [result.frame]
         self.hub.deliver_local(room_id, frames)
         items = [self.hub.messages_item(room_id, frames), (ROOM_NOTICES, room_id.encode())]
@@ -275,7 +270,7 @@ class GroupCommit:
         posts are answered (so a writer reads its own writes), then the batch is announced."""
         if committed.frames:
             self._committed(room_id)
-        _answer(batch, committed.results)
+        answer(batch, committed.results)
         await self._announce(room_id, committed)
 
     async def _announce(self, room_id: str, committed: Committed) -> None:
@@ -295,3 +290,10 @@ class GroupCommit:
                 log.warning("publishing on the bus failed", exc_info=True)
         for user in committed.users:
             self.typing.clear(room_id, user)
+        notifying = [
+            (r.message, r.message["mentions"])
+            for r in committed.results
+            if r.created and (r.message["mentions"] or r.message["reply_to_seq"] is not None)
+        ]
+        if notifying:  # most messages mention nobody and reply to nothing
+            self._notify(room_id, notifying)

@@ -24,16 +24,20 @@ from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_SEQ
 from daarion_city.identity.http import CurrentUser
 from daarion_city.rooms.schemas import (
+    Me,
     MembershipAnswer,
     Message,
     MessageCreate,
     MessageEdit,
     MessagePage,
+    Notification,
     Reactions,
+    ReadMarker,
     Room,
     RoomCreate,
     RoomDetail,
     TimelinePage,
+    UnreadCounts,
 )
 from daarion_city.rooms.service import ROOMS
 from daarion_city.rooms.timeline import timeline_frames
@@ -41,6 +45,7 @@ from daarion_city.rooms.timeline import timeline_frames
 PREFIX = "/city/rooms"
 MESSAGES_PATH = "/{room}/messages"  # posting is served by the post lane too (edge/lanes.py)
 router = APIRouter(prefix=PREFIX, tags=["rooms"])
+me_router = APIRouter(prefix="/city/me", tags=["me"])
 
 UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: error_doc("missing, expired or forged token (`unauthorized`)"),
@@ -179,3 +184,40 @@ async def remove_reaction(
 ) -> Response:
     timeline = provided(request, ROOMS).timeline
     return json_answer(await timeline.set_reaction(user, room, seq, emoji, add=False))
+
+
+@router.post(
+    "/{room}/read",
+    response_model=UnreadCounts,
+    responses={**ERRORS, 422: error_doc("a seq past the room's newest (`invalid_seq`)")},
+)
+async def mark_read(request: Request, room: str, body: ReadMarker, user: CurrentUser) -> Response:
+    """Move your read marker forward (an older seq leaves it where it is)."""
+    return json_answer(await provided(request, ROOMS).unread.mark_read(user, room, body.seq))
+
+
+@me_router.get("", response_model=Me, responses=UNAUTHORIZED)
+async def me(request: Request, user: CurrentUser) -> Response:
+    return json_answer(await provided(request, ROOMS).unread.me(user))
+
+
+@me_router.get("/unread", response_model=list[UnreadCounts], responses=UNAUTHORIZED)
+async def my_unread(request: Request, user: CurrentUser) -> Response:
+    """Your counts in every room you joined and in every default room."""
+    return json_answer(await provided(request, ROOMS).unread.of_user(user.user_id))
+
+
+@me_router.get(
+    "/notifications",
+    response_model=list[Notification],
+    responses={**UNAUTHORIZED, 422: error_doc("`before` is none of yours (`invalid_before`)")},
+)
+async def my_notifications(
+    request: Request,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    before: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
+) -> Response:
+    """Mentions of you and replies to your messages, newest first."""
+    unread = provided(request, ROOMS).unread
+    return json_answer(await unread.notifications(user, limit=limit, before=before))

@@ -108,6 +108,37 @@ class TimelinePage(BaseModel):
     has_more: bool
 
 
+class ReadMarker(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    seq: Annotated[int, Field(ge=0, le=MAX_JSON_SEQ)]
+
+
+class UnreadCounts(BaseModel):
+    room_id: str
+    last_read_seq: int
+    unread_count: int = Field(description="messages after the marker, not deleted, not yours")
+    mention_count: int = Field(description="those of them that notify you")
+
+
+class Notification(BaseModel):
+    id: str
+    kind: str = Field(description='"mention" or "reply"')
+    room_id: str
+    message: Message = Field(description="the message as it is now (a tombstone once deleted)")
+    created_at: str
+    read: bool = Field(description="its seq is at or before your read marker of its room")
+
+
+class Me(BaseModel):
+    user_id: str
+    name: str
+    admin: bool
+    suspended: bool
+    moderates: list[str]
+    owns: list[str]
+
+
 class MembershipAnswer(BaseModel):
     status: str
     room_id: str

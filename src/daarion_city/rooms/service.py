@@ -25,6 +25,7 @@ from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.tasks import TaskSet
 from daarion_city.core.validation import is_room_ref
 from daarion_city.feed.service import FeedService, RecordedEvent
+from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
@@ -35,6 +36,8 @@ from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
 from daarion_city.rooms.schemas import RoomCreate
 from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.rooms.timeline import Timeline, timeline_frames
+from daarion_city.rooms.unread import Personal, Unread
+from daarion_city.rooms.unreadpush import UnreadPush
 from daarion_city.storage import messages as message_store
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
@@ -53,6 +56,8 @@ class RoomService:
         metrics: Metrics,
         instance_id: str,
         snapshots: Callable[[str], Snapshots],
+        personal: Personal,
+        known: KnownUsers,
         status_of: StatusLookup = all_online,
     ) -> None:
         self.db = db
@@ -84,6 +89,15 @@ class RoomService:
             online_members=self.reads.online_members,
             occupancy_changed=self.reads.occupancy_changed,
         )
+        self.unread = Unread(
+            db=db,
+            settings=settings,
+            limiter=limiter,
+            resolve=self.resolve,
+            personal=personal,
+            known=known,
+            tasks=self._tasks,
+        )
         self.commit = GroupCommit(
             db=db,
             hub=hub,
@@ -95,7 +109,17 @@ class RoomService:
             resolve=self.resolve,
             typing=self.sockets.typing,
             committed=self._committed,
+            notify=self.unread.notify,
         )
+        self.unread_push = UnreadPush(
+            db=db,
+            interval=settings.city_unread_push_interval,
+            local_users=personal.users,
+            deliver=personal.deliver,
+            metrics=metrics,
+            tasks=self._tasks,
+        )
+
         self.timeline = Timeline(
             db,
             feed,
@@ -135,6 +159,7 @@ class RoomService:
     async def start(self) -> None:
         await self.reads.start()
         self.feed.add_listener(self.reads.on_feed)
+        self.feed.add_listener(self.unread_push.on_feed)
         await self.hub.bus.subscribe(ROOM_NOTICES, self._on_notice)
         await self.sockets.start()
 

@@ -43,6 +43,7 @@ class ChangeResult:
     answer: dict[str, Any]
     frame: tuple[int, str] | None
     events: list[RecordedEvent] = field(default_factory=list)  # feed events to publish
+    mentioned: list[str] = field(default_factory=list)  # users an edit newly mentions
 
 
 Change = Callable[[], Awaitable[ChangeResult]]
@@ -131,7 +132,9 @@ class Timeline:
                     created_at=at,
                 )
                 message = message_wire(await self._target(conn, room_id, seq))
-            return ChangeResult(message, _frame("room.message.edit", room_id, event_seq, message))
+            added = [m for m in mentions if m not in row.mentions]
+            frame = _frame("room.message.edit", room_id, event_seq, message)
+            return ChangeResult(message, frame, mentioned=added)
 
         return run
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage import feed as feed_store
+from daarion_city.storage import unread as unread_store
 from daarion_city.storage.database import Database, insert_for
 from daarion_city.storage.tables import room_messages, rooms
 
@@ -76,7 +77,8 @@ async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
 # so that two such statements (of two instances) cannot deadlock; the messages are numbered per
 # room in their order, the feed events positioned in the order of the rows. A statement is
 # atomic by itself: a retry among the messages (a unique violation) undoes all of it, seqs
-# included.
+# included. Each author's read marker moves to their newest message (SPEC 9: posting reads the
+# room up to one's own message).
 _INSERT_BATCHES_PG = """
 WITH batch AS (
     SELECT * FROM unnest(
@@ -106,6 +108,12 @@ WITH batch AS (
          reply_to_seq, mentions, ordinal)
     SELECT id, room, base + k, author, name, body, cmid, at, reply, mentions, ordinal_base + k
     FROM numbered
+), markers AS (
+    INSERT INTO city_read_markers (user_id, room_id, last_read_seq)
+    SELECT author, room, max(base + k) FROM numbered WHERE author IS NOT NULL
+    GROUP BY author, room
+    ON CONFLICT (user_id, room_id) DO UPDATE SET last_read_seq =
+        GREATEST(city_read_markers.last_read_seq, EXCLUDED.last_read_seq)
 ), events AS (
     INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
     SELECT event_id, $11, room, author, payload, event_at FROM numbered ORDER BY ord
@@ -199,8 +207,9 @@ async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> lis
     one room after the other: its seqs reserved under its lock (``reserve_seqs``), its
     messages, then all the rooms' feed events in one statement. SQLite's commit of the rooms
     ready together (a transaction holds the database's one writer lock), and either store's
-    careful path. Sets each row's ``seq``; returns each batch's event positions. Raises
-    :class:`StoredAlready` when messages were retries (the caller rolls back)."""
+    careful path; the authors' read markers move to their messages. Sets each row's
+    ``seq``; returns each batch's event positions. Raises :class:`StoredAlready` when
+    messages were retries (the caller rolls back)."""
     for room_id, rows, _ in batches:
         base, ordinal = await reserve_seqs(conn, room_id, len(rows))
         for offset, row in enumerate(rows, start=1):
@@ -211,6 +220,10 @@ async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> lis
             raise StoredAlready(
                 {(r["author_user_id"], r["client_msg_id"]) for r in rows if r["id"] not in inserted}
             )
+        await unread_store.advance_markers(
+            conn,
+            [(r["author_user_id"], room_id, r["seq"]) for r in rows if r["author_user_id"]],
+        )
     positions = await feed_store.insert_events(conn, [e for _, _, es in batches for e in es])
     answers: list[list[int]] = []
     for _, _, events in batches:

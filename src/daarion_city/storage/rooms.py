@@ -119,6 +119,11 @@ async def existing_slugs(conn: AsyncConnection, slugs: list[str]) -> set[str]:
     return set(result.scalars())
 
 
+async def rooms_created_by(conn: AsyncConnection, user_id: str) -> list[str]:
+    query = sa.select(rooms.c.id).where(rooms.c.created_by == user_id).order_by(rooms.c.id)
+    return list((await conn.execute(query)).scalars())
+
+
 async def add_member(
     conn: AsyncConnection, room_id: str, user_id: str, name: str, joined_at: datetime
 ) -> bool:

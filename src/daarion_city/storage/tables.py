@@ -75,6 +75,14 @@ room_messages = sa.Table(
     # before the timeline had other events, whose number is their seq (migration 0003).
     sa.Column("ordinal", sa.BigInteger(), nullable=True),
     sa.UniqueConstraint("room_id", "seq", name="uq_room_messages_room_seq"),
+    # Deleted messages, few in any room: the unread counts subtract those past a marker.
+    sa.Index(
+        "ix_room_messages_deleted",
+        "room_id",
+        "seq",
+        postgresql_where=sa.text("deleted"),
+        sqlite_where=sa.text("deleted"),
+    ),
     sa.UniqueConstraint(
         "room_id", "author_user_id", "client_msg_id", name="uq_room_messages_idempotency"
     ),
@@ -114,6 +122,40 @@ room_members = sa.Table(
     sa.Column("user_id", sa.String(80), primary_key=True),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("joined_at", UTCDateTime(), nullable=False),
+)
+
+read_markers = sa.Table(
+    "city_read_markers",
+    metadata,
+    # A user's last read seq in a room: only moves forward; a post moves its author's.
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
+    sa.Column("last_read_seq", sa.BigInteger(), nullable=False),
+)
+
+notifications = sa.Table(
+    "city_notifications",
+    metadata,
+    # One per message and user it notifies (a mention of them, or a reply to their message).
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),
+    sa.Column("user_id", sa.String(80), nullable=False),
+    sa.Column("room_id", sa.String(80), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("sender_id", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("user_id", "room_id", "seq", name="uq_notifications_message"),
+    sa.Index("ix_notifications_user_pos", "user_id", "pos"),
+)
+
+known_users = sa.Table(
+    "city_users",
+    metadata,
+    # The users the service has seen authenticated (only they are notified).
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("first_seen", UTCDateTime(), nullable=False),
 )
 
 feed_events = sa.Table(
