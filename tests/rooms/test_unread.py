@@ -4,10 +4,12 @@ and 12), over HTTP and real sockets, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.rooms.test_snapshots import cluster
 from tests.support import Api, User, eventually
 
 
@@ -234,3 +236,32 @@ async def test_me_tells_who_the_caller_is(api: Api) -> None:
         "owns": ["room_city_alices"],
     }
     assert (await api.http.get("/city/me")).status_code == 401
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_personal_events_reach_every_instance(
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    """Bob's phone is on instance A, his laptop on B: a mention posted on A and a marker moved
+    on B reach both; new messages push the counts on both."""
+    async with cluster(database_url, tmp_path, redis_prefix) as (a, b):
+        alice = await a.guest("Alice")
+        bob_on_a = await a.guest("Bob")
+        bob_on_b = User(b, bob_on_a.user_id, bob_on_a.name, bob_on_a.token)
+        async with bob_on_a.presence() as phone, bob_on_b.presence() as laptop:
+            for ws in (phone, laptop):
+                await ws.expect("unread.bulk")
+            mention = await alice.say("general", f"hi <@{bob_on_a.user_id}>")
+            for ws in (phone, laptop):
+                note = await ws.expect("notification")
+                assert note["message"]["id"] == mention["id"]
+                await ws.expect("unread.update", room_id="room_city_general")
+            await read(bob_on_b, "general", mention["seq"])
+            for ws in (phone, laptop):
+                update = await ws.expect(
+                    "unread.update", room_id="room_city_general", last_read_seq=mention["seq"]
+                )
+                assert (update["unread_count"], update["mention_count"]) == (0, 0)
+            await alice.say("general", "one more")
+            for ws in (phone, laptop):
+                await ws.expect("unread.update", room_id="room_city_general", unread_count=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import command
 
-from daarion_city.storage import messages
+from daarion_city.storage import messages, unread
 from daarion_city.storage import rooms as store
 from daarion_city.storage.database import Database
 from daarion_city.storage.migrate import alembic_config, head_revision, migrate
@@ -62,3 +62,48 @@ async def test_conversation_upgrades_a_city_with_messages_in_place(db: Database)
     assert (room.last_message_seq, room.message_count, room.lm_id) == (3, 3, "m_old3")
     async with db.begin() as conn:
         assert await messages.reserve_seqs(conn, room_id, 1) == (3, 3)
+
+
+async def test_unread_upgrade_starts_each_author_at_their_newest_message(db: Database) -> None:
+    """0004 (read markers) on a database of 0003 that holds messages: each author's marker is
+    at their newest message of each room and authors are known users, so nobody's own messages
+    count as unread, and the counts of everyone else are exact."""
+    room_id = await a_room(db)
+    await to_revision(db, "0003")
+    authors = ["u_a", "u_b", "u_a", "u_c", "u_b"]
+    async with db.begin() as conn:
+        for seq, author in enumerate(authors, start=1):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, username,"
+                    " body, created_at, ordinal) VALUES (:id, :room, :seq, :author, :author,"
+                    " 'x', :at, :seq)"
+                ),
+                {
+                    "id": f"m_{seq}",
+                    "room": room_id,
+                    "seq": seq,
+                    "author": author,
+                    "at": now().replace(tzinfo=None) if db.is_sqlite else now(),
+                },
+            )
+        await conn.execute(
+            sa.text(
+                "UPDATE city_rooms SET last_seq = 5, last_message_seq = 5, message_count = 5"
+                " WHERE id = :room"
+            ),
+            {"room": room_id},
+        )
+    assert await migrate(db) == head_revision()
+    async with db.read() as conn:
+        counts = await unread.counts(
+            conn, ["u_a", "u_b", "u_c", "u_new"], room_id, listed_only=False
+        )
+        known = await unread.known(conn, ["u_a", "u_b", "u_c", "u_new"])
+    assert [(c[0], c[2], c[3]) for c in counts] == [
+        ("u_a", 3, 2),
+        ("u_b", 5, 0),
+        ("u_c", 4, 1),
+        ("u_new", 0, 5),
+    ]
+    assert known == {"u_a", "u_b", "u_c"}

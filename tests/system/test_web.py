@@ -368,3 +368,73 @@ async def test_mentions_replies_edits_deletions_and_reactions_live_and_screensho
     assert bob.errors == []  # type: ignore[attr-defined]
     await ctx_a.close()
     await ctx_b.close()
+
+
+async def test_unread_badges_notifications_and_mention_autocomplete(
+    browser: Browser, server: Server
+) -> None:
+    ctx_a, alice, alice_id = await sign_in(browser, server, "Alice")
+    ctx_b, bob, bob_id = await sign_in(browser, server, "Bob")
+    await open_room(alice, "general")
+    await open_room(bob, "welcome")  # Bob is elsewhere: general fills up for him
+    # Alice knows Bob from a message of his in general.
+    await bob.evaluate(
+        """async () => {
+            const token = localStorage.getItem('city.token');
+            await fetch('/city/rooms/general/messages', {method: 'POST', headers: {
+                'Content-Type': 'application/json', Authorization: 'Bearer ' + token},
+                body: JSON.stringify({body: 'bob was here'})});
+        }"""
+    )
+    await alice.get_by_test_id("message").filter(has_text="bob was here").wait_for(timeout=5000)
+    # Alice types "@bo": Bob is suggested; Enter inserts the mention.
+    await alice.get_by_test_id("message-input").fill("ping @bo")
+    await alice.get_by_test_id("message-input").press("o")  # an input event after the fill
+    suggestion = alice.locator(f"[data-testid=mention-suggestion][data-user-id='{bob_id}']")
+    await suggestion.wait_for(timeout=5000)
+    await alice.get_by_test_id("message-input").press("Enter")
+    assert await alice.get_by_test_id("message-input").input_value() == f"ping <@{bob_id}> "
+    await alice.get_by_test_id("message-input").press("Enter")
+    await alice.get_by_test_id("message-input").fill("and one more")
+    await alice.keyboard.press("Enter")
+    # Bob's room list: two unread in general, one of them a mention; his notifications list it.
+    general = bob.locator("[data-testid=room-link][data-slug=general]")
+    await bob.locator(
+        "[data-testid=room-link][data-slug=general][data-unread='2'][data-mentions='1']"
+    ).wait_for(timeout=5000)
+    note = bob.get_by_test_id("notifications").get_by_test_id("notification")
+    await note.filter(has_text="Alice").wait_for(timeout=5000)
+    assert await note.first.get_attribute("data-read") == "false"
+    assert "@Bob" in await note.first.inner_text()
+    await bob.screenshot(path=str(SCREENSHOTS / "unread.png"))
+    # Bob opens the notification: the room is read, on this page and on his other device.
+    ctx_c, phone, _ = await sign_in_as(browser, server, ctx_b)
+    await note.first.click()
+    await bob.locator("#room-title").filter(has_text="General").wait_for()
+    await general.and_(bob.locator("[data-unread='0'][data-mentions='0']")).wait_for(timeout=5000)
+    await phone.locator(
+        "[data-testid=room-link][data-slug=general][data-unread='0'][data-mentions='0']"
+    ).wait_for(timeout=5000)
+    await note.first.and_(bob.locator("[data-read=true]")).wait_for(timeout=5000)
+    assert alice_id != bob_id
+    for page in (alice, bob, phone):
+        assert page.errors == []  # type: ignore[attr-defined]
+    await ctx_a.close()
+    await ctx_b.close()
+    await ctx_c.close()
+
+
+async def sign_in_as(
+    browser: Browser, server: Server, other: BrowserContext
+) -> tuple[BrowserContext, Page, str]:
+    """A second device of the user signed in in ``other``: the same token, a page of its own."""
+    storage = await other.storage_state()
+    context = await browser.new_context(viewport=DESKTOP, storage_state=storage)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors  # type: ignore[attr-defined]
+    await page.goto(server.base_url + "/")
+    await page.get_by_test_id("room-link").first.wait_for()
+    user_id = await page.evaluate("JSON.parse(localStorage.getItem('city.me')).user_id")
+    return context, page, str(user_id)

@@ -75,6 +75,12 @@ export class Api {
     return this.request(on ? "PUT" : "DELETE", path);
   }
   presence() { return this.request("GET", "/city/presence"); }
+  me() { return this.request("GET", "/city/me"); }
+  unread() { return this.request("GET", "/city/me/unread"); }
+  notifications() { return this.request("GET", "/city/me/notifications?limit=30"); }
+  markRead(ref, seq) {
+    return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/read`, { seq });
+  }
   feed() { return this.request("GET", "/city/feed?limit=30"); }
   secondmeHistory() { return this.request("GET", "/secondme/history?limit=20"); }
   secondmeClear() { return this.request("POST", "/secondme/history/clear"); }

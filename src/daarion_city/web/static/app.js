@@ -5,6 +5,7 @@ import { applyLabels, currentLang, setLang, t } from "./i18n.js";
 import { Presence } from "./presence.js";
 import { plainText, messageNode as renderMessage } from "./messages.js";
 import { RoomSocket } from "./roomsocket.js";
+import { Unread } from "./unread.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
@@ -28,6 +29,9 @@ const state = {
   typingStop: null,
   feed: null,
   roomsTimer: null,
+  unread: null,          // counts per room and the notifications (unread.js)
+  rooms: new Map(),      // room id -> the room as listed
+  names: new Map(),      // user id -> the name last seen (authors, people, notifications)
 };
 
 function el(tag, attrs = {}, text) {
@@ -101,19 +105,24 @@ function enterCity(me) {
   $("me").textContent = me.name;
   $("signout").hidden = false;
   $("signout").onclick = signOut;
+  state.unread = new Unread({ api, onChange: () => { renderBadges(); renderNotifications(); } });
+  state.unread.load();
   state.presence = new Presence({
     token: api.token,
     heartbeatInterval: state.config.presence_heartbeat_interval,
     awayAfter: state.config.presence_away_after,
     onChange: renderPresence,
+    onPersonal: (frame) => state.unread.handle(frame),
   });
+  document.addEventListener("visibilitychange", () => { if (state.room) seenNewest(); });
   $("create-room").onsubmit = createRoom;
   $("composer").onsubmit = (e) => { e.preventDefault(); sendMessage(); };
   $("reply-cancel").onclick = () => { setComposerMode(null, null); $("message-input").value = ""; };
   $("message-input").addEventListener("keydown", (e) => {
+    if (mentionKey(e)) return;
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); sendMessage(); }
   });
-  $("message-input").addEventListener("input", typingActivity);
+  $("message-input").addEventListener("input", () => { typingActivity(); suggestMentions(); });
   $("messages").addEventListener("scroll", () => {
     if ($("messages").scrollTop < 40) loadOlder();
   });
@@ -142,13 +151,17 @@ async function loadRooms() {
   let rooms;
   try { rooms = await api.rooms(); } catch { return; }
   const list = $("room-list");
+  state.rooms = new Map(rooms.map((r) => [r.id, r]));
   list.replaceChildren(...rooms.map((r) => {
-    const a = el("a", { href: `#/room/${r.slug}`, dataTestid: "room-link", dataSlug: r.slug });
+    const a = el("a", { href: `#/room/${r.slug}`, dataTestid: "room-link", dataSlug: r.slug, dataRoomId: r.id });
     if (state.room && state.room.id === r.id) a.classList.add("active");
-    a.append(el("span", {}, r.name), el("span", { class: "count", title: t("online") },
-      r.members_online ? String(r.members_online) : ""));
+    a.append(el("span", { class: "room-name" }, r.name),
+      el("span", { class: "badge mentions", title: t("mentions") }),
+      el("span", { class: "badge unread", title: t("unread") }),
+      el("span", { class: "count", title: t("online") }, r.members_online ? String(r.members_online) : ""));
     return el("li", {}, undefined).appendChild(a).parentNode;
   }));
+  renderBadges();
   $("overview-rooms").replaceChildren(...rooms.map((r) => {
     const a = el("a", { href: `#/room/${r.slug}`, dataTestid: "room-card", dataSlug: r.slug });
     a.append(
@@ -224,6 +237,7 @@ async function openRoom(slug) {
   for (const m of room.online_members) state.members.set(m.user_id, { name: m.name, inRoom: true });
   renderPeople();
   scrollToEnd();
+  seenNewest();
   const lastSeq = room.messages.length ? room.messages[room.messages.length - 1].seq : room.last_message ? room.last_message.seq : 0;
   state.socket = new RoomSocket({
     room: room.id,
@@ -239,7 +253,7 @@ async function openRoom(slug) {
         }
         renderPeople();
       },
-      "room.message": (f) => { addMessage(f.message); scrollToEnd(); },
+      "room.message": (f) => { addMessage(f.message); scrollToEnd(); seenNewest(); },
       "room.message.ack": (f) => addMessage(f.message),
       "room.message.edit": (f) => applyChange(f.seq, f.message),
       "room.message.delete": (f) => applyChange(f.seq, f.message),
@@ -272,7 +286,8 @@ async function openRoom(slug) {
 
 const messageContext = {
   get me() { return state.me ? state.me.user_id : null; },
-  nameOf: (id) => (state.members.get(id) || {}).name || (state.me && id === state.me.user_id ? state.me.name : undefined),
+  nameOf: (id) => (state.members.get(id) || {}).name || state.names.get(id) ||
+    (state.me && id === state.me.user_id ? state.me.name : undefined),
   message: (seq) => state.data.get(seq),
   timeOf: (iso) => timeOf(iso),
   emojiUsed: () => [...state.data.values()].flatMap((m) => (m.reactions || []).map((r) => r.emoji)),
@@ -329,6 +344,7 @@ function addMessage(msg) {
   if (!state.room || msg.room_id !== state.room.id) return;
   if (state.messages.has(msg.seq)) return;
   state.data.set(msg.seq, msg);
+  if (msg.author_user_id) state.names.set(msg.author_user_id, msg.username);
   const li = messageNode(msg);
   const pending = msg.client_msg_id && state.pending.get(msg.client_msg_id);
   if (pending) {
@@ -397,6 +413,89 @@ async function sendMessage() {
     li.classList.add("failed");
     li.title = err.message;
   }
+}
+
+// --- unread counts, notifications, mentions ---------------------------------------------------
+function seenNewest() {
+  if (!state.room || !state.unread) return;
+  const seqs = [...state.data.keys()];
+  if (seqs.length) state.unread.seen(state.room.id, Math.max(...seqs));
+}
+
+function renderBadges() {
+  if (!state.unread) return;
+  for (const a of document.querySelectorAll("[data-testid=room-link]")) {
+    const c = state.unread.of(a.dataset.roomId);
+    a.dataset.unread = String(c.unread_count);
+    a.dataset.mentions = String(c.mention_count);
+    a.querySelector(".unread").textContent = c.unread_count ? String(Math.min(c.unread_count, 999)) : "";
+    a.querySelector(".mentions").textContent = c.mention_count ? `@${c.mention_count}` : "";
+    a.classList.toggle("has-unread", c.unread_count > 0);
+  }
+}
+
+function renderNotifications() {
+  const list = $("notifications");
+  const notes = state.unread.notifications;
+  $("notifications-empty").hidden = notes.length > 0;
+  list.replaceChildren(...notes.slice(0, 30).map((n) => {
+    const room = state.rooms.get(n.room_id);
+    const who = n.message.username;
+    const what = n.kind === "reply" ? t("repliedToYou") : t("mentionedYou");
+    const text = n.message.deleted ? t("deletedMessage") : plainText(n.message.body, messageContext.nameOf).slice(0, 90);
+    const a = el("a", {
+      href: `#/room/${room ? room.slug : n.room_id}`, dataTestid: "notification",
+      dataKind: n.kind, dataRead: String(n.read), class: n.read ? "note read" : "note",
+    });
+    a.append(el("span", { class: "who" }, `${who} ${what}${room ? ` · ${room.name}` : ""}`),
+      el("span", { class: "what" }, text));
+    return el("li").appendChild(a).parentNode;
+  }));
+}
+
+// Mention autocomplete: "@" and the start of a name lists the people of the room.
+const MENTION_QUERY = /(^|\s)@([^\s@<>]{0,30})$/;
+
+function mentionQuery() {
+  const input = $("message-input");
+  const m = input.value.slice(0, input.selectionStart).match(MENTION_QUERY);
+  return m ? m[2].toLowerCase() : null;
+}
+
+function suggestMentions() {
+  const box = $("mention-suggestions");
+  const query = mentionQuery();
+  const people = new Map(state.names);
+  for (const [id, m] of state.members) people.set(id, m.name);
+  if (state.me) people.delete(state.me.user_id);
+  const hits = query === null ? [] : [...people.entries()]
+    .filter(([id, name]) => name.toLowerCase().startsWith(query) || id.toLowerCase().startsWith(query))
+    .sort((a, b) => a[1].localeCompare(b[1])).slice(0, 6);
+  box.hidden = hits.length === 0;
+  box.replaceChildren(...hits.map(([id, name], i) => {
+    const li = el("li", { dataTestid: "mention-suggestion", dataUserId: id, class: i === 0 ? "first" : undefined }, `@${name}`);
+    li.onmousedown = (e) => { e.preventDefault(); insertMention(id); };
+    return li;
+  }));
+}
+
+function insertMention(userId) {
+  const input = $("message-input");
+  const caret = input.selectionStart;
+  const before = input.value.slice(0, caret).replace(/@[^\s@<>]{0,30}$/, `<@${userId}> `);
+  input.value = before + input.value.slice(caret);
+  input.selectionStart = input.selectionEnd = before.length;
+  $("mention-suggestions").hidden = true;
+  input.focus();
+}
+
+function mentionKey(e) {
+  const box = $("mention-suggestions");
+  if (box.hidden || !(e.key === "Enter" || e.key === "Tab" || e.key === "Escape")) return false;
+  e.preventDefault();
+  if (e.key === "Escape") box.hidden = true;
+  else insertMention(box.firstElementChild.dataset.userId);
+  return true;
 }
 
 // --- typing --------------------------------------------------------------------------------

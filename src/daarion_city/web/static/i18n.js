@@ -12,6 +12,8 @@ const LABELS = {
     reply: "Відповісти", react: "Реакція", edit: "Редагувати", delete: "Видалити",
     edited: "(змінено)", deletedMessage: "повідомлення видалено", replyingTo: "Відповідь для",
     editing: "Редагування", cancel: "Скасувати",
+    notifications: "Сповіщення", noNotifications: "Поки що нічого", mentionedYou: "згадує вас",
+    repliedToYou: "відповідає вам", unread: "непрочитані", mentions: "згадки",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -25,6 +27,8 @@ const LABELS = {
     reply: "Reply", react: "React", edit: "Edit", delete: "Delete",
     edited: "(edited)", deletedMessage: "message deleted", replyingTo: "Replying to",
     editing: "Editing", cancel: "Cancel",
+    notifications: "Notifications", noNotifications: "Nothing yet", mentionedYou: "mentioned you",
+    repliedToYou: "replied to you", unread: "unread", mentions: "mentions",
   },
 };
 

@@ -5,17 +5,19 @@
 //   back online on activity or when the tab is visible again (sent at once, not at the next beat);
 // - on pagehide, navigator.sendBeacon('/city/presence/offline') with the token and this
 //   socket's connection id, so the user is offline at once;
-// - the statuses of everyone (presence.bulk_update, then presence.update) are kept in `statuses`.
+// - the statuses of everyone (presence.bulk_update, then presence.update) are kept in `statuses`;
+// - the user's personal events (unread counts, notifications) go to `onPersonal`.
 import { wsUrl } from "./api.js";
 
 const ACTIVITY = ["mousedown", "keydown", "touchstart", "scroll"];
 
 export class Presence {
-  constructor({ token, heartbeatInterval, awayAfter, onChange }) {
+  constructor({ token, heartbeatInterval, awayAfter, onChange, onPersonal }) {
     this.token = token;
     this.interval = heartbeatInterval * 1000;
     this.awayAfter = awayAfter * 1000;
     this.onChange = onChange;
+    this.onPersonal = onPersonal || (() => {});   // unread.bulk, unread.update, notification
     this.statuses = new Map();    // user_id -> {user_id, name, status, last_seen}
     this.lastActive = Date.now();
     this.status = document.visibilityState === "hidden" ? "away" : "online";
@@ -58,6 +60,8 @@ export class Presence {
       } else if (frame.event === "presence.update") {
         this.statuses.set(frame.user_id, frame);
         this.onChange(frame);
+      } else {
+        this.onPersonal(frame);
       }
     };
     ws.onclose = () => {
