@@ -388,7 +388,7 @@ async def test_unread_badges_notifications_and_mention_autocomplete(
     )
     await alice.get_by_test_id("message").filter(has_text="bob was here").wait_for(timeout=5000)
     # Alice types "@bo": Bob is suggested; Enter inserts the mention.
-    await alice.get_by_test_id("message-input").fill("ping @bo")
+    await alice.get_by_test_id("message-input").fill("ping @b")
     await alice.get_by_test_id("message-input").press("o")  # an input event after the fill
     suggestion = alice.locator(f"[data-testid=mention-suggestion][data-user-id='{bob_id}']")
     await suggestion.wait_for(timeout=5000)
