@@ -48,6 +48,7 @@ def value(families: dict[str, Samples], name: str, **labels: str) -> float:
 async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")
+    await bob.post("/city/rooms/science/join")  # so the room's new messages push his counts
     before = await scrape(api)
     assert before, "no metric exported"
     async with (
@@ -65,6 +66,7 @@ async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
             for _ in range(3):
                 await ws.expect("room.message")
         await asyncio.wait_for(feed.get(), 5)
+        await p.expect("unread.update", room_id="room_city_science")
         assert (await api.http.get("/city/rooms/nowhere")).status_code == 404
         for _ in range(2):  # a public read: loaded once, then answered from memory
             assert (await api.http.get("/city/rooms")).status_code == 200
