@@ -19,7 +19,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from daarion_city.core.answers import json_answer, public_read
-from daarion_city.core.errors import error_doc
+from daarion_city.core.errors import ErrorBody, ValidationErrorBody, error_doc
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_SEQ
 from daarion_city.identity.http import CurrentUser
@@ -186,10 +186,18 @@ async def remove_reaction(
     return json_answer(await timeline.set_reaction(user, room, seq, emoji, add=False))
 
 
+def invalid(what: str) -> dict[str, Any]:
+    """A 422 of the route's own, or FastAPI's list of what the request breaks."""
+    return {
+        "model": ValidationErrorBody | ErrorBody,
+        "description": f"`validation_error` (the request), or {what}",
+    }
+
+
 @router.post(
     "/{room}/read",
     response_model=UnreadCounts,
-    responses={**ERRORS, 422: error_doc("a seq past the room's newest (`invalid_seq`)")},
+    responses={**ERRORS, 422: invalid("`invalid_seq`: a seq past the room's newest")},
 )
 async def mark_read(request: Request, room: str, body: ReadMarker, user: CurrentUser) -> Response:
     """Move your read marker forward (an older seq leaves it where it is)."""
@@ -210,7 +218,10 @@ async def my_unread(request: Request, user: CurrentUser) -> Response:
 @me_router.get(
     "/notifications",
     response_model=list[Notification],
-    responses={**UNAUTHORIZED, 422: error_doc("`before` is none of yours (`invalid_before`)")},
+    responses={
+        **UNAUTHORIZED,
+        404: error_doc("`before` names no notification of yours (`notification_not_found`)"),
+    },
 )
 async def my_notifications(
     request: Request,

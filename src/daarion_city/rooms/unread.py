@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from daarion_city.config import Settings
 from daarion_city.core.clock import iso, utcnow
-from daarion_city.core.errors import RateLimited, Unprocessable
+from daarion_city.core.errors import NotFound, RateLimited, Unprocessable
 from daarion_city.core.ids import new_id
 from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.known import KnownUsers
@@ -128,7 +128,7 @@ class Unread:
         async with self.db.read() as conn:
             rows = await store.list_notifications(conn, user.user_id, limit=limit, before=before)
         if rows is None:
-            raise Unprocessable(f"no notification {before!r} of yours", code="invalid_before")
+            raise NotFound(f"no notification {before!r} of yours", code="notification_not_found")
         return [notification_wire(row) for row in rows]
 
     async def me(self, user: Principal) -> dict[str, Any]:
