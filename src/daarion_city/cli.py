@@ -65,7 +65,8 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
         print(f"daarion-city: --ttl must be 1..{MAX_TOKEN_TTL} seconds", file=sys.stderr)
         return 2
     try:
-        issued = TokenAuthority(load_secret(settings)).mint(args.user_id, args.name, args.ttl)
+        authority = TokenAuthority(load_secret(settings))
+        issued = authority.mint(args.user_id, args.name, args.ttl, admin=args.admin)
     except ValueError as exc:  # a user id or a name the service would refuse or ignore
         print(f"daarion-city: {exc}", file=sys.stderr)
         return 2
@@ -170,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--user-id", required=True)
     token.add_argument("--name")
     token.add_argument("--ttl", type=int, default=24 * 3600, help="seconds (default one day)")
+    token.add_argument(
+        "--admin", action="store_true", help="an admin's token: every power in every room"
+    )
     token.set_defaults(func=_token)
 
     command("check-config").set_defaults(func=_check_config)

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     # --- identity ----------------------------------------------------------------------------
     city_jwt_secret: SecretStr | None = None
     city_allow_guests: bool = True
+    city_admins: str = Field(
+        "", description="User ids with every power in every room, comma-separated (SPEC 10)"
+    )
     city_guest_token_ttl: int = Field(7 * 24 * 3600, ge=60)
     city_allowed_origins: str = Field(
         "",
@@ -238,6 +241,10 @@ class Settings(BaseSettings):
     @property
     def default_room_slugs(self) -> list[str]:
         return [s.strip() for s in self.city_default_rooms.split(",") if s.strip()]
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.city_admins.split(",") if a.strip())
 
     @property
     def allowed_origins(self) -> list[str]:

@@ -213,7 +213,7 @@ async def open_resources(
                 presence.add_listener(matrix.bridge.on_change)
         yield Resources(
             settings=settings,
-            auth=TokenAuthority(load_secret(settings), on_new=known.note),
+            auth=TokenAuthority(load_secret(settings), on_new=known.note, admins=settings.admins),
             metrics=metrics,
             db=db,
             bus=bus,

@@ -9,3 +9,4 @@ from dataclasses import dataclass
 class Principal:
     user_id: str
     name: str
+    admin: bool = False  # CITY_ADMINS or the token's "admin": true claim (SPEC 10)

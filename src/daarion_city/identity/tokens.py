@@ -45,6 +45,7 @@ class TokenAuthority:
         secret: str,
         cache_size: int = 10_000,
         on_new: Callable[[Principal], None] | None = None,
+        admins: frozenset[str] = frozenset(),
     ) -> None:
         if len(secret.encode()) < 32:
             raise ValueError("CITY_JWT_SECRET must be at least 32 bytes (RFC 7518, HS256)")
@@ -52,8 +53,11 @@ class TokenAuthority:
         self._verified: dict[str, tuple[Principal, float]] = {}
         self._cache_size = cache_size
         self._on_new = on_new  # told of each token verified here for the first time
+        self._admins = admins  # CITY_ADMINS
 
-    def mint(self, user_id: str, name: str | None, ttl_seconds: float) -> IssuedToken:
+    def mint(
+        self, user_id: str, name: str | None, ttl_seconds: float, *, admin: bool = False
+    ) -> IssuedToken:
         """A token for ``user_id``; ValueError for a user id or a name that :meth:`verify`
         would refuse or ignore (the rules of core/validation.py)."""
         problem = user_id_problem(user_id)
@@ -64,7 +68,14 @@ class TokenAuthority:
             raise ValueError(problem)
         now = system_clock()
         exp = int(now + ttl_seconds)
-        claims = {"sub": user_id, "name": name or user_id, "iat": int(now), "exp": exp}
+        claims: dict[str, object] = {
+            "sub": user_id,
+            "name": name or user_id,
+            "iat": int(now),
+            "exp": exp,
+        }
+        if admin:
+            claims["admin"] = True
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token, user_id, name or user_id, from_epoch(exp))
 
@@ -101,7 +112,8 @@ class TokenAuthority:
         name = claims.get("name")
         if not isinstance(name, str) or name_problem(name, agent_names=False) is not None:
             name = sub
-        return Principal(user_id=sub, name=name.strip()[:100]), float(claims["exp"])
+        admin = claims.get("admin") is True or sub in self._admins
+        return Principal(sub, name.strip()[:100], admin), float(claims["exp"])
 
 
 def load_secret(settings: Settings) -> str:

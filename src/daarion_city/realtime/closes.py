@@ -35,6 +35,7 @@ CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 CLOSE_TOO_SLOW = 4408
 CLOSE_TOO_MANY = 4429
@@ -66,6 +67,13 @@ CLOSES: dict[int, Close] = {
         Close(CLOSE_TRY_AGAIN, "a store did not answer", True, "reconnect with backoff"),
         Close(CLOSE_BAD_REQUEST, "a bad query", False, "fix the URL"),
         Close(CLOSE_UNAUTHORIZED, "no valid token", False, "get a new token"),
+        Close(
+            CLOSE_FORBIDDEN,
+            "banned from or kicked out of the room, or suspended (the `error` frame before it "
+            "says which)",
+            False,
+            "not reconnect (a kicked user may come back)",
+        ),
         Close(CLOSE_NOT_FOUND, "no such room", False, "—"),
         Close(CLOSE_TOO_SLOW, "too slow", True, "reconnect, resume with `since_seq`"),
         Close(CLOSE_TOO_MANY, "too many sockets for the user", False, "close another"),

@@ -34,6 +34,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.identity.principal import Principal
 from daarion_city.realtime.closes import (
+    CLOSE_FORBIDDEN,
     CLOSE_GOING_AWAY,
     CLOSE_TOO_SLOW,
     close_bounded,
@@ -265,17 +266,23 @@ class Connection:
                 close_bounded(ws, CLOSE_TOO_SLOW, reason, self.close_timeout)
             )
 
+    def expel(self, frame: str, reason: str) -> asyncio.Task[None]:
+        """Refused from now on (a ban, a kick, a suspension): ``frame`` (the ``error`` that
+        says why), then what is queued (bounded), then close with 4403."""
+        self.send(frame)
+        return self._flush_and_close(CLOSE_FORBIDDEN, reason)
+
     def go_away(self) -> asyncio.Task[None]:
         """The server is shutting down: flush what is queued (bounded), then close with 1001."""
         self.going_away = True
+        return self._flush_and_close(CLOSE_GOING_AWAY, "server shutting down")
 
-        async def flush_and_close() -> None:
+    def _flush_and_close(self, code: int, reason: str) -> asyncio.Task[None]:
+        async def run() -> None:
             await self.stop(flush_timeout=1.0)
-            await close_bounded(
-                self.websocket, CLOSE_GOING_AWAY, "server shutting down", self.close_timeout
-            )
+            await close_bounded(self.websocket, code, reason, self.close_timeout)
 
-        return asyncio.create_task(flush_and_close(), name=f"ws-going-away-{self.id}")
+        return asyncio.create_task(run(), name=f"ws-close-{code}-{self.id}")
 
     async def stop(self, flush_timeout: float = 1.0) -> None:
         """Flush what is queued (bounded in time), then stop the writer."""

@@ -15,6 +15,7 @@ it is live, :func:`socket_errors` runs its handler's error ladder, the same for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,7 +31,12 @@ from daarion_city.core.provided import provided
 from daarion_city.identity.principal import Principal
 from daarion_city.identity.tokens import AUTH
 from daarion_city.ratelimit import LIMITER
-from daarion_city.realtime.closes import CLOSE_INTERNAL, CLOSE_POLICY, CLOSE_UNAUTHORIZED
+from daarion_city.realtime.closes import (
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_UNAUTHORIZED,
+)
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.origins import origin_allowed
 from daarion_city.realtime.protocol import FrameError, decode_object, encode
@@ -136,7 +142,12 @@ async def close(websocket: WebSocket, code: int, reason: str) -> None:
 
 
 async def refuse(websocket: WebSocket, exc: CityError, reason: str | None = None) -> None:
-    """Close a socket refused while it opens with the close code its error carries."""
+    """Close a socket refused while it opens with the close code its error carries; a 4403
+    (banned, kicked, suspended) says why in an ``error`` frame first, so the client knows not
+    to reconnect."""
+    if exc.close_code == CLOSE_FORBIDDEN:
+        with contextlib.suppress(Exception):
+            await websocket.send_text(error_event(exc))
     await close(websocket, exc.close_code, exc.detail if reason is None else reason)
 
 
@@ -163,9 +174,8 @@ async def socket_errors(websocket: WebSocket, conn: Connection) -> AsyncIterator
 
 
 def error_event(exc: CityError, **extra: Any) -> str:
+    body = exc.body()  # its extras too: retry_after, a sanction's expires_at
     frame: dict[str, Any] = {"event": "error", "code": exc.code, "message": exc.detail}
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        frame["retry_after"] = round(retry_after, 3)
+    frame.update({k: v for k, v in body.items() if k not in ("detail", "code")})
     frame.update({k: v for k, v in extra.items() if v is not None})
     return encode(frame)

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from daarion_city.core.clock import utcnow
-from daarion_city.core.errors import NotFound
+from daarion_city.core.errors import NotFound, Unprocessable
 from daarion_city.core.ids import new_id
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import Batcher, TaskSet
@@ -95,6 +95,24 @@ class BatchWriter:
         self._batches: Batcher[store.RoomBatch, list[int]] = Batcher(
             self._store_batches, tasks, name="commit-rooms"
         )
+
+    async def check_reply(self, room_id: str, seq: int) -> None:
+        """A reply names a message of its room (messages are never removed: a tombstone keeps
+        its seq, so what is found now is there at the commit)."""
+        async with self.db.read() as conn:
+            if not await store.message_exists(conn, room_id, seq):
+                raise Unprocessable(
+                    f"no message {seq} in this room to reply to", code="invalid_reply"
+                )
+
+    async def stored(self, room_id: str, user: Principal, client_msg_id: str) -> PostResult | None:
+        """The message a post with this ``client_msg_id`` stored already, as its replay."""
+        async with self.db.read() as conn:
+            found = await store.find_by_client_msg_ids(
+                conn, room_id, [(user.user_id, client_msg_id)]
+            )
+        row = found.get((user.user_id, client_msg_id))
+        return None if row is None else PostResult(message_wire(row), created=False)
 
     async def commit(self, room_id: str, batch: list[Pending]) -> Committed:
         """Commit a batch. The first try stores them all or nothing, shared with the other

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daarion_city.config import Settings
-from daarion_city.core.errors import CityError, Unprocessable
+from daarion_city.core.errors import CityError
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.service import FeedService
@@ -53,9 +53,9 @@ from daarion_city.rooms.batch import (
     answer,
 )
 from daarion_city.rooms.mentions import mentions_in
+from daarion_city.rooms.policy import Policies
 from daarion_city.rooms.timeline import Change, ChangeResult
 from daarion_city.rooms.typing import RoomTyping
-from daarion_city.storage import messages as message_store
 from daarion_city.storage.database import Database
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class GroupCommit:
         typing: RoomTyping,
         committed: Callable[[str], None],
         notify: Notify,
+        policies: Policies,
     ) -> None:
         self.hub = hub
         self.feed = feed
@@ -116,6 +117,7 @@ class GroupCommit:
         self._resolve = resolve
         self._committed = committed
         self._notify = notify
+        self._policies = policies
         self._db = db
         self._writer = BatchWriter(db, feed, metrics, tasks)
         # room -> posts (and timeline changes) waiting for a commit, in arrival order
@@ -139,8 +141,16 @@ class GroupCommit:
         Each post is answered only after its commit."""
         room_id = await self._resolve(ref)
         mentions = mentions_in(body, self.settings.city_max_mentions)
+        try:
+            await self._policies.admit(room_id, user)
+        except CityError:  # an idempotent replay is answered before any sanction or limit
+            if client_msg_id is not None and (
+                stored := await self._writer.stored(room_id, user, client_msg_id)
+            ):
+                return stored
+            raise
         if reply_to_seq is not None:
-            await self._check_reply(room_id, reply_to_seq)
+            await self._writer.check_reply(room_id, reply_to_seq)
         # The rate limit's round trip runs while the post waits for its commit; the commit
         # takes only the posts it allowed and answers the others 429.
         allowed = asyncio.ensure_future(self._hit(user))
@@ -179,15 +189,6 @@ class GroupCommit:
         if room_id not in self._committing:
             self._committing.add(room_id)
             self._tasks.spawn(self._commit_loop(room_id), name=f"commit-{room_id}")
-
-    async def _check_reply(self, room_id: str, seq: int) -> None:
-        """A reply names a message of its room (messages are never removed: a tombstone keeps
-        its seq, so what is found now is there at the commit)."""
-        async with self._db.read() as conn:
-            if not await message_store.message_exists(conn, room_id, seq):
-                raise Unprocessable(
-                    f"no message {seq} in this room to reply to", code="invalid_reply"
-                )
 
     async def _commit_loop(self, room_id: str) -> None:
         try:

@@ -80,6 +80,8 @@ class Room(BaseModel):
     is_default: bool
     created_at: str
     created_by: str | None
+    owner_id: str | None = Field(description="the room's owner: its creator (seed rooms: none)")
+    slow_mode_s: int = Field(description="a member posts at most once per this many seconds")
     member_count: int
     members_online: int
     last_message: Message | None
@@ -186,6 +188,8 @@ def room_wire(
         "is_default": bool(row.is_default),
         "created_at": iso(row.created_at),
         "created_by": row.created_by,
+        "owner_id": row.created_by,
+        "slow_mode_s": row.slow_mode_s,
         "member_count": row.member_count,
         "members_online": members_online,
         "last_message": last_message,

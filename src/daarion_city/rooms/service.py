@@ -31,7 +31,9 @@ from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode
 from daarion_city.rooms.commit import ROOM_NOTICES, GroupCommit, publish_quietly
+from daarion_city.rooms.moderation import Moderation
 from daarion_city.rooms.occupancy import RoomOccupancy
+from daarion_city.rooms.policy import Policies
 from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
 from daarion_city.rooms.schemas import RoomCreate
 from daarion_city.rooms.sockets import RoomSockets
@@ -70,6 +72,7 @@ class RoomService:
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
         self._lookups: dict[str, asyncio.Future[str]] = {}
         self._tasks = TaskSet("rooms")
+        self.policies = Policies(db, hub.bus, settings.admins, limiter)
         self.reads = RoomReads(
             db=db,
             bus=hub.bus,
@@ -110,6 +113,7 @@ class RoomService:
             typing=self.sockets.typing,
             committed=self._committed,
             notify=self.unread.notify,
+            policies=self.policies,
         )
         self.unread_push = UnreadPush(
             db=db,
@@ -126,7 +130,12 @@ class RoomService:
             max_mentions=settings.city_max_mentions,
             resolve=self.resolve,
             submit=self.commit.change,
+            policies=self.policies,
         )
+        self.moderation = Moderation(
+            db=db, feed=feed, policies=self.policies, resolve=self.resolve, changed=self._committed
+        )
+        self.policies.on_expel = self.sockets.expel
 
     # --- start-up -------------------------------------------------------------------------------
     async def ensure_default_rooms(self) -> None:
@@ -161,11 +170,13 @@ class RoomService:
         self.feed.add_listener(self.reads.on_feed)
         self.feed.add_listener(self.unread_push.on_feed)
         await self.hub.bus.subscribe(ROOM_NOTICES, self._on_notice)
+        await self.policies.start()
         await self.sockets.start()
 
     async def stop(self) -> None:
         self.sockets.stop()
         await self.hub.bus.unsubscribe(ROOM_NOTICES, self._on_notice)
+        await self.policies.stop()
         await self.reads.stop()
         await self._tasks.close()
 
@@ -241,6 +252,8 @@ class RoomService:
     # --- membership -----------------------------------------------------------------------------
     async def set_membership(self, user: Principal, ref: str, *, join: bool) -> str:
         room_id = await self.resolve(ref)
+        if join:
+            (await self.policies.of(room_id)).check_banned(user)
         event: RecordedEvent | None = None
         async with self.db.begin() as conn:
             if join:

@@ -130,6 +130,14 @@ class RoomSockets:
         if first:
             await self._announce_presence_in_room("room.join", room_id, user)
 
+    def expel(self, room_id: str, user_id: str, code: str) -> None:
+        """Close the user's sockets of the room here: an ``error`` ``code`` (``banned``,
+        ``kicked``), then 4403 (the moderation notices, ``rooms/policy.py``)."""
+        frame = error_frame(code, f"you were {code} from this room")
+        for conn in list(self.hub.connections(room_id)):
+            if conn.user.user_id == user_id and not conn.closing:
+                conn.expel(frame, code)
+
     async def close_socket(self, conn: Connection) -> None:
         room_id, user = conn.room_id, conn.user
         self.hub.detach(conn)

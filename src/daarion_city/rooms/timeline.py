@@ -25,9 +25,13 @@ from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.identity.principal import Principal
+from daarion_city.rooms.audit import audit_row
 from daarion_city.rooms.frames import message_frame, reaction_frame, timeline_frame
 from daarion_city.rooms.mentions import mentions_in
+from daarion_city.rooms.policy import Policies, RoomPolicy
+from daarion_city.rooms.powers import Power, check
 from daarion_city.rooms.schemas import message_wire
+from daarion_city.storage import moderation as moderation_store
 from daarion_city.storage import timeline as store
 from daarion_city.storage.database import Database
 
@@ -82,26 +86,33 @@ class Timeline:
         max_mentions: int,
         resolve: Callable[[str], Awaitable[str]],
         submit: Submit,
+        policies: Policies,
     ) -> None:
         self.db = db
         self.feed = feed
         self.max_mentions = max_mentions
         self._resolve = resolve
         self._submit = submit
+        self._policies = policies
 
     async def edit_message(self, user: Principal, ref: str, seq: int, body: str) -> dict[str, Any]:
         room_id = await self._resolve(ref)
+        (await self._policies.of(room_id)).check_voice(user)
         change = self.edit(user, room_id, seq, body)
         return (await self._submit(user, room_id, change, True)).answer
 
     async def delete_message(self, user: Principal, ref: str, seq: int) -> dict[str, Any]:
         room_id = await self._resolve(ref)
-        return (await self._submit(user, room_id, self.delete(user, room_id, seq), False)).answer
+        policy = await self._policies.of(room_id)
+        return (
+            await self._submit(user, room_id, self.delete(user, policy, room_id, seq), False)
+        ).answer
 
     async def set_reaction(
         self, user: Principal, ref: str, seq: int, raw_emoji: str, *, add: bool
     ) -> dict[str, Any]:
         room_id = await self._resolve(ref)
+        (await self._policies.of(room_id)).check_voice(user)
         change = self.react(user, room_id, seq, normalize_emoji(raw_emoji), add=add)
         return (await self._submit(user, room_id, change, True)).answer
 
@@ -138,14 +149,31 @@ class Timeline:
 
         return run
 
-    def delete(self, user: Principal, room_id: str, seq: int, deleted_by: str = "author") -> Change:
+    def delete(self, user: Principal, policy: RoomPolicy, room_id: str, seq: int) -> Change:
+        """A deletion by its author, or by a user of a higher rank than the author's and at
+        least a moderator's (``deleted_by: "moderator"``, audited in the same transaction)."""
+
         async def run() -> ChangeResult:
             async with self.db.begin() as conn:
                 row = await self._target(conn, room_id, seq)
-                if deleted_by == "author" and row.author_user_id != user.user_id:
-                    raise Forbidden("only its author may delete this message", code="forbidden")
+                deleted_by = "author"
+                if row.author_user_id != user.user_id:
+                    author = policy.rank_of(row.author_user_id or "")
+                    check(policy.rank(user), Power.DELETE_MESSAGE, author)
+                    deleted_by = "moderator"
                 if row.deleted:
                     return ChangeResult(message_wire(row), None)
+                if deleted_by == "moderator":
+                    await moderation_store.insert_audit(
+                        conn,
+                        audit_row(
+                            room_id,
+                            "message_deleted",
+                            user,
+                            target_user_id=row.author_user_id,
+                            target_seq=seq,
+                        ),
+                    )
                 at = utcnow()
                 event_seq = await store.take_seq(conn, room_id)
                 await store.update_message(

@@ -64,6 +64,11 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
         await refuse(websocket, exc)
         return
     try:
+        (await rooms.policies.of(room_id)).check_banned(user)
+    except CityError as exc:
+        await refuse(websocket, exc)
+        return
+    try:
         rooms.sockets.reserve_socket(user)
     except TooManySockets as exc:
         await refuse(websocket, exc)
@@ -73,6 +78,12 @@ async def room_socket(websocket: WebSocket, room: str) -> None:
     try:
         async with socket_errors(websocket, conn):
             await rooms.sockets.open_socket(conn, since_seq)
+            # A ban committed while the socket opened: its notice may have come before the
+            # socket was attached, so the policy (dropped by it) is asked again.
+            try:
+                (await rooms.policies.of(room_id)).check_banned(user)
+            except CityError as exc:
+                conn.expel(error_event(exc), exc.code)
             while True:
                 message = await websocket.receive()
                 # Closed by the server (too slow): what the client sent is not handled, so

@@ -142,6 +142,12 @@ async def add_member(
     return True
 
 
+async def member_name(conn: AsyncConnection, room_id: str, user_id: str) -> str | None:
+    m = room_members.c
+    query = sa.select(m.name).where(m.room_id == room_id, m.user_id == user_id)
+    return (await conn.execute(query)).scalar_one_or_none()
+
+
 async def remove_member(conn: AsyncConnection, room_id: str, user_id: str) -> bool:
     result = await conn.execute(
         room_members.delete().where(

@@ -51,6 +51,8 @@ rooms = sa.Table(
     # messages the room has had (deleted ones included): the unread counts' arithmetic.
     sa.Column("last_message_seq", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("message_count", sa.BigInteger(), nullable=False, server_default="0"),
+    # A member posts at most once per this many seconds (0: off); moderators and up are exempt.
+    sa.Column("slow_mode_s", sa.Integer(), nullable=False, server_default="0"),
 )
 
 room_messages = sa.Table(
@@ -156,6 +158,84 @@ known_users = sa.Table(
     sa.Column("user_id", sa.String(80), primary_key=True),
     sa.Column("name", sa.String(100), nullable=False),
     sa.Column("first_seen", UTCDateTime(), nullable=False),
+)
+
+room_moderators = sa.Table(
+    "city_room_moderators",
+    metadata,
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("added_by", sa.String(80), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+room_sanctions = sa.Table(
+    "city_room_sanctions",
+    metadata,
+    # A ban or a mute of a user in a room, until ``expires_at`` (None: until lifted).
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), primary_key=True),
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(8), primary_key=True),
+    sa.Column("by_user", sa.String(80), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+)
+
+audit = sa.Table(
+    "city_audit",
+    metadata,
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),
+    sa.Column("room_id", sa.String(80), nullable=True),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("actor_id", sa.String(80), nullable=False),
+    sa.Column("target_user_id", sa.String(80), nullable=True),
+    sa.Column("target_seq", sa.BigInteger(), nullable=True),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("details", sa.JSON(), nullable=False, server_default="{}"),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_audit_room_pos", "room_id", "pos"),
+)
+
+reports = sa.Table(
+    "city_reports",
+    metadata,
+    # A report of a message, with a copy of its text at the time of the report.
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(80), nullable=False, unique=True),
+    sa.Column("room_id", sa.String(80), sa.ForeignKey("city_rooms.id"), nullable=False),
+    sa.Column("seq", sa.BigInteger(), nullable=False),
+    sa.Column("reporter_id", sa.String(80), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+    sa.Column("text", sa.Text(), nullable=False),
+    sa.Column("author_id", sa.String(80), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("action", sa.String(32), nullable=True),
+    sa.Column("resolved_by", sa.String(80), nullable=True),
+    sa.Column("resolved_at", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_reports_room_status", "room_id", "status", "pos"),
+    sa.Index("ix_reports_reporter", "reporter_id", "pos"),
+    sa.Index(
+        "uq_reports_open",
+        "reporter_id",
+        "room_id",
+        "seq",
+        unique=True,
+        postgresql_where=sa.text("status = 'open'"),
+        sqlite_where=sa.text("status = 'open'"),
+    ),
+)
+
+suspensions = sa.Table(
+    "city_suspensions",
+    metadata,
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("by_user", sa.String(80), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
 )
 
 feed_events = sa.Table(
