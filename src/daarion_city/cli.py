@@ -74,6 +74,49 @@ def _token(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    """``admin suspend|unsuspend``: written in the database (and the audit log as ``cli``), told
+    on the bus when Redis is configured; every instance reads the suspensions again within
+    seconds anyway."""
+    from daarion_city.core.errors import CityError
+    from daarion_city.identity.principal import Principal
+    from daarion_city.identity.suspensions import Suspensions
+    from daarion_city.pubsub import create_pubsub
+    from daarion_city.storage.database import Database
+    from daarion_city.storage.migrate import migrate
+
+    if args.duration is not None and not 1 <= args.duration <= 10 * 366 * 24 * 3600:
+        print("daarion-city: --duration must be 1 s .. 10 years", file=sys.stderr)
+        return 2
+
+    async def run() -> None:
+        db = Database(settings.effective_database_url)
+        bus = create_pubsub(settings.redis_url, settings.city_redis_prefix)
+        try:
+            await migrate(db)
+            await bus.start()
+            suspensions = Suspensions(db, bus, admins=settings.admins)
+            operator = Principal("cli", "operator", admin=True)
+            if args.action == "suspend":
+                made = await suspensions.suspend(
+                    operator, args.user_id, duration_s=args.duration, reason=args.reason
+                )
+                print(json.dumps(made))
+            else:
+                await suspensions.unsuspend(operator, args.user_id)
+                print(json.dumps({"user_id": args.user_id, "suspended": False}))
+        finally:
+            await bus.stop()
+            await db.dispose()
+
+    try:
+        asyncio.run(run())
+    except CityError as exc:
+        print(f"daarion-city: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app.wiring import ConfigurationError, check_settings
     from daarion_city.identity.tokens import describe_secret
@@ -129,6 +172,7 @@ COMMANDS = {
     "token": "mint a token for a user",
     "check-config": "print and check the configuration, secrets masked",
     "matrix-registration": "print the Matrix appservice registration YAML",
+    "admin": "suspend or unsuspend a user everywhere (audited)",
 }
 
 
@@ -175,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin", action="store_true", help="an admin's token: every power in every room"
     )
     token.set_defaults(func=_token)
+
+    admin = command("admin")
+    admin.add_argument("action", choices=["suspend", "unsuspend"])
+    admin.add_argument("--user-id", required=True)
+    admin.add_argument("--duration", type=int, help="seconds (default: until lifted)")
+    admin.add_argument("--reason")
+    admin.set_defaults(func=_admin)
 
     command("check-config").set_defaults(func=_check_config)
     command("matrix-registration").set_defaults(func=_matrix_registration)

@@ -12,7 +12,7 @@ import pytest
 
 from daarion_city.rooms.powers import NEEDS, ON_A_USER, Power, Rank, may
 from tests.rooms.test_snapshots import cluster
-from tests.support import Api, User
+from tests.support import Api, User, open_socket
 
 ROOM = "/city/rooms/agora"
 
@@ -273,3 +273,129 @@ async def test_a_ban_on_one_instance_closes_the_socket_on_the_other(
             assert await ws.closed_with(timeout=1.0) == 4403
         r = await nina_b.post(f"{ROOM}/messages", {"body": "on b"})
         assert (r.status_code, r.json()["code"]) == (403, "banned")
+
+
+async def test_reports_are_filed_once_listed_by_scope_and_resolved_with_each_action(
+    api: Api,
+) -> None:
+    olga, mike, nina = await a_room(api)
+    rex = await api.guest("Rex")
+    spam = [await nina.say("agora", f"buy now {i}") for i in range(4)]
+    elsewhere = await rex.say("general", "other room")
+    filed = []
+    for message in spam:
+        r = await rex.post(
+            "/city/reports", {"room_id": "agora", "seq": message["seq"], "reason": "spam"}
+        )
+        assert r.status_code == 201, r.text
+        filed.append(r.json())
+    assert filed[0]["status"] == "open"
+    assert "reported_text" not in filed[0]  # a reporter does not get the copy back
+    # A repeat answers the open report.
+    r = await rex.post(
+        "/city/reports", {"room_id": "agora", "seq": spam[0]["seq"], "reason": "again"}
+    )
+    assert (r.status_code, r.json()["id"]) == (200, filed[0]["id"])
+    r = await rex.post(
+        "/city/reports", {"room_id": "general", "seq": elsewhere["seq"], "reason": "x"}
+    )
+    other = r.json()
+    # Bad reports.
+    r = await rex.post("/city/reports", {"room_id": "agora", "seq": 10_000, "reason": "x"})
+    assert (r.status_code, r.json()["code"]) == (404, "message_not_found")
+    for bad in (
+        {"room_id": "agora", "seq": 1, "reason": ""},
+        {"room_id": "agora", "seq": 0, "reason": "x"},
+    ):
+        assert (await rex.post("/city/reports", bad)).status_code == 422
+    # Scope: the room's moderators see its reports with the reported text; the reporter sees
+    # his own; a member sees none; a moderator of another room does not see them.
+    mods = (await mike.get("/city/reports", status="open")).json()
+    assert {r["id"] for r in mods} == {f["id"] for f in filed}
+    assert mods[0]["reported_text"].startswith("buy now")
+    assert {r["id"] for r in (await rex.get("/city/reports")).json()} == {
+        f["id"] for f in filed
+    } | {other["id"]}
+    assert (await nina.get("/city/reports")).json() == []
+    r = await rex.post(f"/city/reports/{filed[0]['id']}/resolve", {"action": "dismiss"})
+    assert r.status_code == 403
+    r = await nina.post(f"/city/reports/{filed[0]['id']}/resolve", {"action": "dismiss"})
+    assert (r.status_code, r.json()["code"]) == (404, "report_not_found")
+    # Each action.
+    r = await mike.post(f"/city/reports/{filed[0]['id']}/resolve", {"action": "dismiss"})
+    assert (r.json()["status"], r.json()["action"], r.json()["resolved_by"]) == (
+        "resolved",
+        "dismiss",
+        mike.user_id,
+    )
+    r = await mike.post(f"/city/reports/{filed[0]['id']}/resolve", {"action": "dismiss"})
+    assert (r.status_code, r.json()["code"]) == (409, "report_resolved")
+    r = await mike.post(f"/city/reports/{filed[1]['id']}/resolve", {"action": "delete_message"})
+    assert r.status_code == 200, r.text
+    page = (await api.http.get(f"{ROOM}/messages")).json()["messages"]
+    (deleted,) = [m for m in page if m["seq"] == spam[1]["seq"]]
+    assert (deleted["deleted"], deleted["deleted_by"]) == (True, "moderator")
+    r = await mike.post(
+        f"/city/reports/{filed[2]['id']}/resolve", {"action": "mute_author", "duration_s": 600}
+    )
+    assert r.status_code == 200, r.text
+    r = await nina.post(f"{ROOM}/messages", {"body": "hi"})
+    assert (r.status_code, r.json()["code"]) == (403, "muted")
+    r = await olga.post(f"/city/reports/{filed[3]['id']}/resolve", {"action": "ban_author"})
+    assert r.status_code == 200, r.text
+    r = await nina.post(f"{ROOM}/messages", {"body": "hi"})
+    assert (r.status_code, r.json()["code"]) == (403, "banned")
+    assert [r["status"] for r in (await mike.get("/city/reports", room="agora")).json()] == [
+        "resolved"
+    ] * 4
+    actions = [e["action"] for e in (await olga.get(f"{ROOM}/audit")).json()]
+    assert actions[:7] == [
+        "report_resolved",
+        "ban",
+        "report_resolved",
+        "mute",
+        "report_resolved",
+        "message_deleted",
+        "report_resolved",
+    ]
+
+
+async def test_a_suspension_refuses_everything_but_me_and_closes_every_socket(api: Api) -> None:
+    _, _, nina = await a_room(api)
+    boss = admin(api)
+    async with nina.socket("agora") as room_ws, nina.presence() as presence_ws:
+        await room_ws.expect("room.state")
+        r = await nina.post(f"/admin/users/{nina.user_id}/suspend", {"reason": "x"})
+        assert r.status_code == 403  # not an admin
+        r = await boss.post(
+            f"/admin/users/{nina.user_id}/suspend", {"reason": "abuse", "duration_s": 3600}
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["expires_at"] is not None
+        for ws in (room_ws, presence_ws):
+            assert (await ws.expect("error"))["code"] == "suspended"
+            assert await ws.closed_with() == 4403
+    r = await nina.post(f"{ROOM}/messages", {"body": "hello"})
+    assert (r.status_code, r.json()["code"]) == (403, "suspended")
+    assert r.json()["expires_at"] is not None
+    assert (await nina.get("/city/me/unread")).status_code == 403
+    me = (await nina.get("/city/me")).json()
+    assert (me["suspended"], me["admin"]) == (True, False)
+    for path in ("/ws/city/presence", "/ws/city/rooms/agora"):
+        async with open_socket(api.server, path, token=nina.token) as ws:
+            assert (await ws.expect("error"))["code"] == "suspended"
+            assert await ws.closed_with() == 4403
+    # Admins cannot suspend admins; lifting lets her back; both are in the city's audit log.
+    assert (await boss.post(f"/admin/users/{boss.user_id}/suspend")).status_code == 403
+    assert (await nina.get("/admin/audit")).status_code == 403
+    r = await boss.api.http.delete(f"/admin/users/{nina.user_id}/suspend", headers=boss.headers)
+    assert r.status_code == 200, r.text
+    assert (await nina.say("agora", "back"))["body"] == "back"
+    assert (await boss.get("/city/me")).json()["admin"] is True
+    entries = (await boss.get("/admin/audit")).json()
+    assert [(e["action"], e["target_user_id"]) for e in entries[:2]] == [
+        ("unsuspend", nina.user_id),
+        ("suspend", nina.user_id),
+    ]
+    r = await boss.api.http.delete(f"/admin/users/{nina.user_id}/suspend", headers=boss.headers)
+    assert (r.status_code, r.json()["code"]) == (404, "not_suspended")

@@ -20,6 +20,7 @@ from daarion_city.core.errors import install_error_handlers
 from daarion_city.core.metrics import Metrics
 from daarion_city.edge.front import front
 from daarion_city.feed import http as feed_http
+from daarion_city.identity import admin as identity_admin
 from daarion_city.identity import http as identity_http
 from daarion_city.matrix import http as matrix_http
 from daarion_city.ops import http as ops_http
@@ -70,10 +71,12 @@ def create_app(
     install_error_handlers(app)
     app.include_router(ops_http.router)
     app.include_router(identity_http.router)
+    app.include_router(identity_admin.router)
     if "city" in enabled:
         app.include_router(rooms_http.router)
         app.include_router(rooms_http.me_router)
         app.include_router(rooms_modhttp.router)
+        app.include_router(rooms_modhttp.reports_router)
         app.include_router(rooms_ws.router)
         app.include_router(feed_http.router)
         app.include_router(presence_http.router)

@@ -24,6 +24,7 @@ from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
 from daarion_city.identity.known import KnownUsers
+from daarion_city.identity.suspensions import SUSPENSIONS, Suspensions
 from daarion_city.identity.tokens import AUTH, TokenAuthority, load_secret
 from daarion_city.matrix.service import MATRIX, MatrixGateway
 from daarion_city.presence.service import CHANNEL as PRESENCE_CHANNEL
@@ -62,6 +63,7 @@ class Resources:
     secondme: SecondMeService
     matrix: MatrixGateway | None
     instance_id: str
+    suspensions: Suspensions
     services: frozenset[str] = field(default_factory=frozenset)
 
     def provided(self) -> Provided:
@@ -80,6 +82,7 @@ class Resources:
                 SECONDME: self.secondme,
                 MATRIX: self.matrix,
                 INSTANCE_ID: self.instance_id,
+                SUSPENSIONS: self.suspensions,
             }
         )
 
@@ -139,6 +142,9 @@ async def open_resources(
         bus = create_pubsub(settings.redis_url, prefix)
         await bus.start()
         stack.push_async_callback(bus.stop)
+        suspensions = Suspensions(db, bus, admins=settings.admins)
+        await suspensions.start()
+        stack.push_async_callback(suspensions.stop)
         redis = await stack.enter_async_context(
             open_redis(
                 settings.redis_url,
@@ -184,6 +190,7 @@ async def open_resources(
             known=known,
         )
         presence.personal.opening = rooms.unread.bulk_frame
+        suspensions.expellers += [rooms.sockets.expel_user, presence.personal.expel_user]
         stack.push_async_callback(rooms.stop)
         presence.add_publisher(rooms.reads.presence_changed)
         presence.add_publisher(rooms.sockets.publish_presence)
@@ -213,7 +220,13 @@ async def open_resources(
                 presence.add_listener(matrix.bridge.on_change)
         yield Resources(
             settings=settings,
-            auth=TokenAuthority(load_secret(settings), on_new=known.note, admins=settings.admins),
+            auth=TokenAuthority(
+                load_secret(settings),
+                on_new=known.note,
+                admins=settings.admins,
+                suspended=suspensions.check,
+            ),
+            suspensions=suspensions,
             metrics=metrics,
             db=db,
             bus=bus,

@@ -11,6 +11,7 @@ the installed handlers and the post lane alike), and the WebSocket handlers map 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,8 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 from starlette.types import Scope
+
+from daarion_city.core.clock import as_utc, iso
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,21 @@ class Unauthorized(CityError):
 
 class Forbidden(CityError):
     status, code = 403, "forbidden"
+
+
+class Sanctioned(Forbidden):
+    """403 ``banned``, ``muted`` (or ``kicked``, ``suspended`` on sockets), with the sanction's
+    end at the top level of the error (``expires_at``: None until lifted)."""
+
+    close_code = 4403  # realtime/closes.CLOSE_FORBIDDEN
+
+    def __init__(self, code: str, detail: str, expires_at: datetime | None) -> None:
+        super().__init__(detail, code=code)
+        self.expires_at = expires_at
+
+    def body(self) -> dict[str, Any]:
+        end = None if self.expires_at is None else iso(as_utc(self.expires_at))
+        return {**super().body(), "expires_at": end}
 
 
 class NotFound(CityError):

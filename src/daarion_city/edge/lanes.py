@@ -35,7 +35,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from daarion_city.core.errors import Unauthorized, error_answer
+from daarion_city.core.errors import Sanctioned, Unauthorized, error_answer
 from daarion_city.core.logs import request_id
 from daarion_city.core.provided import Provided
 from daarion_city.edge.middleware import bind_request_id, is_json, read_body, replay_body
@@ -132,8 +132,8 @@ class PostLane:
         try:
             user = values[AUTH].verify(credentials)
             data = MessageCreate.model_validate_json(body)
-        except (Unauthorized, ValidationError):
-            return False
+        except (Unauthorized, Sanctioned, ValidationError):
+            return False  # the route answers it
         try:
             result = await values[ROOMS].commit.post(
                 user, room, data.body, data.client_msg_id, data.reply_to_seq

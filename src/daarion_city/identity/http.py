@@ -57,6 +57,16 @@ async def current_user(
 CurrentUser = Annotated[Principal, Depends(current_user)]
 
 
+async def current_user_even_suspended(
+    request: Request, token: Annotated[str | None, Depends(_bearer)]
+) -> Principal:
+    return provided(request, AUTH).verify(token, allow_suspended=True)
+
+
+# What stays open to a suspended user: who they are, their data (SPEC 12).
+AnyCurrentUser = Annotated[Principal, Depends(current_user_even_suspended)]
+
+
 # --- routes -------------------------------------------------------------------------------------
 router = APIRouter(tags=["auth"])
 

@@ -46,6 +46,7 @@ class TokenAuthority:
         cache_size: int = 10_000,
         on_new: Callable[[Principal], None] | None = None,
         admins: frozenset[str] = frozenset(),
+        suspended: Callable[[str], None] | None = None,
     ) -> None:
         if len(secret.encode()) < 32:
             raise ValueError("CITY_JWT_SECRET must be at least 32 bytes (RFC 7518, HS256)")
@@ -54,6 +55,7 @@ class TokenAuthority:
         self._cache_size = cache_size
         self._on_new = on_new  # told of each token verified here for the first time
         self._admins = admins  # CITY_ADMINS
+        self._suspended = suspended  # raises for a suspended user (identity/suspensions.py)
 
     def mint(
         self, user_id: str, name: str | None, ttl_seconds: float, *, admin: bool = False
@@ -79,7 +81,15 @@ class TokenAuthority:
         token = jwt.encode(claims, self._secret, algorithm=ALGORITHM)
         return IssuedToken(token, user_id, name or user_id, from_epoch(exp))
 
-    def verify(self, token: str | None) -> Principal:
+    def verify(self, token: str | None, *, allow_suspended: bool = False) -> Principal:
+        """The token's user; 401 for a missing, expired or forged token, 403 ``suspended`` for
+        a suspended user (unless ``allow_suspended``: what stays open to them)."""
+        principal = self._principal(token)
+        if self._suspended is not None and not allow_suspended:
+            self._suspended(principal.user_id)
+        return principal
+
+    def _principal(self, token: str | None) -> Principal:
         if not token:
             raise Unauthorized("missing bearer token")
         known = self._verified.get(token)

@@ -18,6 +18,7 @@ import orjson
 
 from daarion_city.pubsub import PubSub
 from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.protocol import error_frame
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,12 @@ class PersonalEvents:
             sockets.discard(conn)
             if not sockets:
                 del self._sockets[user_id]
+
+    def expel_user(self, user_id: str) -> None:
+        """Close the presence sockets of a suspended user here (``error``, then 4403)."""
+        frame = error_frame("suspended", "your account is suspended")
+        for conn in list(self._sockets.get(user_id, ())):
+            conn.expel(frame, "suspended")
 
     def deliver(self, user_id: str, frame: str) -> None:
         """A frame to this instance's sockets of the user."""

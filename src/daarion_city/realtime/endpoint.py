@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from daarion_city.config import SETTINGS
-from daarion_city.core.errors import CityError, RateLimited, Unauthorized
+from daarion_city.core.errors import CityError, RateLimited, Sanctioned, Unauthorized
 from daarion_city.core.metrics import METRICS
 from daarion_city.core.provided import provided
 from daarion_city.identity.principal import Principal
@@ -74,7 +74,7 @@ async def accept_user(websocket: WebSocket) -> Principal | None:
             async with asyncio.timeout(settings.city_ws_auth_timeout):
                 token = await _auth_frame(websocket)
         user = provided(websocket, AUTH).verify(token)
-    except Unauthorized as exc:
+    except (Unauthorized, Sanctioned) as exc:  # a suspended user is told why, then 4403
         await refuse(websocket, exc)
         return None
     except TimeoutError:

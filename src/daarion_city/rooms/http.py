@@ -22,7 +22,8 @@ from daarion_city.core.answers import json_answer, public_read
 from daarion_city.core.errors import ErrorBody, ValidationErrorBody, error_doc
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import MAX_SEQ
-from daarion_city.identity.http import CurrentUser
+from daarion_city.identity.http import AnyCurrentUser, CurrentUser
+from daarion_city.identity.suspensions import SUSPENSIONS
 from daarion_city.rooms.schemas import (
     Me,
     MembershipAnswer,
@@ -129,13 +130,13 @@ async def post_message(
 
 @router.post("/{room}/join", response_model=MembershipAnswer, responses=ERRORS)
 async def join_room(request: Request, room: str, user: CurrentUser) -> dict[str, str]:
-    room_id = await provided(request, ROOMS).set_membership(user, room, join=True)
+    room_id = await provided(request, ROOMS).membership.set(user, room, join=True)
     return {"status": "joined", "room_id": room_id}
 
 
 @router.post("/{room}/leave", response_model=MembershipAnswer, responses=ERRORS)
 async def leave_room(request: Request, room: str, user: CurrentUser) -> dict[str, str]:
-    room_id = await provided(request, ROOMS).set_membership(user, room, join=False)
+    room_id = await provided(request, ROOMS).membership.set(user, room, join=False)
     return {"status": "left", "room_id": room_id}
 
 
@@ -205,8 +206,10 @@ async def mark_read(request: Request, room: str, body: ReadMarker, user: Current
 
 
 @me_router.get("", response_model=Me, responses=UNAUTHORIZED)
-async def me(request: Request, user: CurrentUser) -> Response:
-    return json_answer(await provided(request, ROOMS).unread.me(user))
+async def me(request: Request, user: AnyCurrentUser) -> Response:
+    """Who you are and what you may do (open to a suspended user too)."""
+    suspended, _ = provided(request, SUSPENSIONS).end_of(user.user_id)
+    return json_answer(await provided(request, ROOMS).unread.me(user, suspended=suspended))
 
 
 @me_router.get("/unread", response_model=list[UnreadCounts], responses=UNAUTHORIZED)

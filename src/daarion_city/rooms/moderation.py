@@ -19,7 +19,6 @@ from daarion_city.core.clock import iso, utcnow
 from daarion_city.core.errors import NotFound
 from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.identity.principal import Principal
-from daarion_city.rooms.audit import audit_row, audit_wire
 from daarion_city.rooms.policy import Policies, RoomPolicy
 from daarion_city.rooms.powers import Power, Rank, check
 from daarion_city.storage import moderation as store
@@ -81,7 +80,9 @@ class Moderation:
             return room_id, None
         async with self.db.begin() as conn:
             await store.update_room(conn, room_id, values)
-            await store.insert_audit(conn, audit_row(room_id, "room_updated", user, details=values))
+            await store.insert_audit(
+                conn, store.audit_row(room_id, "room_updated", user.user_id, details=values)
+            )
             event = await self.feed.record(
                 conn, "room_updated", room_id=room_id, user_id=user.user_id, payload=values
             )
@@ -113,7 +114,7 @@ class Moderation:
                 changed = await store.remove_moderator(conn, room_id, target)
             if changed:
                 await store.insert_audit(
-                    conn, audit_row(room_id, power.value, user, target_user_id=target)
+                    conn, store.audit_row(room_id, power.value, user.user_id, target_user_id=target)
                 )
         if changed:
             await self._announce(room_id)
@@ -150,8 +151,13 @@ class Moderation:
             details = {"duration_s": duration_s}
             await store.insert_audit(
                 conn,
-                audit_row(
-                    room_id, kind, user, target_user_id=target, reason=reason, details=details
+                store.audit_row(
+                    room_id,
+                    kind,
+                    user.user_id,
+                    target_user_id=target,
+                    reason=reason,
+                    details=details,
                 ),
             )
             if kind == "ban":  # a ban ends the membership too, as Matrix's does
@@ -169,7 +175,7 @@ class Moderation:
             lifted = await store.lift_sanction(conn, room_id, target, kind, utcnow())
             if lifted:
                 await store.insert_audit(
-                    conn, audit_row(room_id, power.value, user, target_user_id=target)
+                    conn, store.audit_row(room_id, power.value, user.user_id, target_user_id=target)
                 )
         if not lifted:
             raise NotFound(f"{target} is not {kind}ned here", code=f"not_{kind}ned")
@@ -188,7 +194,10 @@ class Moderation:
         check(policy.rank(user), Power.KICK, policy.rank_of(target))
         async with self.db.begin() as conn:
             await store.insert_audit(
-                conn, audit_row(room_id, "kick", user, target_user_id=target, reason=reason)
+                conn,
+                store.audit_row(
+                    room_id, "kick", user.user_id, target_user_id=target, reason=reason
+                ),
             )
             events = await self._leave(conn, room_id, target)
         await self._announce(room_id, (target, "kicked"))
@@ -216,7 +225,7 @@ class Moderation:
             rows = await store.list_audit(conn, room_id, limit=limit, before=before)
         if rows is None:
             raise NotFound(f"no audit entry {before!r} in this room", code="audit_not_found")
-        return [audit_wire(row) for row in rows]
+        return [store.audit_wire(row) for row in rows]
 
     async def _announce(self, room_id: str, expel: tuple[str, str] | None = None) -> None:
         self._changed(room_id)

@@ -3,7 +3,7 @@ mutes, kicks and audit log. Who may do what is decided in ``rooms/powers.py``.""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -11,9 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from daarion_city.core.answers import json_answer
 from daarion_city.core.errors import error_doc
 from daarion_city.core.provided import provided
-from daarion_city.core.validation import USER_ID_PATTERN, NoNul, RoomName
+from daarion_city.core.validation import MAX_JSON_SEQ, USER_ID_PATTERN, NoNul, RoomName
 from daarion_city.identity.http import CurrentUser
-from daarion_city.rooms.schemas import RoomDetail
+from daarion_city.rooms.schemas import Message, RoomDetail
 from daarion_city.rooms.service import ROOMS
 
 router = APIRouter(prefix="/city/rooms", tags=["moderation"])
@@ -166,3 +166,78 @@ async def audit(
     """The room's moderation actions, newest first (moderators and up)."""
     moderation = provided(request, ROOMS).moderation
     return json_answer(await moderation.audit(user, room, limit=limit, before=before))
+
+
+# --- reports ------------------------------------------------------------------------------------
+reports_router = APIRouter(prefix="/city/reports", tags=["moderation"])
+
+
+class ReportCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    room_id: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+    seq: Annotated[int, Field(ge=1, le=MAX_JSON_SEQ)]
+    reason: Reason
+
+
+class ReportResolve(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["dismiss", "delete_message", "mute_author", "ban_author"]
+    duration_s: Annotated[int, Field(ge=1, le=MAX_DURATION_S)] | None = None
+
+
+class Report(BaseModel):
+    id: str
+    room_id: str
+    seq: int
+    reporter_id: str
+    reason: str
+    status: str = Field(description='"open" or "resolved"')
+    action: str | None
+    resolved_by: str | None
+    created_at: str
+    message: Message | None = Field(None, description="the message as it is now")
+    reported_text: str | None = Field(
+        None, description="the text as reported (to those who may resolve the report)"
+    )
+
+
+REPORT_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: error_doc("no such room, message or report (or another room's report)"),
+    409: error_doc("the message is deleted (`message_deleted`), or resolved (`report_resolved`)"),
+}
+
+
+@reports_router.post("", status_code=201, response_model=Report, responses=REPORT_ERRORS)
+async def file_report(request: Request, body: ReportCreate, user: CurrentUser) -> Response:
+    """Report a message to the room's moderators (one open report per message and reporter: a
+    repeat answers 200 with the one filed)."""
+    reports = provided(request, ROOMS).reports
+    report, created = await reports.file(user, body.room_id, body.seq, body.reason)
+    return json_answer(report, 201 if created else 200)
+
+
+@reports_router.get("", response_model=list[Report], responses=REPORT_ERRORS)
+async def list_reports(
+    request: Request,
+    user: CurrentUser,
+    status: Literal["open", "resolved"] | None = None,
+    room: Annotated[str | None, Query(min_length=1, max_length=80)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> Response:
+    """The reports of the rooms you moderate (every room for admins) and those you filed."""
+    reports = provided(request, ROOMS).reports
+    return json_answer(await reports.listed(user, status=status, ref=room, limit=limit))
+
+
+@reports_router.post("/{report_id}/resolve", response_model=Report, responses=REPORT_ERRORS)
+async def resolve_report(
+    request: Request,
+    report_id: Annotated[str, Path(min_length=1, max_length=80)],
+    body: ReportResolve,
+    user: CurrentUser,
+) -> Response:
+    reports = provided(request, ROOMS).reports
+    return json_answer(await reports.resolve(user, report_id, body.action, body.duration_s))

@@ -17,16 +17,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 import orjson
 
-from daarion_city.core.clock import iso, utcnow
-from daarion_city.core.errors import Forbidden, NotFound, RateLimited
+from daarion_city.core.clock import utcnow
+from daarion_city.core.errors import NotFound, RateLimited, Sanctioned
 from daarion_city.identity.principal import Principal
 from daarion_city.pubsub import PubSub
 from daarion_city.ratelimit import RateLimiter
-from daarion_city.realtime.closes import CLOSE_FORBIDDEN
 from daarion_city.rooms.powers import Rank
 from daarion_city.storage import moderation as store
 from daarion_city.storage.database import Database
@@ -34,21 +32,6 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 NOTICES = "city:moderation"
-
-
-class Sanctioned(Forbidden):
-    """403 ``banned``, ``muted`` (or ``kicked``, ``suspended`` on sockets), with the sanction's
-    end at the top level of the error (``expires_at``: None until lifted)."""
-
-    close_code = CLOSE_FORBIDDEN
-
-    def __init__(self, code: str, detail: str, expires_at: datetime | None) -> None:
-        super().__init__(detail, code=code)
-        self.expires_at = expires_at
-
-    def body(self) -> dict[str, Any]:
-        end = None if self.expires_at is None else iso(self.expires_at)
-        return {**super().body(), "expires_at": end}
 
 
 @dataclass(frozen=True, slots=True)

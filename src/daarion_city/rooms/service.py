@@ -24,17 +24,18 @@ from daarion_city.core.provided import Key
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.tasks import TaskSet
 from daarion_city.core.validation import is_room_ref
-from daarion_city.feed.service import FeedService, RecordedEvent
+from daarion_city.feed.service import FeedService
 from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
-from daarion_city.realtime.protocol import encode
-from daarion_city.rooms.commit import ROOM_NOTICES, GroupCommit, publish_quietly
+from daarion_city.rooms.commit import ROOM_NOTICES, GroupCommit
+from daarion_city.rooms.membership import Membership
 from daarion_city.rooms.moderation import Moderation
 from daarion_city.rooms.occupancy import RoomOccupancy
 from daarion_city.rooms.policy import Policies
 from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
+from daarion_city.rooms.reports import Reports
 from daarion_city.rooms.schemas import RoomCreate
 from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.rooms.timeline import Timeline, timeline_frames
@@ -136,6 +137,21 @@ class RoomService:
             db=db, feed=feed, policies=self.policies, resolve=self.resolve, changed=self._committed
         )
         self.policies.on_expel = self.sockets.expel
+        self.membership = Membership(
+            db=db,
+            hub=hub,
+            feed=feed,
+            policies=self.policies,
+            resolve=self.resolve,
+            changed=self.reads.changed,
+        )
+        self.reports = Reports(
+            db=db,
+            policies=self.policies,
+            moderation=self.moderation,
+            timeline=self.timeline,
+            resolve=self.resolve,
+        )
 
     # --- start-up -------------------------------------------------------------------------------
     async def ensure_default_rooms(self) -> None:
@@ -248,40 +264,6 @@ class RoomService:
         self.reads.changed(room_id)
         await self.feed.publish(event)
         return await self.reads.detail(room_id)
-
-    # --- membership -----------------------------------------------------------------------------
-    async def set_membership(self, user: Principal, ref: str, *, join: bool) -> str:
-        room_id = await self.resolve(ref)
-        if join:
-            (await self.policies.of(room_id)).check_banned(user)
-        event: RecordedEvent | None = None
-        async with self.db.begin() as conn:
-            if join:
-                changed = await store.add_member(conn, room_id, user.user_id, user.name, utcnow())
-            else:
-                changed = await store.remove_member(conn, room_id, user.user_id)
-            if changed:
-                event = await self.feed.record(
-                    conn,
-                    "member_joined" if join else "member_left",
-                    room_id=room_id,
-                    user_id=user.user_id,
-                    payload={"name": user.name},
-                )
-        if event is not None:
-            self.reads.changed(room_id)
-            frame = encode(
-                {
-                    "event": "room.member",
-                    "room_id": room_id,
-                    "user_id": user.user_id,
-                    "name": user.name,
-                    "membership": "join" if join else "leave",
-                }
-            )
-            await publish_quietly(self.hub.publish_event(room_id, frame))
-            await self.feed.publish(event)
-        return room_id
 
 
 async def load_frames(

@@ -138,6 +138,13 @@ class RoomSockets:
             if conn.user.user_id == user_id and not conn.closing:
                 conn.expel(frame, code)
 
+    def expel_user(self, user_id: str) -> None:
+        """Close every room socket of a suspended user here (``error`` ``suspended``, 4403)."""
+        frame = error_frame("suspended", "your account is suspended")
+        for conn in self.hub.all_connections():
+            if conn.user.user_id == user_id and not conn.closing:
+                conn.expel(frame, "suspended")
+
     async def close_socket(self, conn: Connection) -> None:
         room_id, user = conn.room_id, conn.user
         self.hub.detach(conn)

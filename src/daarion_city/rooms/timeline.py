@@ -25,7 +25,6 @@ from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from daarion_city.feed.service import FeedService, RecordedEvent
 from daarion_city.identity.principal import Principal
-from daarion_city.rooms.audit import audit_row
 from daarion_city.rooms.frames import message_frame, reaction_frame, timeline_frame
 from daarion_city.rooms.mentions import mentions_in
 from daarion_city.rooms.policy import Policies, RoomPolicy
@@ -166,10 +165,10 @@ class Timeline:
                 if deleted_by == "moderator":
                     await moderation_store.insert_audit(
                         conn,
-                        audit_row(
+                        moderation_store.audit_row(
                             room_id,
                             "message_deleted",
-                            user,
+                            user.user_id,
                             target_user_id=row.author_user_id,
                             target_seq=seq,
                         ),

@@ -30,6 +30,7 @@ from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.protocol import encode
 from daarion_city.rooms.schemas import message_wire
 from daarion_city.storage import messages as message_store
+from daarion_city.storage import moderation as moderation_store
 from daarion_city.storage import rooms as room_store
 from daarion_city.storage import unread as store
 from daarion_city.storage.database import Database
@@ -131,16 +132,17 @@ class Unread:
             raise NotFound(f"no notification {before!r} of yours", code="notification_not_found")
         return [notification_wire(row) for row in rows]
 
-    async def me(self, user: Principal) -> dict[str, Any]:
+    async def me(self, user: Principal, *, suspended: bool) -> dict[str, Any]:
         """``GET /city/me``."""
         async with self.db.read() as conn:
             owns = await room_store.rooms_created_by(conn, user.user_id)
+            moderates = await moderation_store.moderated_by(conn, user.user_id)
         return {
             "user_id": user.user_id,
             "name": user.name,
-            "admin": False,
-            "suspended": False,
-            "moderates": [],
+            "admin": user.admin,
+            "suspended": suspended,
+            "moderates": moderates,
             "owns": owns,
         }
 

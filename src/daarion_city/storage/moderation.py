@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.core.clock import iso, utcnow
+from daarion_city.core.ids import new_id
 from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import audit, room_moderators, room_sanctions, rooms, suspensions
 
@@ -130,6 +132,42 @@ async def list_sanctions(
 
 
 # --- audit ------------------------------------------------------------------------------------
+def audit_row(
+    room_id: str | None,
+    action: str,
+    actor_id: str,
+    *,
+    target_user_id: str | None = None,
+    target_seq: int | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "id": new_id("aud"),
+        "room_id": room_id,
+        "action": action,
+        "actor_id": actor_id,
+        "target_user_id": target_user_id,
+        "target_seq": target_seq,
+        "reason": reason,
+        "details": details or {},
+        "created_at": utcnow(),
+    }
+
+
+def audit_wire(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "action": row.action,
+        "actor_id": row.actor_id,
+        "target_user_id": row.target_user_id,
+        "target_seq": row.target_seq,
+        "reason": row.reason,
+        "details": row.details,
+        "created_at": iso(row.created_at),
+    }
+
+
 async def insert_audit(conn: AsyncConnection, row: dict[str, Any]) -> None:
     await conn.execute(audit.insert().values(**row))
 
@@ -137,10 +175,10 @@ async def insert_audit(conn: AsyncConnection, row: dict[str, Any]) -> None:
 async def list_audit(
     conn: AsyncConnection, room_id: str | None, *, limit: int, before: str | None
 ) -> list[Row[tuple[object, ...]]] | None:
-    """Newest first: a room's entries, or (``room_id`` None) the instance-wide ones (suspensions);
-    None when ``before`` names no entry of that log."""
+    """Newest first: a room's entries, or (``room_id`` None) every entry of the city; None when
+    ``before`` names no entry of that log."""
     a = audit.c
-    scope = a.room_id.is_(None) if room_id is None else a.room_id == room_id
+    scope = sa.true() if room_id is None else a.room_id == room_id
     query = sa.select(audit).where(scope).order_by(a.pos.desc()).limit(limit)
     if before is not None:
         pos = (
