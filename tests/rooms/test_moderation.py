@@ -379,6 +379,8 @@ async def test_a_suspension_refuses_everything_but_me_and_closes_every_socket(ap
     assert (r.status_code, r.json()["code"]) == (403, "suspended")
     assert r.json()["expires_at"] is not None
     assert (await nina.get("/city/me/unread")).status_code == 403
+    r = await nina.post("/auth/guest", {"name": "Nina again"})  # no fresh identity for her
+    assert (r.status_code, r.json()["code"]) == (403, "suspended")
     me = (await nina.get("/city/me")).json()
     assert (me["suspended"], me["admin"]) == (True, False)
     for path in ("/ws/city/presence", "/ws/city/rooms/agora"):

@@ -3,6 +3,7 @@ the ``CurrentUser`` dependency and the post lane) and the guest sign-in route.""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from daarion_city.config import SETTINGS
 from daarion_city.core.clock import iso
-from daarion_city.core.errors import Forbidden
+from daarion_city.core.errors import Forbidden, Unauthorized
 from daarion_city.core.ids import new_user_id
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import DisplayName
@@ -98,6 +99,9 @@ async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
     settings = provided(request, SETTINGS)
     if not settings.city_allow_guests:
         raise Forbidden("guest sign-in is disabled", code="guests_disabled")
+    if (token := bearer_credentials(request.scope["headers"])) is not None:
+        with contextlib.suppress(Unauthorized):  # a stale token is no reason to refuse
+            provided(request, AUTH).verify(token)  # 403 suspended: no new guest for them
     address = request.client.host if request.client else "unknown"
     await provided(request, LIMITER).hit(
         f"guest:{address}", rate=settings.city_guest_rate, burst=settings.city_guest_burst
