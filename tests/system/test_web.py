@@ -438,3 +438,72 @@ async def sign_in_as(
     await page.get_by_test_id("room-link").first.wait_for()
     user_id = await page.evaluate("JSON.parse(localStorage.getItem('city.me')).user_id")
     return context, page, str(user_id)
+
+
+async def post_as(page: Page, path: str, body: dict[str, Any], method: str = "POST") -> Any:
+    """A call of the page's user, with the page's token."""
+    return await page.evaluate(
+        """async ([path, body, method]) => {
+            const token = localStorage.getItem('city.token');
+            const r = await fetch(path, {method, headers: {'Content-Type': 'application/json',
+                Authorization: 'Bearer ' + token}, body: JSON.stringify(body)});
+            return {status: r.status, body: await r.json()};
+        }""",
+        [path, body, method],
+    )
+
+
+async def test_moderators_act_from_the_page_and_members_are_told_why(
+    browser: Browser, server: Server
+) -> None:
+    ctx_o, olga, _ = await sign_in(browser, server, "Olga")
+    ctx_n, nina, nina_id = await sign_in(browser, server, "Nina")
+    ctx_r, rex, rex_id = await sign_in(browser, server, "Rex")
+    made = await post_as(olga, "/city/rooms", {"slug": "agora", "name": "Agora"})
+    assert made["status"] == 201, made
+    for page in (nina, rex):
+        await page.reload()
+        await page.get_by_test_id("room-link").first.wait_for()
+        await open_room(page, "agora")
+    await nina.get_by_test_id("message-input").fill("buy cheap stuff now")
+    await nina.keyboard.press("Enter")
+    spam = rex.get_by_test_id("message").filter(has_text="buy cheap")
+    await spam.wait_for(timeout=5000)
+    # Rex reports it, in the page (no browser dialog).
+    await spam.hover()
+    await spam.get_by_test_id("message-report").click()
+    await spam.get_by_test_id("report-reason").fill("spam")
+    await spam.get_by_test_id("report-submit").click()
+    await spam.get_by_test_id("report-sent").wait_for(timeout=5000)
+    assert await spam.get_by_test_id("message-delete").count() == 0  # not his to delete
+    # Olga, the owner, sees the report queue, the people's tools and the room's settings.
+    await olga.reload()
+    await olga.get_by_test_id("room-link").first.wait_for()
+    await open_room(olga, "agora")
+    report = olga.get_by_test_id("reports").get_by_test_id("report")
+    await report.filter(has_text="buy cheap").wait_for(timeout=5000)
+    await member(olga, nina_id).get_by_test_id("member-ban").wait_for(timeout=5000)
+    own = olga.get_by_test_id("message").filter(has_text="buy cheap")
+    assert await own.get_by_test_id("message-delete").count() == 1  # a moderator's delete
+    await olga.screenshot(path=str(SCREENSHOTS / "moderation.png"))
+    await report.get_by_test_id("report-mute-author").click()
+    await report.wait_for(state="detached", timeout=5000)
+    # Nina is told she is muted, with the time it ends.
+    await nina.get_by_test_id("message-input").fill("why?")
+    await nina.keyboard.press("Enter")
+    await nina.locator("#composer-note").filter(has_text="muted").wait_for(timeout=5000)
+    # Slow mode: Rex's second message is refused with the time to wait.
+    await olga.get_by_test_id("slow-mode").select_option("60")
+    await rex.wait_for_timeout(300)
+    for text in ("first", "second"):
+        await rex.get_by_test_id("message-input").fill(text)
+        await rex.keyboard.press("Enter")
+        await rex.wait_for_timeout(200)
+    await rex.locator("#composer-note").filter(has_text="Slow mode").wait_for(timeout=5000)
+    # A ban from the people list closes Rex's room and tells him why; he does not reconnect.
+    await member(olga, rex_id).get_by_test_id("member-ban").click()
+    await rex.locator("#room-offline").filter(has_text="banned").wait_for(timeout=5000)
+    for page in (olga, nina, rex):
+        assert page.errors == []  # type: ignore[attr-defined]
+    for ctx in (ctx_o, ctx_n, ctx_r):
+        await ctx.close()

@@ -1,9 +1,10 @@
 // The HTTP client of the city API. Every error becomes an ApiError with the server's code.
 export class ApiError extends Error {
-  constructor(status, code, detail) {
+  constructor(status, code, detail, body = {}) {
     super(detail || code);
     this.status = status;
     this.code = code;
+    this.body = body;   // the whole answer: retry_after, a sanction's expires_at
   }
 }
 
@@ -45,7 +46,7 @@ export class Api {
     const data = await res.json().catch(() => ({}));
     if (!res.ok) {
       const detail = readable(data.detail);
-      throw new ApiError(res.status, data.code || "error", detail);
+      throw new ApiError(res.status, data.code || "error", detail, data);
     }
     return data;
   }
@@ -76,6 +77,17 @@ export class Api {
   }
   presence() { return this.request("GET", "/city/presence"); }
   me() { return this.request("GET", "/city/me"); }
+  moderators(ref) { return this.request("GET", `/city/rooms/${encodeURIComponent(ref)}/moderators`); }
+  updateRoom(ref, values) { return this.request("PATCH", `/city/rooms/${encodeURIComponent(ref)}`, values); }
+  sanction(ref, kind, userId, durationS) {
+    const body = { user_id: userId };
+    if (durationS) body.duration_s = durationS;
+    return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/${kind}`, body);
+  }
+  kick(ref, userId) { return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/kick`, { user_id: userId }); }
+  report(roomId, seq, reason) { return this.request("POST", "/city/reports", { room_id: roomId, seq, reason }); }
+  reports(roomId) { return this.request("GET", `/city/reports?status=open&room=${encodeURIComponent(roomId)}`); }
+  resolveReport(id, action) { return this.request("POST", `/city/reports/${encodeURIComponent(id)}/resolve`, { action }); }
   unread() { return this.request("GET", "/city/me/unread"); }
   notifications() { return this.request("GET", "/city/me/notifications?limit=30"); }
   markRead(ref, seq) {

@@ -6,6 +6,7 @@ import { Presence } from "./presence.js";
 import { plainText, messageNode as renderMessage } from "./messages.js";
 import { RoomSocket } from "./roomsocket.js";
 import { Unread } from "./unread.js";
+import { Moderation, MUTE_SECONDS } from "./moderation.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
@@ -30,6 +31,7 @@ const state = {
   feed: null,
   roomsTimer: null,
   unread: null,          // counts per room and the notifications (unread.js)
+  mod: null,             // ranks in the open room, what a moderator may do (moderation.js)
   rooms: new Map(),      // room id -> the room as listed
   names: new Map(),      // user id -> the name last seen (authors, people, notifications)
 };
@@ -105,6 +107,8 @@ function enterCity(me) {
   $("me").textContent = me.name;
   $("signout").hidden = false;
   $("signout").onclick = signOut;
+  state.mod = new Moderation({ api });
+  $("slow-mode").onchange = () => act(() => api.updateRoom(state.room.id, { slow_mode_s: Number($("slow-mode").value) }));
   state.unread = new Unread({ api, onChange: () => { renderBadges(); renderNotifications(); } });
   state.unread.load();
   state.presence = new Presence({
@@ -132,7 +136,7 @@ function enterCity(me) {
   });
   $("secondme-clear").onclick = clearSecondMe;
   window.addEventListener("hashchange", route);
-  loadRooms().then(route);
+  Promise.all([loadRooms(), state.mod.loadMe()]).then(route);
   state.roomsTimer = setInterval(loadRooms, 5000);
   startFeed();
   loadSecondMe();
@@ -226,6 +230,9 @@ async function openRoom(slug) {
   let room;
   try { room = await api.room(slug); } catch (err) { $("room-title").textContent = err.message; return; }
   state.room = room;
+  state.expelled = null;
+  await state.mod.openRoom(room);
+  renderModeration();
   $("room-title").textContent = room.name;
   $("room-description").textContent = room.description;
   for (const a of document.querySelectorAll("[data-testid=room-link]")) {
@@ -245,7 +252,12 @@ async function openRoom(slug) {
     lastSeq,
     on: {
       open: () => { $("room-offline").hidden = true; $("conn-state").hidden = true; },
-      down: () => { $("room-offline").hidden = false; $("conn-state").hidden = false; $("conn-state").textContent = t("offline"); },
+      down: (f) => {
+        $("room-offline").hidden = false;
+        $("conn-state").hidden = false;
+        $("conn-state").textContent = t("offline");
+        $("room-offline").textContent = f.code === 4403 ? state.expelled || t("banned") : t("reconnecting");
+      },
       "room.state": (f) => {
         for (const m of f.online_members) {
           const known = state.members.get(m.user_id);
@@ -279,6 +291,9 @@ async function openRoom(slug) {
           state.pending.get(f.client_msg_id).title = f.message;
         }
         if (f.code === "resync_required") openRoom(slug);
+        const words = Moderation.explain(f.code, f);
+        if (words) $("composer-note").textContent = words;
+        if (f.code === "banned" || f.code === "kicked" || f.code === "suspended") state.expelled = words;
       },
     },
   });
@@ -294,6 +309,10 @@ const messageContext = {
   reply: (msg) => setComposerMode("reply", msg),
   edit: (msg) => setComposerMode("edit", msg),
   remove: (msg) => act(() => api.remove(state.room.id, msg.seq)),
+  canDelete: (msg) => Boolean(state.mod) && state.mod.mayActOn(msg.author_user_id),
+  report: async (msg, reason) => {
+    try { await api.report(state.room.id, msg.seq, reason); return true; } catch { return false; }
+  },
   react: (msg, emoji, on) => act(() => api.react(state.room.id, msg.seq, emoji, on)),
 };
 
@@ -303,7 +322,11 @@ function messageNode(msg) {
 
 // A change the server answers is applied when its frame arrives (on every open page alike).
 async function act(call) {
-  try { await call(); } catch (err) { $("composer-note").textContent = err.message; }
+  try {
+    await call();
+  } catch (err) {
+    $("composer-note").textContent = Moderation.explain(err.code, err.body || {}) || err.message;
+  }
 }
 
 // An edit, deletion or reaction: the message replaced, unless a later change was applied.
@@ -412,7 +435,37 @@ async function sendMessage() {
   } catch (err) {
     li.classList.add("failed");
     li.title = err.message;
+    $("composer-note").textContent = Moderation.explain(err.code, err.body || {}) || err.message;
   }
+}
+
+// --- moderation: the room's settings and its report queue ------------------------------------
+function renderModeration() {
+  const moderator = state.mod.isModerator;
+  $("room-settings").hidden = !moderator;
+  $("slow-mode").value = String(state.room.slow_mode_s || 0);
+  $("reports-panel").hidden = !moderator;
+  if (moderator) loadReports();
+}
+
+async function loadReports() {
+  let reports = [];
+  try { reports = await api.reports(state.room.id); } catch { /* shown empty */ }
+  $("reports-empty").hidden = reports.length > 0;
+  $("reports").replaceChildren(...reports.map((r) => {
+    const li = el("li", { dataTestid: "report", dataReportId: r.id, class: "report" });
+    li.append(el("span", { class: "who" }, `${r.message.username}: ${r.reason}`),
+      el("span", { class: "what" }, r.reported_text || r.message.body));
+    const actions = el("span", { class: "report-actions" });
+    for (const [action, label] of [["dismiss", t("dismiss")], ["delete_message", t("deleteIt")],
+      ["mute_author", t("muteAuthor")], ["ban_author", t("banAuthor")]]) {
+      const b = el("button", { type: "button", class: "link", dataTestid: `report-${action.replace("_", "-")}` }, label);
+      b.onclick = () => act(async () => { await api.resolveReport(r.id, action); await loadReports(); });
+      actions.append(b);
+    }
+    li.append(actions);
+    return li;
+  }));
 }
 
 // --- unread counts, notifications, mentions ---------------------------------------------------
@@ -548,7 +601,21 @@ function renderPeople() {
     const status = !m.inRoom && !state.presence?.statuses.has(userId) ? "offline"
       : state.presence ? state.presence.statusOf(userId) : "online";
     const li = el("li", { dataTestid: "member", dataUserId: userId, dataStatus: status, dataInRoom: String(m.inRoom) });
-    li.append(el("span", { class: "dot", title: status }), el("span", {}, m.name));
+    li.append(el("span", { class: "dot", title: status }), el("span", { class: "member-name" }, m.name));
+    const role = state.mod && state.mod.roles.get(userId);
+    if (role) li.append(el("span", { class: "role muted" }, role));
+    if (state.mod && state.room && state.mod.mayActOn(userId)) {
+      const tools = el("span", { class: "member-tools" });
+      const tool = (testid, label, call) => {
+        const b = el("button", { type: "button", class: "link", dataTestid: testid, title: label }, label);
+        b.onclick = () => act(call);
+        tools.append(b);
+      };
+      tool("member-mute", t("mute"), () => api.sanction(state.room.id, "mutes", userId, MUTE_SECONDS));
+      tool("member-kick", t("kick"), () => api.kick(state.room.id, userId));
+      tool("member-ban", t("ban"), () => api.sanction(state.room.id, "bans", userId));
+      li.append(tools);
+    }
     return li;
   }));
 }

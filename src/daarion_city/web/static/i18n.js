@@ -14,6 +14,13 @@ const LABELS = {
     editing: "Редагування", cancel: "Скасувати",
     notifications: "Сповіщення", noNotifications: "Поки що нічого", mentionedYou: "згадує вас",
     repliedToYou: "відповідає вам", unread: "непрочитані", mentions: "згадки",
+    report: "Поскаржитися", reportReason: "Що не так?", reported: "Скаргу надіслано",
+    reports: "Скарги", noReports: "Скарг немає", slowMode: "Повільний режим", off: "вимк.",
+    ban: "Заблокувати", mute: "Заглушити", kick: "Вигнати", dismiss: "Відхилити",
+    deleteIt: "Видалити", muteAuthor: "Заглушити автора", banAuthor: "Заблокувати автора",
+    muted: "Вас заглушено в цій кімнаті", banned: "Вас заблоковано в цій кімнаті",
+    suspended: "Ваш обліковий запис призупинено", kicked: "Вас вигнали з кімнати",
+    slowedDown: "Повільний режим: зачекайте", until: "до",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -29,6 +36,13 @@ const LABELS = {
     editing: "Editing", cancel: "Cancel",
     notifications: "Notifications", noNotifications: "Nothing yet", mentionedYou: "mentioned you",
     repliedToYou: "replied to you", unread: "unread", mentions: "mentions",
+    report: "Report", reportReason: "What is wrong?", reported: "Reported",
+    reports: "Reports", noReports: "No reports", slowMode: "Slow mode", off: "off",
+    ban: "Ban", mute: "Mute", kick: "Kick", dismiss: "Dismiss",
+    deleteIt: "Delete", muteAuthor: "Mute author", banAuthor: "Ban author",
+    muted: "You are muted in this room", banned: "You are banned from this room",
+    suspended: "Your account is suspended", kicked: "You were removed from the room",
+    slowedDown: "Slow mode: wait", until: "until",
   },
 };
 

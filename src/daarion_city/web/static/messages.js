@@ -36,7 +36,7 @@ export function plainText(body, nameOf) {
 }
 
 // ctx: {me, nameOf(id), message(seq), timeOf(iso), reply(msg), edit(msg), remove(msg),
-//       react(msg, emoji, on), emojiUsed()}
+//       react(msg, emoji, on), emojiUsed(), canDelete(msg), report(msg, reason)}
 export function messageNode(msg, ctx) {
   const li = el("li", {
     class: "message" + (msg.deleted ? " deleted" : ""),
@@ -80,12 +80,33 @@ export function messageNode(msg, ctx) {
   };
   action("message-reply", "↪", t("reply"), () => ctx.reply(msg));
   action("message-react", "☺", t("react"), () => togglePicker(li, msg, ctx));
-  if (msg.author_user_id === ctx.me) {
-    action("message-edit", "✎", t("edit"), () => ctx.edit(msg));
+  if (msg.author_user_id === ctx.me) action("message-edit", "✎", t("edit"), () => ctx.edit(msg));
+  if (msg.author_user_id === ctx.me || ctx.canDelete(msg)) {
     action("message-delete", "🗑", t("delete"), () => ctx.remove(msg));
   }
+  if (msg.author_user_id !== ctx.me) action("message-report", "⚑", t("report"), () => toggleReport(li, msg, ctx));
   li.append(actions);
   return li;
+}
+
+// An inline form: the reason, then "report" (no browser dialog).
+function toggleReport(li, msg, ctx) {
+  const open = li.querySelector(".report-form");
+  if (open) { open.remove(); return; }
+  const form = el("form", { class: "report-form" });
+  const input = el("input", { dataTestid: "report-reason", maxlength: "500", placeholder: t("reportReason"), required: "" });
+  const send = el("button", { type: "submit", dataTestid: "report-submit" }, t("report"));
+  form.append(input, send);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (!input.value.trim()) return;
+    send.disabled = true;
+    const ok = await ctx.report(msg, input.value.trim());
+    form.replaceChildren(el("span", { class: "muted", dataTestid: "report-sent" }, ok ? t("reported") : "⚠"));
+    setTimeout(() => form.remove(), 2500);
+  });
+  li.append(form);
+  input.focus();
 }
 
 function togglePicker(li, msg, ctx) {

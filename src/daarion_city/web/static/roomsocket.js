@@ -36,7 +36,8 @@ export class RoomSocket {
     ws.onclose = (e) => {
       if (this.ws !== ws || this.closed) return;
       this.emit("down", { code: e.code });
-      if (e.code === 4401 || e.code === 4404) return; // will not get better by retrying
+      // Will not get better by retrying: a bad token, no such room, banned, kicked, suspended.
+      if (e.code === 4401 || e.code === 4404 || e.code === 4403) return;
       const base = Math.min(10000, 500 * 2 ** this.attempt++);
       const delay = base / 2 + Math.random() * base / 2;  // "equal jitter"
       this.timer = setTimeout(() => this.connect(), delay);
