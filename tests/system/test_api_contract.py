@@ -265,6 +265,8 @@ PUBLIC = {
     ("GET", "/city/presence"),
     # SPEC §12: the timeline's events, "public like the messages"
     ("GET", "/city/rooms/{room}/events"),
+    # SPEC §10: a room's owner and moderators are public
+    ("GET", "/city/rooms/{room}/moderators"),
     # "health and metrics" (SPEC §7)
     ("GET", "/healthz"),
     ("GET", "/readyz"),
@@ -296,6 +298,7 @@ PATH_VALUES = {
     "txn_id": "txn-1",
     "seq": "1",
     "emoji": "%F0%9F%91%8D",
+    "report_id": "rep_unknown",
 }
 MAY_BE_HEAD_ONLY = {"HEAD"}  # served with GET; checked through GET
 
