@@ -12,7 +12,7 @@ import pytest
 
 from daarion_city.rooms.powers import NEEDS, ON_A_USER, Power, Rank, may
 from tests.rooms.test_snapshots import cluster
-from tests.support import Api, User, open_socket
+from tests.support import Api, User, eventually, open_socket
 
 ROOM = "/city/rooms/agora"
 
@@ -401,3 +401,48 @@ async def test_a_suspension_refuses_everything_but_me_and_closes_every_socket(ap
     ]
     r = await boss.api.http.delete(f"/admin/users/{nina.user_id}/suspend", headers=boss.headers)
     assert (r.status_code, r.json()["code"]) == (404, "not_suspended")
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_kicks_timed_bans_and_suspensions_reach_the_other_instance(
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    async with cluster(database_url, tmp_path, redis_prefix) as (a, b):
+        olga = await a.guest("Olga")
+        assert (
+            await olga.post("/city/rooms", {"slug": "agora", "name": "Agora"})
+        ).status_code == 201
+        nina_a = await a.guest("Nina")
+        nina_b = User(b, nina_a.user_id, nina_a.name, nina_a.token)
+        await nina_b.post(f"{ROOM}/join")
+        # A kick on A closes Nina's socket on B; she comes back.
+        async with nina_b.socket("agora") as ws:
+            await ws.expect("room.state")
+            assert (await olga.post(f"{ROOM}/kick", {"user_id": nina_a.user_id})).status_code == 200
+            assert (await ws.expect("error", timeout=1.0))["code"] == "kicked"
+            assert await ws.closed_with(timeout=1.0) == 4403
+        # A ban of one second on A: refused on B, then over by itself on B.
+        r = await olga.post(f"{ROOM}/bans", {"user_id": nina_a.user_id, "duration_s": 1})
+        assert r.status_code == 201
+        r = await nina_b.post(f"{ROOM}/messages", {"body": "now?"})
+        assert (r.status_code, r.json()["code"]) == (403, "banned")
+        await asyncio.sleep(1.1)
+        assert (await nina_b.say("agora", "back on b"))["body"] == "back on b"
+        # A suspension made on A closes her presence socket on B and refuses her calls there,
+        # until it is lifted on A.
+        boss = admin(a)
+        async with nina_b.presence() as ws:
+            r = await boss.post(f"/admin/users/{nina_a.user_id}/suspend", {"reason": "abuse"})
+            assert r.status_code == 200
+            assert (await ws.expect("error", timeout=1.0))["code"] == "suspended"
+            assert await ws.closed_with(timeout=1.0) == 4403
+        r = await nina_b.post(f"{ROOM}/messages", {"body": "b?"})
+        assert (r.status_code, r.json()["code"]) == (403, "suspended")
+        r = await a.http.delete(f"/admin/users/{nina_a.user_id}/suspend", headers=boss.headers)
+        assert r.status_code == 200
+
+        async def lifted_on_b() -> bool:
+            r = await nina_b.post(f"{ROOM}/messages", {"body": "free"})
+            return r.status_code == 201
+
+        await eventually(lifted_on_b, 2.0, "the suspension was still in force on B")

@@ -137,6 +137,11 @@ class RedisPubSub:
         await pubsub.subscribe(self.prefix + "city:__alive__", *channels)
         self._pubsub = pubsub
         self.connected = True
+        # A channel subscribed while the connection was being made (its subscribe saw no
+        # connection yet, and the list above was taken before it) is subscribed now.
+        late = [self.prefix + c for c in self._handlers if self.prefix + c not in channels]
+        if late:
+            await pubsub.subscribe(*late)
 
     async def _read_loop(self) -> None:
         backoff = 0.1
