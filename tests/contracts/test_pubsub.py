@@ -177,22 +177,26 @@ async def test_a_subscription_made_while_the_bus_connects_is_kept(redis_prefix: 
     """Subscribing right after ``start``, while the reader is still connecting (what a service
     does at start-up), is not lost: the reader subscribes it once connected."""
     for _ in range(5):  # the race's window is one round trip: tried a few times
-        bus = RedisPubSub(REDIS_URL, prefix=redis_prefix)
-        await bus.start()
-        inbox = Inbox()
-        await asyncio.sleep(0)  # the reader has begun connecting
-        await bus.subscribe("early", inbox.on("early"))
-        try:
-            await eventually(lambda: bus.connected, 5, "the bus connected")
+        await _subscribe_while_connecting(redis_prefix)
 
-            async def arrived() -> bool:
-                await bus.publish("early", b"hello")
-                await asyncio.sleep(0.02)
-                return bool(inbox.of("early"))
 
-            await eventually(arrived, 2, "the early subscription")
-        finally:
-            await bus.stop()
+async def _subscribe_while_connecting(prefix: str) -> None:
+    bus = RedisPubSub(REDIS_URL, prefix=prefix)
+    await bus.start()
+    inbox = Inbox()
+    await asyncio.sleep(0)  # the reader has begun connecting
+    await bus.subscribe("early", inbox.on("early"))
+    try:
+        await eventually(lambda: bus.connected, 5, "the bus connected")
+
+        async def arrived() -> bool:
+            await bus.publish("early", b"hello")
+            await asyncio.sleep(0.02)
+            return bool(inbox.of("early"))
+
+        await eventually(arrived, 2, "the early subscription")
+    finally:
+        await bus.stop()
 
 
 async def test_the_memory_bus_delivers_during_publish() -> None:
