@@ -415,6 +415,17 @@ async def test_kicks_timed_bans_and_suspensions_reach_the_other_instance(
         nina_a = await a.guest("Nina")
         nina_b = User(b, nina_a.user_id, nina_a.name, nina_a.token)
         await nina_b.post(f"{ROOM}/join")
+        # A room's new settings show on B (which read the room before).
+        assert (await b.http.get(ROOM)).json()["slow_mode_s"] == 0
+        r = await a.http.patch(ROOM, json={"name": "Forum", "slow_mode_s": 5}, headers=olga.headers)
+        assert r.status_code == 200
+
+        async def b_shows_it() -> bool:
+            room = (await b.http.get(ROOM)).json()
+            return bool(room["name"] == "Forum" and room["slow_mode_s"] == 5)
+
+        await eventually(b_shows_it, 2.0, "B kept the room's old settings")
+        await a.http.patch(ROOM, json={"slow_mode_s": 0}, headers=olga.headers)
         # A kick on A closes Nina's socket on B; she comes back.
         async with nina_b.socket("agora") as ws:
             await ws.expect("room.state")

@@ -45,7 +45,14 @@ from daarion_city.storage.database import Database
 DETAIL_MESSAGES = 50
 OCCUPANCY = "city:occupancy"  # a user's first socket into a room opened, or the last closed
 ROOM_KINDS = frozenset(
-    {"room_message", "message_deleted", "room_created", "member_joined", "member_left"}
+    {
+        "room_message",
+        "message_deleted",
+        "room_created",
+        "room_updated",
+        "member_joined",
+        "member_left",
+    }
 )
 LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
