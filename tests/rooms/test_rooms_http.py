@@ -446,3 +446,56 @@ async def test_a_city_without_default_rooms_lists_its_rooms(api: Api) -> None:
     r = await api.http.get("/city/rooms")
     assert r.status_code == 200, r.text
     assert [room["slug"] for room in r.json()][:2] == ["second", "first"]
+
+
+async def test_a_message_is_found_by_its_seq_in_any_plan(database_url: str, backend: str) -> None:
+    """An edit, a deletion or a reaction reads and writes its message by room and seq through
+    the ``(room_id, seq)`` index, even in a generic plan cached while the room was small. (The
+    idempotency index, whose first column is ``room_id`` too, was once picked for them: about
+    7,600 rows walked per call, bench/unread.py; it is partial since migration 0006.)"""
+    if backend != "postgresql":
+        pytest.skip("plans are PostgreSQL's")
+    from sqlalchemy import event
+
+    from daarion_city.storage import timeline as store
+    from daarion_city.storage.database import Database
+
+    db = Database(database_url.replace("postgresql://", "postgresql+asyncpg://"))
+    seen: list[tuple[str, Any]] = []
+    try:
+        async with db.begin() as conn:
+            await conn.exec_driver_sql(
+                "INSERT INTO city_room_messages (id, room_id, seq, author_user_id, username,"
+                " body, client_msg_id, created_at) SELECT 'mb' || g, 'room_city_science', g,"
+                " 'u_' || (g % 50), 'U', 'b', 'c' || g, now() FROM generate_series(1, 20000) g"
+            )
+        async with db.begin() as conn:
+            event.listen(
+                conn.sync_connection,
+                "before_cursor_execute",
+                lambda _c, _cur, sql, params, *_: seen.append((sql, params)),
+            )
+            assert (await store.lock_message(conn, "room_city_science", 777)) is not None
+            await store.update_message(conn, "room_city_science", 777, body="edited")
+            recorded = [(sql, params) for sql, params in seen if "city_room_messages" in sql]
+            # The only other index led by room_id serves only statements naming a client_msg_id.
+            definition = (
+                await conn.exec_driver_sql(
+                    "SELECT indexdef FROM pg_indexes"
+                    " WHERE indexname = 'uq_room_messages_idempotency'"
+                )
+            ).scalar_one()
+            await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_generic_plan")
+            plans = [
+                (await conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + sql, params)).scalar()
+                for sql, params in recorded
+            ]
+    finally:
+        await db.dispose()
+
+    assert definition.endswith("WHERE (client_msg_id IS NOT NULL)"), definition
+    assert len(plans) == 2
+    for plan in plans:
+        nodes = relation_scans(plan[0]["Plan"], "city_room_messages")
+        (scan,) = [n for n in nodes if "Scan" in n["Node Type"]]  # the UPDATE's node aside
+        assert scan["Index Name"] == "uq_room_messages_room_seq", scan

@@ -52,9 +52,11 @@ async def last_seq(conn: AsyncConnection, room_id: str) -> int:
 def _insert_messages(dialect: str) -> sa.Insert:
     cols = room_messages.c
     key = [cols.room_id, cols.author_user_id, cols.client_msg_id]
+    # PostgreSQL's idempotency index is partial (migration 0006): the conflict target says so.
+    where = cols.client_msg_id.isnot(None) if dialect == "postgresql" else None
     statement: sa.Insert = (
         insert_for(dialect)(room_messages)
-        .on_conflict_do_nothing(index_elements=key)
+        .on_conflict_do_nothing(index_elements=key, index_where=where)
         .returning(cols.id)
     )
     return statement

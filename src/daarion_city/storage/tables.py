@@ -85,6 +85,7 @@ room_messages = sa.Table(
         postgresql_where=sa.text("deleted"),
         sqlite_where=sa.text("deleted"),
     ),
+    # On PostgreSQL a unique index WHERE client_msg_id IS NOT NULL (migration 0006).
     sa.UniqueConstraint(
         "room_id", "author_user_id", "client_msg_id", name="uq_room_messages_idempotency"
     ),

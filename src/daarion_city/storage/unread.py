@@ -35,13 +35,23 @@ _WHO = {
     "sqlite": "SELECT value FROM json_each(:users)",
 }
 
-_COUNTS = """
-WITH who(user_id) AS ({who}), pairs AS (
-    SELECT who.user_id, r.id AS room_id, r.slug, r.is_default, r.message_count,
+_PAIR = """SELECT who.user_id, r.id AS room_id, r.slug, r.is_default, r.message_count,
         COALESCE(mk.last_read_seq, 0) AS marker
-    FROM who JOIN city_rooms r ON ({room_filter}) AND ({listed})
-    LEFT JOIN city_read_markers mk ON mk.user_id = who.user_id AND mk.room_id = r.id
+    FROM {rooms}
+    LEFT JOIN city_read_markers mk ON mk.user_id = who.user_id AND mk.room_id = r.id"""
+
+# The rooms a user lists: the default rooms (their partial index), and those they joined (the
+# members' index by user); with ``room_filter`` one room only, or (not ``listed_only``) that
+# room whether listed or not.
+_DEFAULTS = "who JOIN city_rooms r ON r.is_default AND {room_filter}"
+_JOINED = (
+    "who JOIN city_room_members rm ON rm.user_id = who.user_id"
+    " JOIN city_rooms r ON r.id = rm.room_id AND NOT r.is_default AND {room_filter}"
 )
+_ANY = "who JOIN city_rooms r ON {room_filter}"
+
+_COUNTS = """
+WITH who(user_id) AS ({who}), pairs AS ({pairs})
 SELECT p.user_id, p.room_id, p.marker,
     p.message_count - COALESCE((
         SELECT COALESCE(m.ordinal, m.seq) FROM city_room_messages m
@@ -51,30 +61,28 @@ SELECT p.user_id, p.room_id, p.marker,
         WHERE d.room_id = p.room_id AND d.deleted AND d.seq > p.marker
     ) AS unread,
     (
-        SELECT count(*) FROM city_notifications n JOIN city_room_messages nm
-            ON nm.room_id = n.room_id AND nm.seq = n.seq
+        SELECT count(*) FROM city_notifications n
         WHERE n.user_id = p.user_id AND n.room_id = p.room_id AND n.seq > p.marker
-            AND NOT nm.deleted
+            AND NOT EXISTS (
+                SELECT 1 FROM city_room_messages nm
+                WHERE nm.room_id = n.room_id AND nm.seq = n.seq AND nm.deleted
+            )
     ) AS mentions
 FROM pairs p ORDER BY p.user_id, p.is_default DESC, p.slug
 """
 
 
-# The rooms a user lists: the default rooms and those they joined.
-_LISTED = """r.is_default OR EXISTS (
-        SELECT 1 FROM city_room_members rm WHERE rm.room_id = r.id AND rm.user_id = who.user_id)"""
-
-
 @functools.cache
 def _counts(dialect: str, one_room: bool, listed_only: bool) -> sa.TextClause:
-    true = "TRUE" if dialect == "postgresql" else "1"
-    return sa.text(
-        _COUNTS.format(
-            who=_WHO[dialect],
-            room_filter="r.id = :room" if one_room else true,
-            listed=_LISTED if listed_only else true,
+    room_filter = "r.id = :room" if one_room else "TRUE" if dialect == "postgresql" else "1"
+    if listed_only:
+        pairs = " UNION ALL ".join(
+            _PAIR.format(rooms=rooms.format(room_filter=room_filter))
+            for rooms in (_DEFAULTS, _JOINED)
         )
-    )
+    else:
+        pairs = _PAIR.format(rooms=_ANY.format(room_filter=room_filter))
+    return sa.text(_COUNTS.format(who=_WHO[dialect], pairs=pairs))
 
 
 def _users_param(conn: AsyncConnection, users: list[str]) -> Any:
