@@ -457,3 +457,17 @@ async def test_kicks_timed_bans_and_suspensions_reach_the_other_instance(
             return r.status_code == 201
 
         await eventually(lifted_on_b, 2.0, "the suspension was still in force on B")
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"city_message_rate": 0.001, "city_message_burst": 2}]
+)
+async def test_a_replay_is_answered_before_the_rate_limit(api: Api) -> None:
+    nina = await api.guest("Nina")
+    first = await nina.say("science", "one", client_msg_id="a")
+    await nina.say("science", "two", client_msg_id="b")
+    r = await nina.post("/city/rooms/science/messages", {"body": "three", "client_msg_id": "c"})
+    assert (r.status_code, r.json()["code"]) == (429, "rate_limited")
+    r = await nina.post("/city/rooms/science/messages", {"body": "one", "client_msg_id": "a"})
+    assert r.status_code == 201, r.text
+    assert (r.json()["id"], r.headers.get("idempotent-replayed")) == (first["id"], "true")

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daarion_city.config import Settings
-from daarion_city.core.errors import CityError
+from daarion_city.core.errors import CityError, RateLimited, Sanctioned
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.service import FeedService
@@ -143,29 +143,22 @@ class GroupCommit:
         mentions = mentions_in(body, self.settings.city_max_mentions)
         try:
             await self._policies.admit(room_id, user)
-        except CityError:  # an idempotent replay is answered before any sanction or limit
+            if reply_to_seq is not None:
+                await self._writer.check_reply(room_id, reply_to_seq)
+            # The rate limit's round trip runs while the post waits for its commit; the commit
+            # takes only the posts it allowed and answers the others 429.
+            allowed = asyncio.ensure_future(self._hit(user))
+            future = asyncio.get_running_loop().create_future()
+            item = Pending(user, body, client_msg_id, reply_to_seq, mentions, future, allowed)
+            self._enqueue(room_id, item)
+            # Shielded: a caller that goes away does not undo its commit (a retry finds it).
+            return await asyncio.shield(future)
+        except (Sanctioned, RateLimited):  # a replay is answered before any sanction or limit
             if client_msg_id is not None and (
                 stored := await self._writer.stored(room_id, user, client_msg_id)
             ):
                 return stored
             raise
-        if reply_to_seq is not None:
-            await self._writer.check_reply(room_id, reply_to_seq)
-        # The rate limit's round trip runs while the post waits for its commit; the commit
-        # takes only the posts it allowed and answers the others 429.
-        allowed = asyncio.ensure_future(self._hit(user))
-        item = Pending(
-            user,
-            body,
-            client_msg_id,
-            reply_to_seq,
-            mentions,
-            asyncio.get_running_loop().create_future(),
-            allowed,
-        )
-        self._enqueue(room_id, item)
-        # Shielded: a caller that goes away does not undo its commit (a retry finds it).
-        return await asyncio.shield(item.future)
 
     async def change(
         self, user: Principal, room_id: str, run: Change, limited: bool
