@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Browser, BrowserContext, Page, WebSocketRoute, async_playwright
 
-from tests.support import Server
+from tests.support import Server, eventually
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -446,7 +446,8 @@ async def post_as(page: Page, path: str, body: dict[str, Any], method: str = "PO
         """async ([path, body, method]) => {
             const token = localStorage.getItem('city.token');
             const r = await fetch(path, {method, headers: {'Content-Type': 'application/json',
-                Authorization: 'Bearer ' + token}, body: JSON.stringify(body)});
+                Authorization: 'Bearer ' + token},
+                body: method === 'GET' ? undefined : JSON.stringify(body)});
             return {status: r.status, body: await r.json()};
         }""",
         [path, body, method],
@@ -494,7 +495,12 @@ async def test_moderators_act_from_the_page_and_members_are_told_why(
     await nina.locator("#composer-note").filter(has_text="muted").wait_for(timeout=5000)
     # Slow mode: Rex's second message is refused with the time to wait.
     await olga.get_by_test_id("slow-mode").select_option("60")
-    await rex.wait_for_timeout(300)
+
+    async def slowed() -> bool:
+        room = await post_as(rex, "/city/rooms/agora", {}, method="GET")
+        return bool(room["body"]["slow_mode_s"] == 60)
+
+    await eventually(slowed, 5, "the room's slow mode was not set")
     for text in ("first", "second"):
         await rex.get_by_test_id("message-input").fill(text)
         await rex.keyboard.press("Enter")
