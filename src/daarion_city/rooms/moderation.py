@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -27,13 +28,16 @@ from daarion_city.storage.database import Database
 
 
 def sanction_wire(room_id: str, row: Any) -> dict[str, Any]:
+    """A ban or mute row (read, or the dict just written) as the API shows it."""
+    if isinstance(row, dict):
+        row = SimpleNamespace(**row)
     return {
         "room_id": room_id,
-        "user_id": row["user_id"] if isinstance(row, dict) else row.user_id,
-        "by": row["by_user"] if isinstance(row, dict) else row.by_user,
-        "reason": row["reason"] if isinstance(row, dict) else row.reason,
-        "created_at": iso(row["created_at"] if isinstance(row, dict) else row.created_at),
-        "expires_at": _iso_or_none(row["expires_at"] if isinstance(row, dict) else row.expires_at),
+        "user_id": row.user_id,
+        "by": row.by_user,
+        "reason": row.reason,
+        "created_at": iso(row.created_at),
+        "expires_at": _iso_or_none(row.expires_at),
     }
 
 

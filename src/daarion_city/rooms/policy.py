@@ -104,7 +104,7 @@ class Policies:
         """May the user post a new message in the room now: not banned nor muted (403), and
         within the room's slow mode unless a moderator (429 ``slow_mode``). From memory, but
         for the slow mode's bucket."""
-        policy = self._kept.get(room_id) or await self.of(room_id)
+        policy = await self.of(room_id)
         policy.check_voice(user)
         if policy.slow_mode_s and policy.rank(user) < Rank.MODERATOR:
             try:

@@ -9,7 +9,6 @@ are one transaction; the action taken is audited by itself too.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
 from typing import Any
 
 from daarion_city.core.clock import iso, utcnow
@@ -19,7 +18,7 @@ from daarion_city.identity.principal import Principal
 from daarion_city.rooms.moderation import Moderation
 from daarion_city.rooms.policy import Policies
 from daarion_city.rooms.powers import Power, Rank, may
-from daarion_city.rooms.schemas import message_wire
+from daarion_city.rooms.schemas import last_message_wire
 from daarion_city.rooms.timeline import Timeline
 from daarion_city.storage import moderation as moderation_store
 from daarion_city.storage import reports as store
@@ -119,7 +118,7 @@ class Reports:
         out = []
         for row in rows:
             resolver = user.admin or (visible is not None and row.room_id in visible)
-            message = message_wire(_prefixed(row, store.M_PREFIX))
+            message = last_message_wire(row, store.M_PREFIX)
             out.append(report_wire(row, resolver=resolver, message=message))
         return out
 
@@ -162,10 +161,3 @@ class Reports:
             await moderation_store.insert_audit(conn, entry)
             resolved = await store.get_report(conn, report_id)
         return report_wire(resolved, resolver=policy.rank(user) >= Rank.MODERATOR)
-
-
-def _prefixed(row: Any, prefix: str) -> Any:
-    n = len(prefix)
-    return SimpleNamespace(
-        **{key[n:]: value for key, value in row._mapping.items() if key.startswith(prefix)}
-    )
