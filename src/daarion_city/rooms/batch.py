@@ -8,7 +8,7 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 
@@ -52,16 +52,30 @@ def answer(batch: list[Pending], results: list[PostResult]) -> None:
             item.future.set_result(result)
 
 
-async def allowed_posts(batch: list[Pending]) -> list[Pending]:
-    """The posts of ``batch`` the rate limit allowed; the others are answered its error."""
-    waiting = [item.allowed for item in batch if not item.allowed.done()]
+class Limited(Protocol):
+    """A queued post or change: its answer, and the rate limit's verdict (None: not limited)."""
+
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
+
+    @property
+    def allowed(self) -> asyncio.Future[None] | None: ...
+
+
+_Item = TypeVar("_Item", bound=Limited)
+
+
+async def allowed_posts(batch: list[_Item]) -> list[_Item]:
+    """The items of ``batch`` the rate limit allowed; the others are answered its error."""
+    verdicts = [item.allowed for item in batch]
+    waiting = [v for v in verdicts if v is not None and not v.done()]
     if waiting:
         await asyncio.wait(waiting)
     kept = []
-    for item in batch:
-        if item.allowed.cancelled():  # the server is stopping
+    for item, verdict in zip(batch, verdicts, strict=True):
+        if verdict is not None and verdict.cancelled():  # the server is stopping
             item.future.cancel()
-        elif (exc := item.allowed.exception()) is None:
+        elif verdict is None or (exc := verdict.exception()) is None:
             kept.append(item)
         elif not item.future.done():
             item.future.set_exception(exc)

@@ -33,8 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.errors import CityError, RateLimited, Sanctioned
@@ -52,32 +50,17 @@ from daarion_city.rooms.batch import (
     allowed_posts,
     answer,
 )
+from daarion_city.rooms.changecommit import ChangeCommit, Notify, QueuedChange
+from daarion_city.rooms.changes import Change, ChangeResult
 from daarion_city.rooms.mentions import mentions_in
 from daarion_city.rooms.policy import Policies
-from daarion_city.rooms.timeline import Change, ChangeResult
+from daarion_city.rooms.reactions import Reaction
 from daarion_city.rooms.typing import RoomTyping
 from daarion_city.storage.database import Database
 
 log = logging.getLogger(__name__)
 
 COMMIT_BATCH = 200
-# Notices that a room's timeline changed in ways no feed event tells (edits, reactions): every
-# instance drops what its reads show of the room (RoomService._on_notice).
-ROOM_NOTICES = "city:rooms"
-
-
-Notify = Callable[[str, list[tuple[dict[str, Any], list[str]]]], None]
-"""``(room_id, [(message, the users it newly mentions)])``: the notifications of committed
-messages, made in the background after they are announced (``rooms/unread.Unread.notify``)."""
-
-
-@dataclass(slots=True)
-class QueuedChange:
-    """An edit, deletion or reaction change waiting in its room's queue (rooms/timeline.py)."""
-
-    run: Change
-    future: asyncio.Future[ChangeResult]
-    allowed: asyncio.Future[None] | None
 
 
 async def publish_quietly(publishing: Awaitable[None]) -> None:
@@ -120,6 +103,7 @@ class GroupCommit:
         self._policies = policies
         self._db = db
         self._writer = BatchWriter(db, feed, metrics, tasks)
+        self._changes = ChangeCommit(db, hub, feed, committed, notify)
         # room -> posts (and timeline changes) waiting for a commit, in arrival order
         self._pending: dict[str, list[Pending | QueuedChange]] = {}
         self._committing: set[str] = set()
@@ -161,7 +145,7 @@ class GroupCommit:
             raise
 
     async def change(
-        self, user: Principal, room_id: str, run: Change, limited: bool
+        self, user: Principal, room_id: str, run: Change | Reaction, limited: bool
     ) -> ChangeResult:
         """A timeline change (rooms/timeline.py), committed in its turn among the room's posts,
         answered, then announced; ``limited`` takes from the user's message bucket."""
@@ -187,9 +171,18 @@ class GroupCommit:
         try:
             while queue := self._pending.get(room_id):
                 head = queue[0]
+                if isinstance(head, QueuedChange) and isinstance(head.run, Reaction):
+                    group: list[QueuedChange] = []
+                    for item in queue[:COMMIT_BATCH]:  # the reaction changes up to the next item
+                        if not isinstance(item, QueuedChange) or not isinstance(item.run, Reaction):
+                            break
+                        group.append(item)
+                    del queue[: len(group)]
+                    await self._changes.react(room_id, await allowed_posts(group))
+                    continue
                 if isinstance(head, QueuedChange):
                     del queue[0]
-                    await self._apply(room_id, head)
+                    await self._changes.apply(room_id, head)
                     continue
                 batch: list[Pending] = []
                 for item in queue[:COMMIT_BATCH]:  # the posts up to the next change
@@ -228,36 +221,6 @@ class GroupCommit:
                     item.future.set_exception(exc)
             else:
                 await self._settle(room_id, [item], committed)
-
-    async def _apply(self, room_id: str, item: QueuedChange) -> None:
-        """A timeline change: committed, answered, then announced (to this instance's sockets,
-        then the bus with a notice for the other instances' reads)."""
-        try:
-            if item.allowed is not None:
-                await item.allowed
-            result = await item.run()
-        except Exception as exc:
-            if not item.future.done():
-                item.future.set_exception(exc)
-            return
-        if result.frame is not None:
-            self._committed(room_id)
-        if not item.future.done():
-            item.future.set_result(result)
-        if result.frame is None:
-            return
-        if result.mentioned:  # an edit's new mentions (its reply notified at its creation)
-            self._notify(room_id, [({**result.answer, "reply_to_seq": None}, result.mentioned)])
-        frames = [result.frame]
-        self.hub.deliver_local(room_id, frames)
-        items = [self.hub.messages_item(room_id, frames), (ROOM_NOTICES, room_id.encode())]
-        if result.events:
-            items.append(self.feed.item(result.events))
-        try:
-            await self.hub.bus.publish_many(items)
-        except Exception:
-            self.hub.publish_failed(room_id, result.frame[0])
-            log.warning("publishing on the bus failed", exc_info=True)
 
     async def _settle(self, room_id: str, batch: list[Pending], committed: Committed) -> None:
         """After a commit: what reads show of the room is dropped (``committed``), then the

@@ -29,7 +29,8 @@ from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import RateLimiter
 from daarion_city.realtime.hub import RoomHub
-from daarion_city.rooms.commit import ROOM_NOTICES, GroupCommit
+from daarion_city.rooms.changecommit import ROOM_NOTICES
+from daarion_city.rooms.commit import GroupCommit
 from daarion_city.rooms.membership import Membership
 from daarion_city.rooms.moderation import Moderation
 from daarion_city.rooms.occupancy import RoomOccupancy

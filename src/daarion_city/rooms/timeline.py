@@ -13,63 +13,25 @@ it, with its message as it is now.
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-import emoji
-
 from daarion_city.core.clock import utcnow
-from daarion_city.core.errors import Conflict, Forbidden, NotFound, Unprocessable
-from daarion_city.feed.service import FeedService, RecordedEvent
+from daarion_city.core.errors import Conflict, Forbidden, NotFound
+from daarion_city.feed.service import FeedService
 from daarion_city.identity.principal import Principal
+from daarion_city.rooms.changes import Change, ChangeResult
 from daarion_city.rooms.frames import message_frame, reaction_frame, timeline_frame
 from daarion_city.rooms.mentions import mentions_in
 from daarion_city.rooms.policy import Policies, RoomPolicy
 from daarion_city.rooms.powers import Power, check
+from daarion_city.rooms.reactions import Reaction, normalize_emoji
 from daarion_city.rooms.schemas import message_wire
 from daarion_city.storage import moderation as moderation_store
 from daarion_city.storage import timeline as store
 from daarion_city.storage.database import Database
 
-MAX_EMOJI_PER_MESSAGE = 20
-SHORTCODE = re.compile(r":[a-z0-9_+-]{1,30}:")
-FULLY_QUALIFIED = emoji.STATUS["fully_qualified"]
-
-
-@dataclass(frozen=True, slots=True)
-class ChangeResult:
-    """What a change answers, and its frame (None when it changed nothing)."""
-
-    answer: dict[str, Any]
-    frame: tuple[int, str] | None
-    events: list[RecordedEvent] = field(default_factory=list)  # feed events to publish
-    mentioned: list[str] = field(default_factory=list)  # users an edit newly mentions
-
-
-Change = Callable[[], Awaitable[ChangeResult]]
-
-
-def normalize_emoji(raw: str) -> str:
-    """One fully-qualified emoji of Unicode's recommended set, stored NFC with its variation
-    selector (so "❤" and "❤️" are one), or a ``:shortcode:``; else 422 ``invalid_emoji``."""
-    if SHORTCODE.fullmatch(raw):
-        return raw
-    text = unicodedata.normalize("NFC", raw)
-    if 1 <= len(text) <= 32:
-        for candidate in (text, text + "\ufe0f", text[:1] + "\ufe0f" + text[1:]):
-            data = emoji.EMOJI_DATA.get(candidate)
-            if data is not None and data.get("status") == FULLY_QUALIFIED:
-                return candidate
-    raise Unprocessable(
-        "an emoji is one emoji of Unicode's recommended set or a :shortcode:",
-        code="invalid_emoji",
-    )
-
-
-Submit = Callable[[Principal, str, Change, bool], Awaitable[ChangeResult]]
+Submit = Callable[[Principal, str, Change | Reaction, bool], Awaitable[ChangeResult]]
 
 
 class Timeline:
@@ -112,7 +74,7 @@ class Timeline:
     ) -> dict[str, Any]:
         room_id = await self._resolve(ref)
         (await self._policies.of(room_id)).check_voice(user)
-        change = self.react(user, room_id, seq, normalize_emoji(raw_emoji), add=add)
+        change = Reaction(user.user_id, seq, normalize_emoji(raw_emoji), add)
         return (await self._submit(user, room_id, change, True)).answer
 
     def edit(self, user: Principal, room_id: str, seq: int, body: str) -> Change:
@@ -205,47 +167,6 @@ class Timeline:
                 message = message_wire(await self._target(conn, room_id, seq))
             frame = _frame("room.message.delete", room_id, event_seq, message)
             return ChangeResult(message, frame, [event])
-
-        return run
-
-    def react(self, user: Principal, room_id: str, seq: int, emoji: str, *, add: bool) -> Change:
-        async def run() -> ChangeResult:
-            async with self.db.begin() as conn:
-                row = await self._target(conn, room_id, seq)
-                if row.deleted:
-                    raise Conflict("the message is deleted", code="message_deleted")
-                at = utcnow()
-                if add:
-                    known = {r["emoji"] for r in row.reactions}
-                    if emoji not in known and len(known) >= MAX_EMOJI_PER_MESSAGE:
-                        raise Unprocessable(
-                            f"at most {MAX_EMOJI_PER_MESSAGE} emoji per message",
-                            code="too_many_reactions",
-                        )
-                    changed = await store.add_reaction(conn, room_id, seq, emoji, user.user_id, at)
-                else:
-                    changed = await store.remove_reaction(conn, room_id, seq, emoji, user.user_id)
-                answer = {"room_id": room_id, "seq": seq, "reactions": row.reactions}
-                if not changed:
-                    return ChangeResult(answer, None)
-                reactions = await store.reactions_of(conn, room_id, seq)
-                event_seq = await store.take_seq(conn, room_id)
-                await store.update_message(conn, room_id, seq, reactions=reactions)
-                await store.insert_event(
-                    conn,
-                    room_id=room_id,
-                    seq=event_seq,
-                    kind="reaction",
-                    target_seq=seq,
-                    user_id=user.user_id,
-                    created_at=at,
-                    emoji=emoji,
-                    op="add" if add else "remove",
-                )
-            frame = reaction_frame(
-                room_id, event_seq, seq, user.user_id, emoji, "add" if add else "remove", reactions
-            )
-            return ChangeResult({**answer, "reactions": reactions}, (event_seq, frame))
 
         return run
 

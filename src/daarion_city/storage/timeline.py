@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import (
     message_reactions,
     room_events,
@@ -30,7 +29,7 @@ async def lock_message(
     """The message created at ``seq``, read after locking the room's row (PostgreSQL; SQLite's
     writer lock serialises the transaction): changes to a room's timeline commit one at a time,
     whichever instance makes them."""
-    await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id).with_for_update())
+    await lock_room(conn, room_id)
     result = await conn.execute(
         sa.select(room_messages).where(
             room_messages.c.room_id == room_id, room_messages.c.seq == seq
@@ -39,15 +38,31 @@ async def lock_message(
     return result.first()
 
 
+async def lock_room(conn: AsyncConnection, room_id: str) -> None:
+    await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id).with_for_update())
+
+
 async def take_seq(conn: AsyncConnection, room_id: str) -> int:
     """The room's next timeline seq, for an event that is not a new message."""
+    return await take_seqs(conn, room_id, 1)
+
+
+async def take_seqs(conn: AsyncConnection, room_id: str, count: int) -> int:
+    """The first of the room's next ``count`` timeline seqs, for events that are not new
+    messages."""
     result = await conn.execute(
         rooms.update()
         .where(rooms.c.id == room_id)
-        .values(last_seq=rooms.c.last_seq + 1)
+        .values(last_seq=rooms.c.last_seq + count)
         .returning(rooms.c.last_seq)
     )
-    return int(result.scalar_one())
+    return int(result.scalar_one()) - count + 1
+
+
+async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    """Timeline events (each: ``room_id``, ``seq``, ``kind``, ``target_seq``, ``user_id``,
+    ``emoji``, ``op``, ``created_at``), in one statement."""
+    await conn.execute(room_events.insert(), rows)
 
 
 async def update_message(conn: AsyncConnection, room_id: str, seq: int, **values: Any) -> None:
@@ -84,44 +99,63 @@ async def insert_event(
     )
 
 
-async def add_reaction(
-    conn: AsyncConnection, room_id: str, seq: int, emoji: str, user_id: str, at: datetime
-) -> bool:
-    """True when the user had not reacted so to the message (then it is stored)."""
-    result = await conn.execute(
-        insert_for(conn.dialect.name)(message_reactions)
-        .values(room_id=room_id, seq=seq, emoji=emoji, user_id=user_id, created_at=at)
-        .on_conflict_do_nothing()
-    )
-    return bool(result.rowcount)
-
-
-async def remove_reaction(
-    conn: AsyncConnection, room_id: str, seq: int, emoji: str, user_id: str
-) -> bool:
+async def reaction_entries(
+    conn: AsyncConnection, room_id: str, seqs: Iterable[int]
+) -> dict[int, list[tuple[str, str]]]:
+    """The messages' reactions as ``(emoji, user_id)`` rows in the order they were made."""
     r = message_reactions.c
     result = await conn.execute(
-        message_reactions.delete().where(
-            r.room_id == room_id, r.seq == seq, r.emoji == emoji, r.user_id == user_id
+        sa.select(r.seq, r.emoji, r.user_id)
+        .where(r.room_id == room_id, r.seq.in_(sorted(seqs)))
+        .order_by(r.pos)
+    )
+    entries: dict[int, list[tuple[str, str]]] = {}
+    for seq, emoji, user_id in result.all():
+        entries.setdefault(int(seq), []).append((emoji, user_id))
+    return entries
+
+
+async def replace_reactions(
+    conn: AsyncConnection,
+    room_id: str,
+    *,
+    deleted: list[tuple[int, str, str]],
+    added: list[tuple[int, str, str]],
+    at: datetime,
+) -> None:
+    """Delete, then insert (in order: their ``pos`` follows it) ``(seq, emoji, user_id)`` rows."""
+    r = message_reactions.c
+    if deleted:
+        await conn.execute(
+            message_reactions.delete().where(
+                r.room_id == room_id,
+                r.seq == sa.bindparam("b_seq"),
+                r.emoji == sa.bindparam("b_emoji"),
+                r.user_id == sa.bindparam("b_user"),
+            ),
+            [{"b_seq": s, "b_emoji": e, "b_user": u} for s, e, u in deleted],
         )
-    )
-    return bool(result.rowcount)
+    if added:
+        await conn.execute(
+            message_reactions.insert(),
+            [
+                {"room_id": room_id, "seq": s, "emoji": e, "user_id": u, "created_at": at}
+                for s, e, u in added
+            ],
+        )
 
 
-async def reactions_of(conn: AsyncConnection, room_id: str, seq: int) -> list[dict[str, Any]]:
-    """The message's reactions as the wire lists them: per emoji (ordered by its first
-    reaction), the count and the first 20 users in the order they reacted."""
-    r = message_reactions.c
-    result = await conn.execute(
-        sa.select(r.emoji, r.user_id).where(r.room_id == room_id, r.seq == seq).order_by(r.pos)
+async def set_reactions(
+    conn: AsyncConnection, room_id: str, reactions: dict[int, list[dict[str, Any]]]
+) -> None:
+    """Each message's ``reactions`` as the wire lists them, by seq."""
+    m = room_messages.c
+    await conn.execute(
+        room_messages.update()
+        .where(m.room_id == room_id, m.seq == sa.bindparam("b_seq"))
+        .values(reactions=sa.bindparam("b_reactions")),
+        [{"b_seq": seq, "b_reactions": value} for seq, value in reactions.items()],
     )
-    grouped: dict[str, list[str]] = {}
-    for emoji, user_id in result.all():
-        grouped.setdefault(emoji, []).append(user_id)
-    return [
-        {"emoji": emoji, "count": len(users), "users": users[:MAX_REACTION_USERS]}
-        for emoji, users in grouped.items()
-    ]
 
 
 async def clear_reactions(conn: AsyncConnection, room_id: str, seq: int) -> None:

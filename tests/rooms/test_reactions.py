@@ -1,0 +1,117 @@
+"""Reaction changes committed together (rooms/reactions.py): consecutive changes in a room's
+queue share one transaction, and each still reads as if it had committed alone: its own seq,
+its own frame with the reactions right after it, its own answer or error. SQLite and
+PostgreSQL, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import quote
+
+import pytest
+
+from daarion_city.core.errors import Conflict, NotFound
+from daarion_city.rooms.changes import ChangeResult
+from daarion_city.rooms.reactions import Reaction, commit_reactions
+from tests.support import Api
+
+SCIENCE = "/city/rooms/science"
+ROOM_ID = "room_city_science"
+
+
+def listed(*pairs: tuple[str, list[str]]) -> list[dict[str, object]]:
+    return [{"emoji": e, "count": len(users), "users": users} for e, users in pairs]
+
+
+async def test_a_group_of_changes_reads_as_if_each_had_committed_alone(api: Api) -> None:
+    alice, bob = await api.guest("Alice"), await api.guest("Bob")
+    one = (await alice.say("science", "one"))["seq"]
+    two = (await alice.say("science", "two"))["seq"]
+    gone = (await alice.say("science", "gone"))["seq"]
+    assert (
+        await alice.api.http.delete(f"{SCIENCE}/messages/{gone}", headers=alice.headers)
+    ).is_success
+    r = await alice.api.http.put(
+        f"{SCIENCE}/messages/{one}/reactions/{quote('👍')}", headers=alice.headers
+    )
+    assert r.json()["reactions"] == listed(("👍", [alice.user_id]))
+    before = gone + 2  # the deletion and the reaction took a seq each
+    a, b, c = alice.user_id, bob.user_id, "u_carol"
+    changes = [
+        Reaction(b, one, "👍", True),
+        Reaction(a, one, "👍", False),  # a stored reaction taken away...
+        Reaction(a, one, "👍", True),  # ...and made again: it now comes after Bob's
+        Reaction(b, one, "👍", True),  # the same again: no seq
+        Reaction(c, two, "🎉", True),
+        Reaction(c, gone, "🎉", True),  # a deleted message
+        Reaction(c, 99_999, "🎉", True),  # no such message
+        Reaction(c, two, "❤️", False),  # not there: no seq
+        Reaction(b, two, "🎉", True),
+    ]
+    async with alice.socket("science") as ws:
+        await ws.expect("room.state")
+        outcomes = await commit_reactions(api.server.resources.db, ROOM_ID, changes)
+    assert isinstance(outcomes[5], Conflict)
+    assert outcomes[5].code == "message_deleted"
+    assert isinstance(outcomes[6], NotFound)
+    assert outcomes[6].code == "message_not_found"
+    results = [o for o in outcomes if isinstance(o, ChangeResult)]
+    assert len(results) == 7
+    answers = [o.answer["reactions"] if isinstance(o, ChangeResult) else None for o in outcomes]
+    assert answers == [
+        listed(("👍", [a, b])),
+        listed(("👍", [b])),
+        listed(("👍", [b, a])),
+        listed(("👍", [b, a])),
+        listed(("🎉", [c])),
+        None,
+        None,
+        listed(("🎉", [c])),
+        listed(("🎉", [c, b])),
+    ]
+    seqs = [o.frame[0] if isinstance(o, ChangeResult) and o.frame else None for o in outcomes]
+    b1, b2, b3, b4, b5 = (before + i for i in range(1, 6))
+    assert seqs == [b1, b2, b3, None, b4, None, None, None, b5]
+    # Stored as the last change left them; the timeline reads the events back in order.
+    page = {m["seq"]: m for m in (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]}
+    assert page[one]["reactions"] == listed(("👍", [b, a]))
+    assert page[two]["reactions"] == listed(("🎉", [c, b]))
+    events = (await api.http.get(f"{SCIENCE}/events", params={"after_seq": before})).json()
+    assert [(e["seq"], e["target_seq"], e["user_id"], e["op"]) for e in events["events"]] == [
+        (b1, one, b, "add"),
+        (b2, one, a, "remove"),
+        (b3, one, a, "add"),
+        (b4, two, c, "add"),
+        (b5, two, b, "add"),
+    ]
+    # The reaction rows agree with what was written: the next change starts from them.
+    r = await bob.api.http.delete(
+        f"{SCIENCE}/messages/{one}/reactions/{quote('👍')}", headers=bob.headers
+    )
+    assert r.json()["reactions"] == listed(("👍", [a]))
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"city_message_rate": 1000, "city_message_burst": 1000}]
+)
+async def test_many_people_reacting_at_once_each_count_once_in_order(api: Api) -> None:
+    users = [await api.guest(f"U{i}") for i in range(30)]
+    seq = (await users[0].say("science", "vote"))["seq"]
+    path = f"{SCIENCE}/messages/{seq}/reactions/{quote('👍')}"
+    async with users[0].socket("science") as ws:
+        state = await ws.expect("room.state")
+        answers = await asyncio.gather(*(u.api.http.put(path, headers=u.headers) for u in users))
+        assert {r.status_code for r in answers} == {200}
+        frames = [await ws.expect("room.reaction") for _ in users]
+    # One seq each, in order, and each frame counts one more than the one before.
+    assert [f["seq"] for f in frames] == list(range(state["last_seq"] + 1, state["last_seq"] + 31))
+    assert [f["reactions"][0]["count"] for f in frames] == list(range(1, 31))
+    assert {f["user_id"] for f in frames} == {u.user_id for u in users}
+    # Each answer shows the reactions right after its own change, as its frame does.
+    by_user = {f["user_id"]: f["reactions"] for f in frames}
+    for response, user in zip(answers, users, strict=True):
+        assert response.json()["reactions"] == by_user[user.user_id]
+    page = (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]
+    final = next(m for m in page if m["seq"] == seq)["reactions"]
+    assert final[0]["count"] == 30
+    assert final[0]["users"] == [f["user_id"] for f in frames][:20]
