@@ -71,6 +71,67 @@ async def test_posting_answers_the_same_with_and_without_the_post_lane(
     assert [replayed for _, replayed, _ in answers["lane"]][:3] == [None, "true", None]
 
 
+async def test_reactions_answer_the_same_with_and_without_the_lane(api: Api, settings: Any) -> None:
+    """``PostLane`` also serves reaction changes the route would take as they are; the route
+    answers the rest. Both give the same answers, errors included."""
+    from daarion_city.app import create_app
+    from tests.support import Server, serve_app
+
+    plain = create_app(
+        settings.model_copy(update={"city_data_dir": settings.city_data_dir / "b"}), lanes=False
+    )
+    alice = await api.guest("Alice")
+    auth = {"Authorization": f"Bearer {alice.token}"}
+    thumbs = "%F0%9F%91%8D"
+    cases: list[tuple[str, str, str, dict[str, str]]] = [
+        ("PUT", "SEQ", thumbs, auth),
+        ("PUT", "SEQ", thumbs, auth),  # again: nothing changes
+        ("PUT", "SEQ", ":tada:", auth),
+        ("DELETE", "SEQ", thumbs, auth),
+        ("DELETE", "SEQ", thumbs, auth),
+        ("PUT", "SEQ", "ab", auth),
+        ("PUT", "SEQ", "x" * 65, auth),
+        ("PUT", "0", thumbs, auth),
+        ("PUT", "abc", thumbs, auth),
+        ("PUT", "-1", thumbs, auth),
+        ("PUT", "9" * 30, thumbs, auth),
+        ("PUT", "999999", thumbs, auth),
+        ("PUT", "GONE", thumbs, auth),
+        ("DELETE", "GONE", thumbs, auth),
+        ("PUT", "SEQ", thumbs, {}),
+        ("PUT", "SEQ", thumbs, {"Authorization": "Bearer nope"}),
+    ]
+    answers: dict[str, list[tuple[int, Any]]] = {}
+    async with serve_app(plain.state.lane, ws="websockets-sansio", lifespan="on") as served:
+        port = served.servers[0].sockets[0].getsockname()[1]
+        bare = Server(settings, "127.0.0.1", port, served, plain.state.resources)
+        for label, server in (("lane", api.server), ("route", bare)):
+            seq = str((await alice.say("science", f"react here, {label}"))["seq"])
+            gone = str((await alice.say("science", "deleted"))["seq"])
+            r = await alice.api.http.delete(f"/city/rooms/science/messages/{gone}", headers=auth)
+            assert r.status_code == 200
+            got = answers.setdefault(label, [])
+            async with httpx.AsyncClient(base_url=server.base_url) as http:
+                for method, at, emoji, headers in cases:
+                    at = at.replace("SEQ", seq).replace("GONE", gone)
+                    path = f"/city/rooms/science/messages/{at}/reactions/{emoji}"
+                    r = await http.request(method, path, headers=headers)
+                    answer = r.json()
+                    if r.status_code == 200:
+                        assert answer.pop("seq") == int(seq)
+                    got.append((r.status_code, answer))
+            r = await alice.api.http.put(
+                f"/city/rooms/nowhere/messages/{seq}/reactions/{thumbs}", headers=auth
+            )
+            got.append((r.status_code, r.json()))
+    assert answers["lane"] == answers["route"]
+    statuses = [status for status, _ in answers["lane"]]
+    assert statuses == [200] * 5 + [422] * 6 + [404, 409, 409, 401, 401, 404]
+    assert answers["lane"][3][1]["reactions"] == [
+        {"emoji": ":tada:", "count": 1, "users": [alice.user_id]}
+    ]
+
+
 def _lanes(asgi: Any, kind: type) -> bool:
     """Whether the chain of ASGI layers in front of the app holds a ``kind``."""
     while asgi is not None and not isinstance(asgi, kind):

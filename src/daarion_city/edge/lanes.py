@@ -10,11 +10,13 @@ layers provided (the app in the scope, the request id, the server's protocol for
 path); everything else, HTTP and lifespan included, goes on unchanged to ``http``: the HTTP
 middleware in front of the app (``edge/front.py``).
 
-Posts (:class:`PostLane`). A post the route would accept as it is (a JSON body that
-``MessageCreate`` validates, a bearer token that verifies) is served without FastAPI's routing,
-dependency solving and request objects, which cost more server time per post than storing and
-broadcasting it (bench/RESULTS.md). Every other request, malformed ones included, goes on to the
-route, so each error has one definition.
+Posts and reaction changes (:class:`PostLane`). A post the route would accept as it is (a JSON
+body that ``MessageCreate`` validates, a bearer token that verifies) is served without FastAPI's
+routing, dependency solving and request objects, which cost more server time per post than
+storing and broadcasting it (bench/RESULTS.md); so is a reaction added or removed (``PUT`` and
+``DELETE .../reactions/{emoji}`` with a seq of digits in range and an emoji of 1 to 64
+characters, as the route's parameters take them). Every other request, malformed ones included,
+goes on to the route, so each error has one definition.
 
 What the lanes share with the routes: their paths (the routers' own constants, matched by the
 pattern Starlette compiles from them, in full), the bearer token
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextvars import Token
+from re import Match
 
 import orjson
 from fastapi import FastAPI
@@ -38,6 +41,7 @@ from starlette.websockets import WebSocket
 from daarion_city.core.errors import Sanctioned, Unauthorized, error_answer
 from daarion_city.core.logs import request_id
 from daarion_city.core.provided import Provided
+from daarion_city.core.validation import MAX_SEQ
 from daarion_city.edge.middleware import bind_request_id, is_json, read_body, replay_body
 from daarion_city.identity.http import bearer_credentials
 from daarion_city.identity.tokens import AUTH
@@ -45,6 +49,7 @@ from daarion_city.presence import ws as presence_ws
 from daarion_city.realtime.transport import remember_protocol
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import ws as rooms_ws
+from daarion_city.rooms.http import MAX_EMOJI_PARAM
 from daarion_city.rooms.schemas import MessageCreate
 from daarion_city.rooms.service import ROOMS
 
@@ -53,6 +58,7 @@ PresenceHandler = Callable[[WebSocket], Awaitable[None]]
 ROOM_SOCKET = compile_path(rooms_ws.SOCKET_PATH)[0]
 PRESENCE_SOCKET = presence_ws.SOCKET_PATH
 POST_MESSAGE = compile_path(rooms_http.PREFIX + rooms_http.MESSAGES_PATH)[0]
+REACTION = compile_path(rooms_http.PREFIX + rooms_http.REACTION_PATH)[0]
 
 
 class SocketLane:
@@ -112,14 +118,46 @@ class PostLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            match = POST_MESSAGE.fullmatch(scope["path"])
-            if match is not None and is_json(dict(scope["headers"])):
-                body = await read_body(receive)
-                if await self._serve(scope, receive, send, match["room"], body):
+        if scope["type"] == "http":
+            method = scope["method"]
+            if method == "POST":
+                match = POST_MESSAGE.fullmatch(scope["path"])
+                if match is not None and is_json(dict(scope["headers"])):
+                    body = await read_body(receive)
+                    if await self._serve(scope, receive, send, match["room"], body):
+                        return
+                    receive = replay_body(body, receive)
+            elif method in ("PUT", "DELETE"):
+                match = REACTION.fullmatch(scope["path"])
+                if match is not None and await self._react(scope, receive, send, match):
                     return
-                receive = replay_body(body, receive)
         await self.app(scope, receive, send)
+
+    async def _react(self, scope: Scope, receive: Receive, send: Send, match: Match[str]) -> bool:
+        """A reaction added or removed: answered (True), or left to the app (False)."""
+        seq, emoji = match["seq"], match["emoji"]
+        if not (seq.isascii() and seq.isdigit() and 1 <= int(seq) <= MAX_SEQ):
+            return False
+        if not 1 <= len(emoji) <= MAX_EMOJI_PARAM:
+            return False
+        credentials = bearer_credentials(scope["headers"])
+        if credentials is None:
+            return False
+        values: Provided = self.app.state.provided
+        try:
+            user = values[AUTH].verify(credentials)
+        except (Unauthorized, Sanctioned):
+            return False  # the route answers it
+        add = scope["method"] == "PUT"
+        try:
+            answer = await values[ROOMS].timeline.set_reaction(
+                user, match["room"], int(seq), emoji, add=add
+            )
+        except Exception as exc:  # as the app's error handlers answer it
+            await error_answer(scope, exc)(scope, receive, send)
+            return True
+        await _send_json(send, 200, orjson.dumps(answer))
+        return True
 
     async def _serve(
         self, scope: Scope, receive: Receive, send: Send, room: str, body: bytes
@@ -141,10 +179,13 @@ class PostLane:
         except Exception as exc:  # as the app's error handlers answer it
             await error_answer(scope, exc)(scope, receive, send)
             return True
-        answer = orjson.dumps(result.message)
-        start: list[tuple[bytes, bytes]] = [(b"content-length", str(len(answer)).encode()), _JSON]
-        if not result.created:
-            start.append(_REPLAYED)
-        await send({"type": "http.response.start", "status": 201, "headers": start})
-        await send({"type": "http.response.body", "body": answer})
+        await _send_json(send, 201, orjson.dumps(result.message), replayed=not result.created)
         return True
+
+
+async def _send_json(send: Send, status: int, answer: bytes, *, replayed: bool = False) -> None:
+    start: list[tuple[bytes, bytes]] = [(b"content-length", str(len(answer)).encode()), _JSON]
+    if replayed:
+        start.append(_REPLAYED)
+    await send({"type": "http.response.start", "status": status, "headers": start})
+    await send({"type": "http.response.body", "body": answer})

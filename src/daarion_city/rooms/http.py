@@ -57,8 +57,10 @@ RATE_LIMITED: dict[int | str, dict[str, Any]] = {
     429: error_doc("rate limited (`rate_limited`), see Retry-After"),
 }
 MESSAGE_PATH = MESSAGES_PATH + "/{seq}"
+REACTION_PATH = MESSAGE_PATH + "/reactions/{emoji}"
 Seq = Annotated[int, Path(ge=1, le=MAX_SEQ, description="the message's seq (its creation's)")]
-EmojiParam = Annotated[str, Path(min_length=1, max_length=64)]
+MAX_EMOJI_PARAM = 64
+EmojiParam = Annotated[str, Path(min_length=1, max_length=MAX_EMOJI_PARAM)]
 CHANGE_ERRORS: dict[int | str, dict[str, Any]] = {
     **UNAUTHORIZED,
     **RATE_LIMITED,
@@ -169,7 +171,7 @@ async def delete_message(request: Request, room: str, seq: Seq, user: CurrentUse
     return json_answer(await provided(request, ROOMS).timeline.delete_message(user, room, seq))
 
 
-@router.put(MESSAGE_PATH + "/reactions/{emoji}", response_model=Reactions, responses=CHANGE_ERRORS)
+@router.put(REACTION_PATH, response_model=Reactions, responses=CHANGE_ERRORS)
 async def add_reaction(
     request: Request, room: str, seq: Seq, emoji: EmojiParam, user: CurrentUser
 ) -> Response:
@@ -177,9 +179,7 @@ async def add_reaction(
     return json_answer(await timeline.set_reaction(user, room, seq, emoji, add=True))
 
 
-@router.delete(
-    MESSAGE_PATH + "/reactions/{emoji}", response_model=Reactions, responses=CHANGE_ERRORS
-)
+@router.delete(REACTION_PATH, response_model=Reactions, responses=CHANGE_ERRORS)
 async def remove_reaction(
     request: Request, room: str, seq: Seq, emoji: EmojiParam, user: CurrentUser
 ) -> Response:
