@@ -40,7 +40,7 @@ async def lock_message(
 
 
 async def lock_room(conn: AsyncConnection, room_id: str) -> None:
-    await conn.execute(sa.select(rooms.c.id).where(rooms.c.id == room_id).with_for_update())
+    await conn.execute(_LOCK, {"b_room": room_id})
 
 
 async def take_seq(conn: AsyncConnection, room_id: str) -> int:
@@ -51,19 +51,14 @@ async def take_seq(conn: AsyncConnection, room_id: str) -> int:
 async def take_seqs(conn: AsyncConnection, room_id: str, count: int) -> int:
     """The first of the room's next ``count`` timeline seqs, for events that are not new
     messages."""
-    result = await conn.execute(
-        rooms.update()
-        .where(rooms.c.id == room_id)
-        .values(last_seq=rooms.c.last_seq + count)
-        .returning(rooms.c.last_seq)
-    )
+    result = await conn.execute(_TAKE, {"b_room": room_id, "b_count": count})
     return int(result.scalar_one()) - count + 1
 
 
 async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
     """Timeline events (each: ``room_id``, ``seq``, ``kind``, ``target_seq``, ``user_id``,
     ``emoji``, ``op``, ``created_at``), in one statement."""
-    await conn.execute(room_events.insert(), rows)
+    await conn.execute(_INSERT_EVENT, rows)
 
 
 async def update_message(conn: AsyncConnection, room_id: str, seq: int, **values: Any) -> None:
@@ -104,8 +99,8 @@ async def reaction_entries(
     conn: AsyncConnection, room_id: str, seqs: Iterable[int]
 ) -> dict[int, list[tuple[str, str]]]:
     """The messages' reactions as ``(emoji, user_id)`` rows in the order they were made."""
-    r = at_seqs(conn, message_reactions, room_id, seqs).subquery()
-    result = await conn.execute(sa.select(r.c.seq, r.c.emoji, r.c.user_id).order_by(r.c.pos))
+    query = _REACTION_ENTRIES[conn.dialect.name == "postgresql"]
+    result = await conn.execute(query, {"b_room": room_id, "b_seqs": sorted(seqs)})
     entries: dict[int, list[tuple[str, str]]] = {}
     for seq, emoji, user_id in result.all():
         entries.setdefault(int(seq), []).append((emoji, user_id))
@@ -121,20 +116,14 @@ async def replace_reactions(
     at: datetime,
 ) -> None:
     """Delete, then insert (in order: their ``pos`` follows it) ``(seq, emoji, user_id)`` rows."""
-    r = message_reactions.c
     if deleted:
         await conn.execute(
-            message_reactions.delete().where(
-                r.room_id == room_id,
-                r.seq == sa.bindparam("b_seq"),
-                r.emoji == sa.bindparam("b_emoji"),
-                r.user_id == sa.bindparam("b_user"),
-            ),
-            [{"b_seq": s, "b_emoji": e, "b_user": u} for s, e, u in deleted],
+            _DELETE_REACTION,
+            [{"b_room": room_id, "b_seq": s, "b_emoji": e, "b_user": u} for s, e, u in deleted],
         )
     if added:
         await conn.execute(
-            message_reactions.insert(),
+            _INSERT_REACTION,
             [
                 {"room_id": room_id, "seq": s, "emoji": e, "user_id": u, "created_at": at}
                 for s, e, u in added
@@ -146,12 +135,12 @@ async def set_reactions(
     conn: AsyncConnection, room_id: str, reactions: dict[int, list[dict[str, Any]]]
 ) -> None:
     """Each message's ``reactions`` as the wire lists them, by seq."""
-    m = room_messages.c
     await conn.execute(
-        room_messages.update()
-        .where(m.room_id == room_id, m.seq == sa.bindparam("b_seq"))
-        .values(reactions=sa.bindparam("b_reactions")),
-        [{"b_seq": seq, "b_reactions": value} for seq, value in reactions.items()],
+        _SET_REACTIONS,
+        [
+            {"b_room": room_id, "b_seq": seq, "b_reactions": value}
+            for seq, value in reactions.items()
+        ],
     )
 
 
@@ -189,30 +178,63 @@ async def messages_at(
     wanted = sorted(seqs)
     if not wanted:
         return {}
-    result = await conn.execute(at_seqs(conn, room_messages, room_id, wanted))
+    query = _MESSAGES_AT[conn.dialect.name == "postgresql"]
+    result = await conn.execute(query, {"b_room": room_id, "b_seqs": wanted})
     return {int(row.seq): row for row in result.all()}
 
 
-def at_seqs(
-    conn: AsyncConnection, table: sa.Table, room_id: str, seqs: Iterable[int]
-) -> sa.Select[Any]:
-    """The rows of ``table`` of a room at the given seqs, each found by its ``(room_id, seq)``
-    index on PostgreSQL whatever the statistics say: with ``room_id = $1 AND seq IN (...)``,
-    a room that grew since the table was last analysed is thought small, and the planner reads
-    all of the room's rows and filters them (bench/unread.py: about 74,000 rows per reaction
-    batch). One lookup per seq (a LATERAL subquery, kept apart from the join by its OFFSET)
-    is the plan at any size."""
-    wanted = sorted(seqs)
+# The statements of a group of reaction changes, built once (``rooms/reactions.py``).
+def _at_seqs(table: sa.Table, postgres: bool) -> sa.Select[Any]:
+    """The rows of ``table`` of room ``b_room`` at the seqs ``b_seqs``, each found by its
+    ``(room_id, seq)`` index on PostgreSQL whatever the statistics say: with
+    ``room_id = $1 AND seq IN (...)``, a room that grew since the table was last analysed is
+    thought small, and the planner reads all of the room's rows and filters them
+    (bench/unread.py: about 74,000 rows per reaction group). One lookup per seq (a LATERAL
+    subquery, kept apart from the join by its OFFSET) is the plan at any size."""
     c = table.c
-    if conn.dialect.name != "postgresql":
-        return sa.select(table).where(c.room_id == room_id, c.seq.in_(wanted))
-    listed = sa.bindparam("b_seqs", wanted, type_=postgresql.ARRAY(sa.BigInteger))
+    if not postgres:
+        return sa.select(table).where(
+            c.room_id == sa.bindparam("b_room"), c.seq.in_(sa.bindparam("b_seqs", expanding=True))
+        )
+    listed = sa.bindparam("b_seqs", type_=postgresql.ARRAY(sa.BigInteger))
     s = sa.func.unnest(listed).table_valued("seq").render_derived(name="s")
     one = (
         sa.select(table)
-        .where(c.room_id == room_id, c.seq == s.c.seq)
+        .where(c.room_id == sa.bindparam("b_room"), c.seq == s.c.seq)
         .correlate(s)
         .offset(0)
         .lateral("m")
     )
     return sa.select(one).select_from(s).join(one, sa.true())
+
+
+def _entries(postgres: bool) -> sa.Select[Any]:
+    r = _at_seqs(message_reactions, postgres).subquery()
+    return sa.select(r.c.seq, r.c.emoji, r.c.user_id).order_by(r.c.pos)
+
+
+_MESSAGES_AT = {postgres: _at_seqs(room_messages, postgres) for postgres in (True, False)}
+_REACTION_ENTRIES = {postgres: _entries(postgres) for postgres in (True, False)}
+_LOCK = sa.select(rooms.c.id).where(rooms.c.id == sa.bindparam("b_room")).with_for_update()
+_TAKE = (
+    rooms.update()
+    .where(rooms.c.id == sa.bindparam("b_room"))
+    .values(last_seq=rooms.c.last_seq + sa.bindparam("b_count", type_=sa.BigInteger))
+    .returning(rooms.c.last_seq)
+)
+_INSERT_EVENT = room_events.insert()
+_INSERT_REACTION = message_reactions.insert()
+_DELETE_REACTION = message_reactions.delete().where(
+    message_reactions.c.room_id == sa.bindparam("b_room"),
+    message_reactions.c.seq == sa.bindparam("b_seq"),
+    message_reactions.c.emoji == sa.bindparam("b_emoji"),
+    message_reactions.c.user_id == sa.bindparam("b_user"),
+)
+_SET_REACTIONS = (
+    room_messages.update()
+    .where(
+        room_messages.c.room_id == sa.bindparam("b_room"),
+        room_messages.c.seq == sa.bindparam("b_seq"),
+    )
+    .values(reactions=sa.bindparam("b_reactions"))
+)
