@@ -6,6 +6,7 @@ PostgreSQL, real sockets."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -14,6 +15,7 @@ import pytest
 from daarion_city.core.errors import Conflict, NotFound
 from daarion_city.rooms.changes import ChangeResult
 from daarion_city.rooms.reactions import Reaction, commit_reactions
+from tests.rooms.test_snapshots import cluster
 from tests.support import Api, relation_scans
 
 SCIENCE = "/city/rooms/science"
@@ -150,6 +152,7 @@ async def test_a_room_that_grew_since_the_last_analyze_is_read_by_seq(
         )
     from sqlalchemy import event
 
+    from daarion_city.storage import reactions as reactions_store
     from daarion_city.storage import timeline as store
 
     seen: list[tuple[str, Any]] = []
@@ -161,13 +164,117 @@ async def test_a_room_that_grew_since_the_last_analyze_is_read_by_seq(
             lambda _c, _cur, sql, params, *_: seen.append((sql, params)),
         )
         assert len(await store.messages_at(conn, room_id, wanted)) == 51
-        assert len(await store.reaction_entries(conn, room_id, wanted)) == 51
+        assert len(await reactions_store.reaction_entries(conn, room_id, wanted)) == 51
+        group = await reactions_store.read_group(conn, room_id, wanted)
+        assert group is not None
+        assert sum(len(e) for e in group.entries.values()) == 51
         recorded = list(seen)
         plans = [
             (await conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql, params)).scalar()
             for sql, params in recorded
         ]
-    for plan, table in zip(plans, ("city_room_messages", "city_message_reactions"), strict=True):
-        (scan,) = relation_scans(plan[0]["Plan"], table)
-        read = scan["Actual Rows"] * scan["Actual Loops"] + scan.get("Rows Removed by Filter", 0)
-        assert read <= len(wanted), scan
+    tables = [["city_room_messages"], ["city_message_reactions"]]
+    tables.append(["city_room_messages", "city_message_reactions"])
+    for plan, scanned in zip(plans, tables, strict=True):
+        for table in scanned:
+            (scan,) = relation_scans(plan[0]["Plan"], table)
+            read = scan["Actual Rows"] * scan["Actual Loops"]
+            assert read + scan.get("Rows Removed by Filter", 0) <= len(wanted), scan
+
+
+async def test_a_group_commits_in_one_go_and_the_rows_stay_true(api: Api) -> None:
+    """A group with no reaction taken away and made again (on PostgreSQL: read, then one
+    conditional write, without a lock): the answers, the stored reactions and the rows the
+    next change starts from agree."""
+    alice, bob = await api.guest("Alice"), await api.guest("Bob")
+    one = (await alice.say("science", "one"))["seq"]
+    two = (await alice.say("science", "two"))["seq"]
+    for user in (alice, bob):
+        r = await user.api.http.put(
+            f"{SCIENCE}/messages/{one}/reactions/{quote('👍')}", headers=user.headers
+        )
+        assert r.status_code == 200
+    a, b, c = alice.user_id, bob.user_id, "u_carol"
+    outcomes = await commit_reactions(
+        api.server.resources.db,
+        ROOM_ID,
+        [
+            Reaction(c, one, "🎉", True),
+            Reaction(a, one, "👍", False),
+            Reaction(c, two, "👍", True),
+            Reaction(c, one, "👍", True),
+        ],
+    )
+    answers = [o.answer["reactions"] for o in outcomes if isinstance(o, ChangeResult)]
+    assert answers == [
+        listed(("👍", [a, b]), ("🎉", [c])),
+        listed(("👍", [b]), ("🎉", [c])),
+        listed(("👍", [c])),
+        listed(("👍", [b, c]), ("🎉", [c])),
+    ]
+    page = {m["seq"]: m for m in (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]}
+    assert (page[one]["reactions"], page[two]["reactions"]) == (answers[3], answers[2])
+    r = await bob.api.http.delete(
+        f"{SCIENCE}/messages/{one}/reactions/{quote('👍')}", headers=bob.headers
+    )
+    assert r.json()["reactions"] == listed(("🎉", [c]), ("👍", [c]))  # by first reaction
+    events = (await api.http.get(f"{SCIENCE}/events", params={"after_seq": two})).json()
+    seqs = [e["seq"] for e in events["events"]]
+    assert seqs == list(range(two + 1, two + 1 + len(seqs)))
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_a_write_after_the_room_moved_writes_nothing(api: Api, backend: str) -> None:
+    """The conditional write of a group: when the room's timeline moved after the group was
+    read (a post or a change of another instance), nothing of it is written."""
+    from daarion_city.core.clock import utcnow
+    from daarion_city.storage import reactions as reactions_store
+
+    alice = await api.guest("Alice")
+    message = await alice.say("science", "one")
+    db = api.server.resources.db
+    async with db.autocommit() as conn:
+        read = await reactions_store.read_group(conn, ROOM_ID, [message["seq"]])
+    assert read is not None
+    assert read.messages == {message["seq"]: (message["id"], False)}
+    await alice.say("science", "meanwhile")
+    async with db.autocommit() as conn:
+        first = await reactions_store.write_group(
+            conn,
+            ROOM_ID,
+            last_seq=read.last_seq,
+            gone=[],
+            added=[(message["seq"], "👍", alice.user_id)],
+            listed={message["id"]: listed(("👍", [alice.user_id]))},
+            events=[(message["seq"], alice.user_id, "👍", "add")],
+            at=utcnow(),
+        )
+    assert first is None
+    page = (await api.http.get(f"{SCIENCE}/messages")).json()["messages"]
+    assert [m["reactions"] for m in page[-2:]] == [[], []]
+    events = (await api.http.get(f"{SCIENCE}/events", params={"after_seq": read.last_seq})).json()
+    assert [e["event"] for e in events["events"]] == ["room.message"]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_two_instances_reacting_at_once_count_every_reaction_once(
+    database_url: str, tmp_path: Path, redis_prefix: str
+) -> None:
+    async with cluster(database_url, tmp_path, redis_prefix) as (a, b):
+        author = await a.guest("Author")
+        message = await author.say("science", "vote here")
+        users = [await api.guest(f"U{i}") for i in range(20) for api in (a, b)]
+        path = f"{SCIENCE}/messages/{message['seq']}/reactions/{quote('👍')}"
+        answers = await asyncio.gather(*(u.api.http.put(path, headers=u.headers) for u in users))
+        assert {r.status_code for r in answers} == {200}
+        for api in (a, b):
+            events = (
+                await api.http.get(f"{SCIENCE}/events", params={"after_seq": message["seq"]})
+            ).json()["events"]
+            assert [e["seq"] for e in events] == list(
+                range(message["seq"] + 1, message["seq"] + 41)
+            )
+            assert {e["user_id"] for e in events} == {u.user_id for u in users}
+            assert [e["reactions"][0]["count"] for e in events] == [40] * 40
+        counts = sorted(r.json()["reactions"][0]["count"] for r in answers)
+        assert counts == list(range(1, 41))

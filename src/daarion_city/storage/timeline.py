@@ -21,8 +21,6 @@ from daarion_city.storage.tables import (
     rooms,
 )
 
-MAX_REACTION_USERS = 20  # the users listed with each emoji
-
 
 async def lock_message(
     conn: AsyncConnection, room_id: str, seq: int
@@ -95,55 +93,6 @@ async def insert_event(
     )
 
 
-async def reaction_entries(
-    conn: AsyncConnection, room_id: str, seqs: Iterable[int]
-) -> dict[int, list[tuple[str, str]]]:
-    """The messages' reactions as ``(emoji, user_id)`` rows in the order they were made."""
-    query = _REACTION_ENTRIES[conn.dialect.name == "postgresql"]
-    result = await conn.execute(query, {"b_room": room_id, "b_seqs": sorted(seqs)})
-    entries: dict[int, list[tuple[str, str]]] = {}
-    for seq, emoji, user_id in result.all():
-        entries.setdefault(int(seq), []).append((emoji, user_id))
-    return entries
-
-
-async def replace_reactions(
-    conn: AsyncConnection,
-    room_id: str,
-    *,
-    deleted: list[tuple[int, str, str]],
-    added: list[tuple[int, str, str]],
-    at: datetime,
-) -> None:
-    """Delete, then insert (in order: their ``pos`` follows it) ``(seq, emoji, user_id)`` rows."""
-    if deleted:
-        await conn.execute(
-            _DELETE_REACTION,
-            [{"b_room": room_id, "b_seq": s, "b_emoji": e, "b_user": u} for s, e, u in deleted],
-        )
-    if added:
-        await conn.execute(
-            _INSERT_REACTION,
-            [
-                {"room_id": room_id, "seq": s, "emoji": e, "user_id": u, "created_at": at}
-                for s, e, u in added
-            ],
-        )
-
-
-async def set_reactions(
-    conn: AsyncConnection, room_id: str, reactions: dict[int, list[dict[str, Any]]]
-) -> None:
-    """Each message's ``reactions`` as the wire lists them, by seq."""
-    await conn.execute(
-        _SET_REACTIONS,
-        [
-            {"b_room": room_id, "b_seq": seq, "b_reactions": value}
-            for seq, value in reactions.items()
-        ],
-    )
-
-
 async def clear_reactions(conn: AsyncConnection, room_id: str, seq: int) -> None:
     r = message_reactions.c
     await conn.execute(message_reactions.delete().where(r.room_id == room_id, r.seq == seq))
@@ -183,8 +132,8 @@ async def messages_at(
     return {int(row.seq): row for row in result.all()}
 
 
-# The statements of a group of reaction changes, built once (``rooms/reactions.py``).
-def _at_seqs(table: sa.Table, postgres: bool) -> sa.Select[Any]:
+# Statements built once.
+def at_seqs(table: sa.Table, postgres: bool) -> sa.Select[Any]:
     """The rows of ``table`` of room ``b_room`` at the seqs ``b_seqs``, each found by its
     ``(room_id, seq)`` index on PostgreSQL whatever the statistics say: with
     ``room_id = $1 AND seq IN (...)``, a room that grew since the table was last analysed is
@@ -208,13 +157,7 @@ def _at_seqs(table: sa.Table, postgres: bool) -> sa.Select[Any]:
     return sa.select(one).select_from(s).join(one, sa.true())
 
 
-def _entries(postgres: bool) -> sa.Select[Any]:
-    r = _at_seqs(message_reactions, postgres).subquery()
-    return sa.select(r.c.seq, r.c.emoji, r.c.user_id).order_by(r.c.pos)
-
-
-_MESSAGES_AT = {postgres: _at_seqs(room_messages, postgres) for postgres in (True, False)}
-_REACTION_ENTRIES = {postgres: _entries(postgres) for postgres in (True, False)}
+_MESSAGES_AT = {postgres: at_seqs(room_messages, postgres) for postgres in (True, False)}
 _LOCK = sa.select(rooms.c.id).where(rooms.c.id == sa.bindparam("b_room")).with_for_update()
 _TAKE = (
     rooms.update()
@@ -223,18 +166,3 @@ _TAKE = (
     .returning(rooms.c.last_seq)
 )
 _INSERT_EVENT = room_events.insert()
-_INSERT_REACTION = message_reactions.insert()
-_DELETE_REACTION = message_reactions.delete().where(
-    message_reactions.c.room_id == sa.bindparam("b_room"),
-    message_reactions.c.seq == sa.bindparam("b_seq"),
-    message_reactions.c.emoji == sa.bindparam("b_emoji"),
-    message_reactions.c.user_id == sa.bindparam("b_user"),
-)
-_SET_REACTIONS = (
-    room_messages.update()
-    .where(
-        room_messages.c.room_id == sa.bindparam("b_room"),
-        room_messages.c.seq == sa.bindparam("b_seq"),
-    )
-    .values(reactions=sa.bindparam("b_reactions"))
-)
