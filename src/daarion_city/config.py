@@ -173,6 +173,9 @@ class Settings(BaseSettings):
         0, ge=0, description="The openai model's context window; 0: learnt from its refusals"
     )
     secondme_context_messages: int = Field(10, ge=0, le=100)
+    secondme_recall_turns: int = Field(
+        3, ge=0, le=20, description="Older turns matching the prompt added to its context"
+    )
     secondme_context_tokens: int = Field(1024, ge=64, description="Token budget of the context")
     # In English: SmolLM2-135M, the embedded default, drifts into Cyrillic gibberish under a
     # Ukrainian-first prompt even for English questions (bench/secondme_quality.py).

@@ -98,7 +98,8 @@ async def test_invoke_sends_the_spec_body_and_stores_both_turns(
         "message_text": "Привіт",
         "user_id": alice.user_id,
         "channel_id": "secondme",
-        "context": {"history": []},
+        # The system text (instructions, and the user's memory when there is one) as context.
+        "context": {"history": [], "system": api.server.settings.secondme_system_prompt},
     }
     r = await invoke(alice, "Як справи?")
     # The context carries the earlier turns, never the new prompt twice.

@@ -43,6 +43,16 @@ class InvokeRequest(BaseModel):
     prompt: Annotated[str, StringConstraints(min_length=1, max_length=5000), NotBlank]
 
 
+class TurnContext(BaseModel):
+    """What an answer's context held: the user's about and summary or not, and the ids of the
+    recent and the recalled turns (null on a user turn)."""
+
+    about: bool
+    summary: bool
+    recent: list[str]
+    recalled: list[str]
+
+
 class Turn(BaseModel):
     id: str
     role: Literal["user", "assistant"]
@@ -50,6 +60,7 @@ class Turn(BaseModel):
     created_at: str
     tokens_used: int | None
     latency_ms: int | None
+    context: TurnContext | None = None
 
 
 class InvokeResponse(BaseModel):
@@ -67,6 +78,18 @@ class Profile(BaseModel):
     last_interaction: str | None
     provider: Literal["local", "openai", "agents-core"]
     model: str | None  # the GGUF (local), SECONDME_LLM_MODEL (openai), null: the agent chooses
+
+
+class Memory(BaseModel):
+    about: str
+    summary: str
+    updated_at: str | None
+
+
+class MemoryUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    about: Annotated[str, StringConstraints(max_length=2000)]
 
 
 class Cleared(BaseModel):
@@ -143,3 +166,32 @@ async def profile(request: Request, user: CurrentUser) -> dict[str, Any]:
 @router.post("/history/clear", response_model=Cleared, responses=UNAUTHORIZED)
 async def clear(request: Request, user: CurrentUser) -> dict[str, Any]:
     return {"status": "cleared", "deleted": await _service(request).clear(user)}
+
+
+@router.get("/memory", response_model=Memory, responses=UNAUTHORIZED)
+async def memory(request: Request, user: CurrentUser) -> dict[str, Any]:
+    return await _service(request).memories.get(user)
+
+
+@router.put("/memory", response_model=Memory, responses=UNAUTHORIZED)
+async def set_memory(request: Request, body: MemoryUpdate, user: CurrentUser) -> dict[str, Any]:
+    return await _service(request).memories.set_about(user, body.about)
+
+
+@router.post("/memory/forget", response_model=Memory, responses=UNAUTHORIZED)
+async def forget(request: Request, user: CurrentUser) -> dict[str, Any]:
+    return await _service(request).memories.forget(user)
+
+
+@router.get(
+    "/search",
+    response_model=list[Turn],
+    responses=UNAUTHORIZED,
+)
+async def search(
+    request: Request,
+    user: CurrentUser,
+    q: Annotated[str, Query(min_length=1, max_length=500)],
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> list[dict[str, Any]]:
+    return await _service(request).memories.search(user, q, limit)

@@ -30,35 +30,29 @@ from daarion_city.core.clock import iso, utcnow
 from daarion_city.core.errors import CityError, Conflict, RateLimited
 from daarion_city.core.ids import new_id
 from daarion_city.core.provided import Key
+from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.secondme.breaker import Breakers, CircuitOpen
+from daarion_city.secondme.context import Built, Turn, build_context
+from daarion_city.secondme.memory import Memories, turn_of
 from daarion_city.secondme.providers.base import (
     AgentProvider,
     AgentRefused,
     AgentTimeout,
     AgentUnavailable,
-    ChatMessage,
     Done,
     InvokeContext,
     estimate_tokens,
+    estimate_tokens_high,
 )
+from daarion_city.secondme.schemas import message_wire
 from daarion_city.storage import secondme as store
+from daarion_city.storage import secondme_memory as memory_store
 from daarion_city.storage.database import Database
 
 HISTORY_IN_ANSWER = 10
 LEASE = timedelta(minutes=5)
-
-
-def message_wire(row: Any) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "role": row.role,
-        "content": row.content,
-        "created_at": iso(row.created_at),
-        "tokens_used": row.tokens_used,
-        "latency_ms": row.latency_ms,
-    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +69,11 @@ class SecondMeService:
         provider: AgentProvider,
         settings: Settings,
         limiter: RateLimiter | None = None,
+        tasks: TaskSet | None = None,
     ) -> None:
         self.db = db
+        self.tasks = tasks or TaskSet("secondme")
+        self.memories = Memories(db, provider, settings, self.tasks)
         self.limiter = limiter or MemoryRateLimiter()
         self.provider = provider
         self.settings = settings
@@ -87,6 +84,7 @@ class SecondMeService:
         )
 
     async def close(self) -> None:
+        await self.tasks.close()
         await self.provider.close()
 
     # --- reads --------------------------------------------------------------------------------
@@ -143,10 +141,11 @@ class SecondMeService:
         finished = False
         who = user.user_id
         try:
+            built = self._build(context, prompt)
             self.breaker.before_call(who)
             started = time.perf_counter()
             done: Done | None = None
-            async for item in self.provider.stream(context.messages, context.ctx):
+            async for item in self.provider.stream(built.messages, context.ctx):
                 if isinstance(item, Done):
                     done = item
                 else:
@@ -155,8 +154,9 @@ class SecondMeService:
                 raise AgentUnavailable("the agent's answer ended without a result")
             latency_ms = round((time.perf_counter() - started) * 1000)
             self.breaker.success(who)
-            await self._store_answer(user, context.session_id, prompt_id, done, latency_ms)
+            await self._store_answer(user, context.session_id, prompt_id, done, latency_ms, built)
             finished = True
+            self.memories.after_answer(who)
             yield Answer(done.text, done.tokens_used, latency_ms)
         except CircuitOpen as exc:
             await self._fail(user, prompt_id, exc.code)
@@ -185,8 +185,10 @@ class SecondMeService:
     @dataclass(frozen=True, slots=True)
     class _Context:
         session_id: str
-        messages: list[ChatMessage]
         ctx: InvokeContext
+        memory: Any  # the secondme_memory row, or None
+        recent: list[Turn]
+        recalled: list[Turn]
 
     async def _begin(self, user: Principal, prompt: str, prompt_id: str, now: datetime) -> _Context:
         """One transaction: the session, the budget, the lease, the context, the stored prompt."""
@@ -211,6 +213,8 @@ class SecondMeService:
             turns = await store.recent(
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
             )
+            memory = await memory_store.get_memory(conn, user.user_id)
+            recalled = await self.memories.recall(conn, user.user_id, prompt, turns)
             await store.add_message(
                 conn,
                 id=prompt_id,
@@ -223,32 +227,37 @@ class SecondMeService:
             )
         return self._Context(
             session_id=str(session.id),
-            messages=self._context(turns, prompt),
             ctx=InvokeContext(user_id=user.user_id, agent_id=str(session.agent_id)),
+            memory=memory,
+            recent=[turn_of(r) for r in turns],
+            recalled=recalled,
         )
 
-    def _context(self, turns: list[Any], prompt: str) -> list[ChatMessage]:
-        """System prompt, the newest answered turns that fit the token budget, the prompt."""
-        budget = self.settings.secondme_context_tokens
-        budget -= estimate_tokens(self.settings.secondme_system_prompt) + estimate_tokens(prompt)
-        kept: list[ChatMessage] = []
-        for row in reversed(turns):
-            cost = estimate_tokens(row.content)
-            if cost > budget:
-                break
-            budget -= cost
-            kept.append(ChatMessage(row.role, row.content))
-        kept.reverse()
-        while kept and kept[0].role != "user":  # start on a user turn
-            kept.pop(0)
-        return [
-            ChatMessage("system", self.settings.secondme_system_prompt),
-            *kept,
-            ChatMessage("user", prompt),
-        ]
+    def _build(self, context: _Context, prompt: str) -> Built:
+        """The context fitted to the model's window (``secondme/context.py``)."""
+        s = self.settings
+        memory = context.memory
+        return build_context(
+            window=self.provider.window,
+            reserve=s.secondme_max_tokens,
+            cap=s.secondme_context_tokens,
+            count=estimate_tokens_high,
+            system=s.secondme_system_prompt,
+            about=memory.about if memory else "",
+            summary=memory.summary if memory else "",
+            recent=context.recent,
+            recalled=context.recalled,
+            prompt=prompt,
+        )
 
     async def _store_answer(
-        self, user: Principal, session_id: str, prompt_id: str, done: Done, latency_ms: int
+        self,
+        user: Principal,
+        session_id: str,
+        prompt_id: str,
+        done: Done,
+        latency_ms: int,
+        built: Built,
     ) -> None:
         now = utcnow()
         async with self.db.begin() as conn:
@@ -265,6 +274,7 @@ class SecondMeService:
                 token_source=done.token_source,
                 latency_ms=latency_ms,
                 created_at=now,
+                context=built.chosen,
             )
             await store.record_answer(conn, user.user_id, tokens=done.tokens_used, now=now)
 

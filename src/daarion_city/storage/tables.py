@@ -282,5 +282,18 @@ secondme_messages = sa.Table(
     sa.Column("latency_ms", sa.Integer(), nullable=True),
     sa.Column("error_code", sa.String(40), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # On an assistant turn: what its context held (ids of the turns, about and summary or not).
+    sa.Column("context", sa.JSON(), nullable=True),
     sa.Index("ix_secondme_messages_user_pos", "user_id", "pos"),
+)
+
+secondme_memory = sa.Table(
+    "secondme_memory",
+    metadata,
+    sa.Column("user_id", sa.String(80), primary_key=True),
+    sa.Column("about", sa.Text(), nullable=False, server_default=""),
+    sa.Column("summary", sa.Text(), nullable=False, server_default=""),
+    # The newest turn (pos) the summary covers.
+    sa.Column("summarized_pos", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("updated_at", UTCDateTime(), nullable=True),
 )

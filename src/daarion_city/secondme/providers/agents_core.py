@@ -26,6 +26,7 @@ INPUT_STATUSES = frozenset({400, 413, 422})
 class AgentsCoreProvider:
     name = "agents-core"
     model = None  # the agent chooses
+    window = None  # the agent fits its own context
 
     def __init__(self, base_url: str, *, connect_timeout: float, read_timeout: float) -> None:
         self.url = base_url.rstrip("/") + "/agents/invoke"
@@ -37,13 +38,19 @@ class AgentsCoreProvider:
     async def stream(
         self, messages: list[ChatMessage], ctx: InvokeContext
     ) -> AsyncIterator[str | Done]:
+        system = "\n\n".join(m.content for m in messages if m.role == "system")
         *earlier, prompt = [m for m in messages if m.role != "system"]
+        context: dict[str, object] = {
+            "history": [{"role": m.role, "content": m.content} for m in earlier]
+        }
+        if system:  # the instructions and the user's memory (secondme/context.py)
+            context["system"] = system
         body = {
             "agent_id": ctx.agent_id,
             "message_text": prompt.content,
             "user_id": ctx.user_id,
             "channel_id": "secondme",
-            "context": {"history": [{"role": m.role, "content": m.content} for m in earlier]},
+            "context": context,
         }
         try:
             response = await self.client.post(self.url, json=body)

@@ -77,6 +77,11 @@ class AgentProvider(Protocol):
         """What answers, for the profile and the logs (None: the peer decides)."""
         ...
 
+    @property
+    def window(self) -> int | None:
+        """The model's context window in tokens, where known (the service fits contexts to it)."""
+        ...
+
     def stream(self, messages: list[ChatMessage], ctx: InvokeContext) -> AsyncIterator[str | Done]:
         """Text deltas as they are generated, then one :class:`Done`. Raises the errors above."""
         ...

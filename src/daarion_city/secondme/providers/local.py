@@ -110,6 +110,10 @@ class LocalProvider:
         self._llm: Any = None
         self._lock = asyncio.Lock()
 
+    @property
+    def window(self) -> int | None:
+        return self.n_ctx
+
     def _load(self) -> Any:
         if self._llm is not None:
             return self._llm
