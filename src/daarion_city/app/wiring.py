@@ -208,7 +208,13 @@ async def open_resources(
             await bus.subscribe(PRESENCE_CHANNEL, rooms.reads.on_presence)
             await presence.start()
             stack.push_async_callback(presence.stop)
-        secondme = SecondMeService(db, create_provider(settings), settings, limiter)
+        secondme = SecondMeService(
+            db,
+            create_provider(settings),
+            settings,
+            limiter,
+            catchup_source=rooms.unread.since_marker,
+        )
         if "secondme" in services:  # says what to run when the embedded model is missing
             log.log(logging.WARNING if in_effect(settings)[2] else logging.INFO, describe(settings))
         stack.push_async_callback(secondme.close)

@@ -123,6 +123,27 @@ class Unread:
         """``unread.bulk``: what a presence socket gets when it opens (and after a bus outage)."""
         return encode({"event": "unread.bulk", "rooms": await self.of_user(user_id)})
 
+    async def since_marker(self, user: Principal, ref: str, limit: int) -> dict[str, Any]:
+        """What a catch-up reads (Second Me's ``CatchupSource``): the room's newest ``limit``
+        messages after the caller's marker, tombstones skipped, oldest first; the marker stays."""
+        room_id = await self._resolve(ref)
+        async with self.db.read() as conn:
+            room = await room_store.find_room(conn, room_id)
+            rows = await store.unread_messages(conn, user.user_id, room_id, limit)
+        return {
+            "room_id": room_id,
+            "name": room.name if room is not None else ref,
+            "messages": [
+                {
+                    "seq": int(r.seq),
+                    "author": r.username,
+                    "body": r.body,
+                    "created_at": iso(r.created_at),
+                }
+                for r in rows
+            ],
+        }
+
     async def notifications(
         self, user: Principal, *, limit: int, before: str | None
     ) -> list[dict[str, Any]]:

@@ -30,10 +30,12 @@ from typing import Any
 
 import orjson
 
+from daarion_city.config import Settings
 from daarion_city.secondme.providers.base import (
     TEMPLATE_TOKENS,
     ChatMessage,
     Role,
+    estimate_tokens_high,
 )
 
 MEMORY_NOTE = (
@@ -131,6 +133,29 @@ def build_context(
             "recent": [t.id for t in kept],
             "recalled": [t.id for t in recalled_kept],
         },
+    )
+
+
+def invoke_context(
+    settings: Settings,
+    window: int | None,
+    memory: Any,
+    recent: Sequence[Turn],
+    recalled: Sequence[Turn],
+    prompt: str,
+) -> Built:
+    """An invoke's context from the settings and the user's memory row (None: empty)."""
+    return build_context(
+        window=window,
+        reserve=settings.secondme_max_tokens,
+        cap=settings.secondme_context_tokens,
+        count=estimate_tokens_high,
+        system=settings.secondme_system_prompt,
+        about=memory.about if memory else "",
+        summary=memory.summary if memory else "",
+        recent=recent,
+        recalled=recalled,
+        prompt=prompt,
     )
 
 

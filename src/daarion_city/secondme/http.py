@@ -14,7 +14,7 @@ from daarion_city.core.errors import CityError, ErrorBody, ValidationErrorBody, 
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import NotBlank
 from daarion_city.identity.http import CurrentUser
-from daarion_city.identity.principal import Principal
+from daarion_city.secondme.catchup import CatchupAnswer, catchup, catchup_stream
 from daarion_city.secondme.service import SECONDME, Answer, SecondMeService
 
 router = APIRouter(prefix="/secondme", tags=["secondme"])
@@ -51,6 +51,9 @@ class TurnContext(BaseModel):
     summary: bool
     recent: list[str]
     recalled: list[str]
+    room_id: str | None = None  # a catch-up's room and the seqs of its first and last message
+    from_seq: int | None = None
+    to_seq: int | None = None
 
 
 class Turn(BaseModel):
@@ -92,6 +95,22 @@ class MemoryUpdate(BaseModel):
     about: Annotated[str, StringConstraints(max_length=2000)]
 
 
+class CatchupRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    room: Annotated[str, StringConstraints(min_length=1, max_length=80)]
+
+
+class CatchupResponse(BaseModel):
+    room_id: str
+    from_seq: int | None
+    to_seq: int | None
+    messages_considered: int
+    summary: str
+    tokens_used: int
+    latency_ms: int
+
+
 class Cleared(BaseModel):
     status: Literal["cleared"]
     deleted: int
@@ -110,10 +129,12 @@ def _event(name: str, data: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-async def _sse(service: SecondMeService, user: Principal, prompt: str) -> AsyncIterator[bytes]:
+async def _sse(items: AsyncIterator[str | Answer | CatchupAnswer]) -> AsyncIterator[bytes]:
     try:
-        async for item in service.invoke_stream(user, prompt):
-            if isinstance(item, Answer):
+        async for item in items:
+            if isinstance(item, CatchupAnswer):
+                yield _event("done", {"done": True, **item.wire()})
+            elif isinstance(item, Answer):
                 done = {
                     "done": True,
                     "tokens_used": item.tokens_used,
@@ -145,7 +166,7 @@ async def invoke_stream(
     request: Request, body: InvokeRequest, user: CurrentUser
 ) -> StreamingResponse:
     return StreamingResponse(
-        _sse(_service(request), user, body.prompt),
+        _sse(_service(request).invoke_stream(user, body.prompt)),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -195,3 +216,36 @@ async def search(
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> list[dict[str, Any]]:
     return await _service(request).memories.search(user, q, limit)
+
+
+CATCHUP_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    404: error_doc("`room_not_found`"),
+    503: error_doc("`agent_not_configured`, or `catchup_unavailable` (no rooms here)"),
+}
+
+
+@router.post("/catchup", response_model=CatchupResponse, responses=CATCHUP_ERRORS)
+async def catch_up(request: Request, body: CatchupRequest, user: CurrentUser) -> dict[str, Any]:
+    return await catchup(_service(request), user, body.room)
+
+
+@router.post(
+    "/catchup/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "as `/secondme/invoke/stream`; `done` carries the catch-up's fields",
+        },
+        **CATCHUP_ERRORS,
+    },
+)
+async def catch_up_stream(
+    request: Request, body: CatchupRequest, user: CurrentUser
+) -> StreamingResponse:
+    return StreamingResponse(
+        _sse(catchup_stream(_service(request), user, body.room)),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from daarion_city.core.clock import iso
+from daarion_city.identity.principal import Principal
+
+CatchupSource = Callable[[Principal, str, int], Awaitable[dict[str, Any]]]
+"""``(user, room id or slug, limit)`` -> ``{"room_id", "name", "messages"}``: the room's newest
+``limit`` messages after the user's read marker, tombstones skipped, oldest first, each
+``{"seq", "author", "body", "created_at"}`` (the rooms' ``Unread.since_marker``, passed in by
+``app/wiring.py``)."""
 
 
 def message_wire(row: Any) -> dict[str, Any]:

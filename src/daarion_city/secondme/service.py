@@ -20,7 +20,7 @@ failures come from several users; failures the input caused are never counted.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,7 +34,7 @@ from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
 from daarion_city.secondme.breaker import Breakers, CircuitOpen
-from daarion_city.secondme.context import Built, Turn, build_context
+from daarion_city.secondme.context import Built, Turn, invoke_context
 from daarion_city.secondme.memory import Memories, turn_of
 from daarion_city.secondme.providers.base import (
     AgentProvider,
@@ -44,14 +44,15 @@ from daarion_city.secondme.providers.base import (
     Done,
     InvokeContext,
     estimate_tokens,
-    estimate_tokens_high,
 )
-from daarion_city.secondme.schemas import message_wire
+from daarion_city.secondme.schemas import CatchupSource, message_wire
 from daarion_city.storage import secondme as store
 from daarion_city.storage import secondme_memory as memory_store
 from daarion_city.storage.database import Database
 
 HISTORY_IN_ANSWER = 10
+
+
 LEASE = timedelta(minutes=5)
 
 
@@ -70,7 +71,9 @@ class SecondMeService:
         settings: Settings,
         limiter: RateLimiter | None = None,
         tasks: TaskSet | None = None,
+        catchup_source: CatchupSource | None = None,
     ) -> None:
+        self.catchup_source = catchup_source
         self.db = db
         self.tasks = tasks or TaskSet("secondme")
         self.memories = Memories(db, provider, settings, self.tasks)
@@ -124,12 +127,21 @@ class SecondMeService:
             "history": await self.history(user, HISTORY_IN_ANSWER),
         }
 
-    async def invoke_stream(self, user: Principal, prompt: str) -> AsyncIterator[str | Answer]:
-        """Text deltas, then one :class:`Answer` once the answer is stored."""
+    async def invoke_stream(
+        self,
+        user: Principal,
+        prompt: str,
+        build: Callable[[_Context], Built] | None = None,
+        weight: int = 0,
+    ) -> AsyncIterator[str | Answer]:
+        """Text deltas, then one :class:`Answer` once the answer is stored. ``build`` (a
+        catch-up's) gives the context instead of the memory, recall and recent turns; ``weight``
+        is the tokens it adds to what the call may cost."""
         s = self.settings
         # The user's token bucket is charged what this ask may cost at most (its prompt and the
         # longest answer), before anything is stored or the model is called.
-        cost = min(s.secondme_token_burst, estimate_tokens(prompt) + s.secondme_max_tokens)
+        cost = estimate_tokens(prompt) + weight + s.secondme_max_tokens
+        cost = min(s.secondme_token_burst, cost)
         await self.limiter.hit(
             f"secondme:{user.user_id}",
             rate=s.secondme_token_rate,
@@ -137,11 +149,22 @@ class SecondMeService:
             cost=cost,
         )
         prompt_id = new_id("smm")
-        context = await self._begin(user, prompt, prompt_id, utcnow())
+        context = await self._begin(user, prompt, prompt_id, utcnow(), recall=build is None)
         finished = False
         who = user.user_id
         try:
-            built = self._build(context, prompt)
+            built = (
+                build(context)
+                if build
+                else invoke_context(
+                    self.settings,
+                    self.provider.window,
+                    context.memory,
+                    context.recent,
+                    context.recalled,
+                    prompt,
+                )
+            )
             self.breaker.before_call(who)
             started = time.perf_counter()
             done: Done | None = None
@@ -190,7 +213,9 @@ class SecondMeService:
         recent: list[Turn]
         recalled: list[Turn]
 
-    async def _begin(self, user: Principal, prompt: str, prompt_id: str, now: datetime) -> _Context:
+    async def _begin(
+        self, user: Principal, prompt: str, prompt_id: str, now: datetime, *, recall: bool
+    ) -> _Context:
         """One transaction: the session, the budget, the lease, the context, the stored prompt."""
         s = self.settings
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -214,7 +239,9 @@ class SecondMeService:
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
             )
             memory = await memory_store.get_memory(conn, user.user_id)
-            recalled = await self.memories.recall(conn, user.user_id, prompt, turns)
+            recalled = (
+                await self.memories.recall(conn, user.user_id, prompt, turns) if recall else []
+            )
             await store.add_message(
                 conn,
                 id=prompt_id,
@@ -231,23 +258,6 @@ class SecondMeService:
             memory=memory,
             recent=[turn_of(r) for r in turns],
             recalled=recalled,
-        )
-
-    def _build(self, context: _Context, prompt: str) -> Built:
-        """The context fitted to the model's window (``secondme/context.py``)."""
-        s = self.settings
-        memory = context.memory
-        return build_context(
-            window=self.provider.window,
-            reserve=s.secondme_max_tokens,
-            cap=s.secondme_context_tokens,
-            count=estimate_tokens_high,
-            system=s.secondme_system_prompt,
-            about=memory.about if memory else "",
-            summary=memory.summary if memory else "",
-            recent=context.recent,
-            recalled=context.recalled,
-            prompt=prompt,
         )
 
     async def _store_answer(

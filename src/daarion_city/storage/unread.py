@@ -226,3 +226,23 @@ async def notifications_by_id(
 ) -> list[Row[tuple[object, ...]]]:
     """Notifications just inserted, as :func:`list_notifications` lists them."""
     return list((await conn.execute(_listed().where(notifications.c.id.in_(ids)))).all())
+
+
+async def unread_messages(
+    conn: AsyncConnection, user_id: str, room_id: str, limit: int
+) -> list[Any]:
+    """The room's newest ``limit`` messages after the user's read marker (none: from the start),
+    tombstones skipped, oldest first."""
+    m = room_messages.c
+    marker = (
+        sa.select(read_markers.c.last_read_seq)
+        .where(read_markers.c.user_id == user_id, read_markers.c.room_id == room_id)
+        .scalar_subquery()
+    )
+    query = (
+        sa.select(m.seq, m.author_user_id, m.username, m.body, m.created_at)
+        .where(m.room_id == room_id, m.seq > sa.func.coalesce(marker, 0), m.deleted.is_(False))
+        .order_by(m.seq.desc())
+        .limit(limit)
+    )
+    return list((await conn.execute(query)).all())[::-1]
