@@ -9,7 +9,10 @@ rolling ``summary`` of the turns that fell out of the context, and recall of old
   ``SUMMARY_TURNS``) into the summary; the summary and the newest turn it covers are stored
   together. A failed refresh is logged and tried again after the next answer.
 - Recall: the user's answered turns older than the recent ones that share words with the prompt,
-  best match first, at most ``SECONDME_RECALL_TURNS`` (``storage/secondme_memory.search``).
+  best match first, at most ``SECONDME_RECALL_TURNS`` (``storage/secondme_memory.search``). Its
+  words are the prompt's of 3 characters or more, the rarest ``RECALL_WORDS`` of them, leaving
+  out any held by more than ``COMMON_TURNS`` turns (as stop words: they tell no turn apart, and
+  ranking all their matches would cost more than the invoke; ``word_counts``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 SUMMARY_TURNS = 40  # the most turns one refresh folds in
+# Recall leaves out a word held by more turns than this (of all users'): like a stop word, it
+# tells no turn apart, and ranking its matches would cost more than the whole invoke.
+COMMON_TURNS = 2000
+RECALL_WORDS = 8  # the most words of a prompt recall searches by
 
 
 def memory_wire(row: Any) -> dict[str, Any]:
@@ -89,8 +96,12 @@ class Memories:
         if not wanted:
             return []
         before = min((int(r.pos) for r in recent), default=None)
+        words = store.words_of(prompt, shortest=3)
+        counts = await store.word_counts(conn, words)
+        telling = [w for w in words if counts.get(w, 0.0) <= COMMON_TURNS]
+        telling.sort(key=lambda w: counts.get(w, 0.0))  # the rarest first
         rows = await store.search(
-            conn, user_id, store.words_of(prompt), limit=wanted, any_word=True, before_pos=before
+            conn, user_id, telling[:RECALL_WORDS], limit=wanted, any_word=True, before_pos=before
         )
         return [turn_of(r) for r in rows]
 

@@ -3,10 +3,10 @@ turns a summary has yet to cover, and full-text search over a user's own turns.
 
 Search reads only the caller's entries: on SQLite the FTS5 table ``secondme_turns_fts`` (kept in
 step with the turns by triggers, migration 0007) is asked for the user's id in its ``user_id``
-column and the words in ``content``; on PostgreSQL the GIN index on ``(user_id,
-to_tsvector('simple', content))`` serves ``user_id = $1 AND ... @@ query``. No stemming: a word
-matches itself (case and, on SQLite, diacritics aside), in any script. Every query names the
-user: no user reads another's memory or turns.
+column and the words in ``content``; on PostgreSQL the GIN index on ``(user_id, content_tsv)``
+(the stored ``to_tsvector('simple', content)``) serves ``user_id = $1 AND ... @@ query``. No
+stemming: a word matches itself (case and, on SQLite, diacritics aside), in any script. Every
+query names the user: no user reads another's memory or turns.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ async def search(
         query: sa.ColumnElement[Any] = sa.func.plainto_tsquery(SIMPLE, " ".join(words))
         if any_word:
             query = sa.cast(sa.func.replace(sa.cast(query, sa.Text), "&", "|"), _TSQUERY)
-        vector = sa.func.to_tsvector(SIMPLE, m.content)  # the index's expression
+        vector: sa.ColumnElement[Any] = sa.literal_column("secondme_messages.content_tsv")
         match = vector.bool_op("@@")(query)
         order: list[sa.ColumnElement[Any]] = (
             [sa.func.ts_rank(vector, query).desc(), m.pos.desc()] if any_word else [m.pos.desc()]
@@ -161,6 +161,35 @@ async def search(
     if before_pos is not None:
         statement = statement.where(m.pos < before_pos)
     return list((await conn.execute(statement.order_by(*order).limit(limit))).all())
+
+
+async def word_counts(conn: AsyncConnection, words: list[str]) -> dict[str, float]:
+    """About how many turns (all users') hold each of ``words`` that is common: PostgreSQL's
+    statistics of ``content_tsv`` (its most common elements, as of the last ANALYZE), SQLite's
+    FTS5 vocabulary (exact). Words not listed are rare."""
+    if not words:
+        return {}
+    if conn.dialect.name == "postgresql":
+        row = (await conn.execute(_COMMON_PG)).first()
+        if row is None or row.words is None:
+            return {}
+        wanted = set(words)
+        total = float(row.total)
+        return {
+            w: share * total for w, share in zip(row.words, row.shares, strict=False) if w in wanted
+        }
+    vocab = sa.table("secondme_turns_vocab", sa.column("term"), sa.column("doc"))
+    result = await conn.execute(sa.select(vocab.c.term, vocab.c.doc).where(vocab.c.term.in_(words)))
+    return {str(term): float(doc) for term, doc in result.all()}
+
+
+_COMMON_PG = sa.text(
+    "SELECT s.most_common_elems::text::text[] AS words, s.most_common_elem_freqs AS shares,"
+    " greatest(c.reltuples, 0) AS total FROM pg_stats s JOIN pg_class c"
+    " ON c.relname = s.tablename AND c.relnamespace = to_regnamespace(s.schemaname)"
+    " WHERE s.schemaname = current_schema() AND s.tablename = 'secondme_messages'"
+    " AND s.attname = 'content_tsv'"
+)
 
 
 class _TSQuery(sa.types.UserDefinedType[Any]):

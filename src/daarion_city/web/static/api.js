@@ -97,11 +97,16 @@ export class Api {
   secondmeHistory() { return this.request("GET", "/secondme/history?limit=20"); }
   secondmeClear() { return this.request("POST", "/secondme/history/clear"); }
   secondmeProfile() { return this.request("GET", "/secondme/profile"); }
+  memory() { return this.request("GET", "/secondme/memory"); }
+  saveMemory(about) { return this.request("PUT", "/secondme/memory", { about }); }
+  forgetMemory() { return this.request("POST", "/secondme/memory/forget"); }
+  secondmeStream(prompt, onDelta) { return this.sse("/secondme/invoke/stream", { prompt }, onDelta); }
+  catchupStream(room, onDelta) { return this.sse("/secondme/catchup/stream", { room }, onDelta); }
 
   // Second Me streams Server-Sent Events from a POST: read them from the response body.
-  async secondmeStream(prompt, onDelta) {
-    const res = await fetch("/secondme/invoke/stream", {
-      method: "POST", headers: this.headers(), body: JSON.stringify({ prompt }),
+  async sse(path, body, onDelta) {
+    const res = await fetch(path, {
+      method: "POST", headers: this.headers(), body: JSON.stringify(body),
     });
     if (!res.ok) {
       const data = await res.json().catch(() => ({}));

@@ -7,6 +7,7 @@ import { plainText, messageNode as renderMessage } from "./messages.js";
 import { RoomSocket } from "./roomsocket.js";
 import { Unread } from "./unread.js";
 import { Moderation, MUTE_SECONDS } from "./moderation.js";
+import { MemoryEditor, catchUp, streamAnswer } from "./secondme.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
@@ -135,6 +136,9 @@ function enterCity(me) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); askSecondMe(e); }
   });
   $("secondme-clear").onclick = clearSecondMe;
+  $("secondme-catchup").onclick = () => { if (state.room) catchUp(api, state.room); };
+  state.memory = new MemoryEditor(api);
+  state.memory.load();
   window.addEventListener("hashchange", route);
   Promise.all([loadRooms(), state.mod.loadMe()]).then(route);
   state.roomsTimer = setInterval(loadRooms, 5000);
@@ -676,17 +680,8 @@ async function askSecondMe(e) {
   if (!prompt) return;
   $("secondme-input").value = "";
   $("secondme-send").disabled = true;
-  const answer = $("secondme-answer");
-  answer.textContent = "";
-  answer.dataset.state = "streaming";
-  $("secondme-history").append(el("p", { class: "user" }, prompt));
   try {
-    await api.secondmeStream(prompt, (delta) => { answer.textContent += delta; });
-    $("secondme-history").append(el("p", { class: "assistant" }, answer.textContent));
-    answer.dataset.state = "done";
-  } catch (err) {
-    answer.textContent = `⚠ ${err.code || ""} ${err.message}`;
-    answer.dataset.state = "error";
+    await streamAnswer(prompt, (onDelta) => api.secondmeStream(prompt, onDelta));
   } finally {
     $("secondme-send").disabled = false;
   }

@@ -21,6 +21,10 @@ const LABELS = {
     muted: "Вас заглушено в цій кімнаті", banned: "Вас заблоковано в цій кімнаті",
     suspended: "Ваш обліковий запис призупинено", kicked: "Вас вигнали з кімнати",
     slowedDown: "Повільний режим: зачекайте", until: "до",
+    whatDidIMiss: "Що я пропустив?", catchUp: "Що нового", nothingNew: "Нічого нового з вашого останнього прочитання.",
+    aboutMe: "Про мене", aboutMeHint: "Що Second Me варто знати про вас (до 2000 символів)",
+    save: "Зберегти", forget: "Забути все", saved: "Збережено", forgotten: "Забуто",
+    whatIRemember: "Що я пам'ятаю з наших розмов",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -43,6 +47,10 @@ const LABELS = {
     muted: "You are muted in this room", banned: "You are banned from this room",
     suspended: "Your account is suspended", kicked: "You were removed from the room",
     slowedDown: "Slow mode: wait", until: "until",
+    whatDidIMiss: "What did I miss?", catchUp: "Catch-up", nothingNew: "Nothing new since you last read.",
+    aboutMe: "About me", aboutMeHint: "What Second Me should know about you (up to 2,000 characters)",
+    save: "Save", forget: "Forget everything", saved: "Saved", forgotten: "Forgotten",
+    whatIRemember: "What I remember of our talks",
   },
 };
 
@@ -64,4 +72,7 @@ export function setLang(next) {
 export function applyLabels(root = document) {
   document.documentElement.lang = lang;
   for (const el of root.querySelectorAll("[data-i18n]")) el.textContent = t(el.dataset.i18n);
+  for (const el of root.querySelectorAll("[data-i18n-placeholder]")) {
+    el.placeholder = t(el.dataset.i18nPlaceholder);
+  }
 }

@@ -9,8 +9,10 @@ context each answer was given.
 - Full text over the turns, without stemming, so that Ukrainian and English both match word for
   word: SQLite keeps an FTS5 table (``unicode61 remove_diacritics 2``) in step with the turns by
   triggers, with the owner's id as a column of its own so that a search reads one user's postings;
-  PostgreSQL keeps ``to_tsvector('simple', content)`` in a GIN index led by ``user_id``
-  (``btree_gin``), so that a search reads only the caller's entries.
+  PostgreSQL stores ``to_tsvector('simple', content)`` in a generated column, ``content_tsv``, in
+  a GIN index led by ``user_id`` (``btree_gin``), so that a search reads only the caller's
+  entries; stored, the vector also makes a newest-first walk of a user's turns (for a word in
+  many of them) and the ranking of matches cheap, and its statistics tell the planner which.
 
 Existing databases: every turn is indexed; memories start empty.
 
@@ -50,6 +52,8 @@ SQLITE_FTS = [
     " INSERT INTO secondme_turns_fts(rowid, user_id, content)"
     " VALUES (new.pos, new.user_id, new.content); END",
     "INSERT INTO secondme_turns_fts(secondme_turns_fts) VALUES ('rebuild')",
+    # How many turns hold each word: recall leaves out the words too common to tell turns apart.
+    "CREATE VIRTUAL TABLE secondme_turns_vocab USING fts5vocab(secondme_turns_fts, 'row')",
 ]
 
 
@@ -71,8 +75,12 @@ def upgrade() -> None:
         return
     op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin")
     op.execute(
+        "ALTER TABLE secondme_messages ADD COLUMN content_tsv tsvector"
+        " GENERATED ALWAYS AS (to_tsvector('simple', content)) STORED"
+    )
+    op.execute(
         "CREATE INDEX ix_secondme_messages_fts ON secondme_messages"
-        " USING gin (user_id, to_tsvector('simple', content))"
+        " USING gin (user_id, content_tsv)"
     )
 
 
@@ -81,9 +89,11 @@ def downgrade() -> None:
     if bind.dialect.name == "sqlite":
         for trigger in ("ai", "ad", "au"):
             op.execute(f"DROP TRIGGER IF EXISTS secondme_turns_fts_{trigger}")
+        op.execute("DROP TABLE IF EXISTS secondme_turns_vocab")
         op.execute("DROP TABLE IF EXISTS secondme_turns_fts")
     else:
         op.execute("DROP INDEX IF EXISTS ix_secondme_messages_fts")
+        op.execute("ALTER TABLE secondme_messages DROP COLUMN IF EXISTS content_tsv")
     with op.batch_alter_table("secondme_messages") as batch:
         batch.drop_column("context")
     op.drop_table("secondme_memory")
