@@ -107,3 +107,53 @@ async def test_unread_upgrade_starts_each_author_at_their_newest_message(db: Dat
         ("u_new", 0, 5),
     ]
     assert known == {"u_a", "u_b", "u_c"}
+
+
+async def test_second_me_memory_upgrade_indexes_the_turns_and_counts_today(db: Database) -> None:
+    """0007 (Second Me's memory) on a database of 0006 with turns: the turns are searchable,
+    today's tokens are counted in the session, and the memory starts empty."""
+    from datetime import timedelta
+
+    from daarion_city.storage import secondme as turns
+    from daarion_city.storage import secondme_memory as memory
+
+    await to_revision(db, "0006")
+    at = now().replace(tzinfo=None) if db.is_sqlite else now()
+    async with db.begin() as conn:
+        await conn.execute(
+            sa.text(
+                "INSERT INTO secondme_sessions (id, user_id, agent_id, created_at, updated_at)"
+                " VALUES ('sms_a', 'u_a', 'ag', :at, :at)"
+            ),
+            {"at": at},
+        )
+        for i, (content, tokens, when) in enumerate(
+            [
+                ("Де мої бджоли?", None, at),
+                ("На даху, як завжди.", 30, at),
+                ("yesterday's bees", 500, at - timedelta(days=1)),
+            ]
+        ):
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO secondme_messages (id, session_id, user_id, role, content,"
+                    " status, tokens_used, created_at) VALUES (:id, 'sms_a', 'u_a', :role,"
+                    " :content, 'ok', :tokens, :at)"
+                ),
+                {
+                    "id": f"smm_{i}",
+                    "role": "user" if i % 2 == 0 else "assistant",
+                    "content": content,
+                    "tokens": tokens,
+                    "at": when,
+                },
+            )
+    assert await migrate(db) == head_revision()
+    async with db.read() as conn:
+        found = await memory.search(conn, "u_a", ["бджоли"], limit=5)
+        assert [r.id for r in found] == ["smm_0"]
+        assert [r.id for r in await memory.search(conn, "u_a", ["bees"], limit=5)] == ["smm_2"]
+        session = await turns.get_session(conn, "u_a")
+        assert session is not None
+        assert turns.spent_today(session, now()) == 30
+        assert await memory.get_memory(conn, "u_a") is None

@@ -90,14 +90,19 @@ async def test_history_status_totals_budget_and_clear(db: Database) -> None:
         assert [m.content for m in answered] == ["a1", "a2", "a3", "old"]
         everything = await store.recent(conn, "u_a", 10, answered_only=True)
         assert [m.content for m in everything][:2] == ["q0", "a0"]
-        assert await store.tokens_since(conn, "u_a", t0 + timedelta(minutes=1)) == sum(
-            10 + i for i in range(4)
-        )
-        assert await store.tokens_since(conn, "u_a", t0) == 546
-        assert await store.tokens_since(conn, "u_nobody", t0) == 0
         totals = await store.get_session(conn, "u_a")
         assert totals is not None
         assert (totals.total_interactions, totals.total_tokens) == (1, 42)
+        # Today's budget counts what was recorded today; a new UTC day starts it again.
+        assert store.spent_today(totals, now()) == 42
+        assert store.spent_today(totals, now() + timedelta(days=1)) == 0
+    async with db.begin() as conn:
+        await store.charge(conn, "u_a", tokens=8, now=now())
+        await store.charge(conn, "u_a", tokens=5, now=now() + timedelta(days=1))
+        totals = await store.get_session(conn, "u_a")
+        assert totals is not None
+        assert store.spent_today(totals, now() + timedelta(days=1)) == 5
+        assert totals.total_tokens == 42  # the lifetime total counts answers only
         assert totals.last_interaction is not None
         assert totals.busy_until is None
     async with db.begin() as conn:

@@ -29,6 +29,7 @@ from daarion_city.identity.principal import Principal
 from daarion_city.secondme.context import Turn, summary_messages
 from daarion_city.secondme.providers.base import AgentProvider, InvokeContext, complete
 from daarion_city.secondme.schemas import message_wire
+from daarion_city.storage import secondme as turns_store
 from daarion_city.storage import secondme_memory as store
 from daarion_city.storage.database import Database
 
@@ -138,6 +139,7 @@ class Memories:
             self.provider, messages, InvokeContext(user_id, self.settings.secondme_agent_id)
         )
         async with self.db.begin() as conn:
+            await turns_store.charge(conn, user_id, tokens=done.tokens_used, now=utcnow())
             return await store.advance_summary(
                 conn,
                 user_id,

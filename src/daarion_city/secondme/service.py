@@ -227,7 +227,7 @@ class SecondMeService:
                 agent_id=s.secondme_agent_id,
                 now=now,
             )
-            spent = await store.tokens_since(conn, user.user_id, day)
+            spent = store.spent_today(session, now)
             if spent >= s.secondme_daily_tokens:
                 retry = (day + timedelta(days=1) - now).total_seconds()
                 raise RateLimited(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +65,19 @@ async def set_message_status(
     )
 
 
+def _today(tokens: int, now: datetime) -> dict[str, Any]:
+    """The day's counter of a session, with ``tokens`` more spent ``now`` (a new UTC day
+    starts it again)."""
+    day = now.astimezone(UTC).date()
+    c = sessions.c
+    return {
+        "tokens_today": sa.case(
+            (c.tokens_day == day, c.tokens_today + tokens), else_=sa.literal(tokens)
+        ),
+        "tokens_day": day,
+    }
+
+
 async def record_answer(conn: AsyncConnection, user_id: str, *, tokens: int, now: datetime) -> None:
     await conn.execute(
         sessions.update()
@@ -75,8 +88,23 @@ async def record_answer(conn: AsyncConnection, user_id: str, *, tokens: int, now
             last_interaction=now,
             updated_at=now,
             busy_until=None,
+            **_today(tokens, now),
         )
     )
+
+
+async def charge(conn: AsyncConnection, user_id: str, *, tokens: int, now: datetime) -> None:
+    """Tokens spent for the user besides an answer (a summary's refresh): today's budget."""
+    await conn.execute(
+        sessions.update().where(sessions.c.user_id == user_id).values(**_today(tokens, now))
+    )
+
+
+def spent_today(session: Row[Any], now: datetime) -> int:
+    """The tokens the user spent on ``now``'s UTC day (the session's counter)."""
+    if session.tokens_day != now.astimezone(UTC).date():
+        return 0
+    return int(session.tokens_today)
 
 
 async def recent(
@@ -88,15 +116,6 @@ async def recent(
         query = query.where(messages.c.status == "ok")
     rows = (await conn.execute(query.order_by(messages.c.pos.desc()).limit(limit))).all()
     return list(rows)[::-1]
-
-
-async def tokens_since(conn: AsyncConnection, user_id: str, since: datetime) -> int:
-    total = await conn.execute(
-        sa.select(sa.func.coalesce(sa.func.sum(messages.c.tokens_used), 0)).where(
-            messages.c.user_id == user_id, messages.c.created_at >= since
-        )
-    )
-    return int(total.scalar_one())
 
 
 async def clear(conn: AsyncConnection, user_id: str) -> int:

@@ -265,6 +265,8 @@ secondme_sessions = sa.Table(
     sa.Column("total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("last_interaction", UTCDateTime(), nullable=True),
     sa.Column("busy_until", UTCDateTime(), nullable=True),
+    sa.Column("tokens_day", sa.Date(), nullable=True),  # the UTC day tokens_today counts
+    sa.Column("tokens_today", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 secondme_messages = sa.Table(
@@ -282,8 +284,7 @@ secondme_messages = sa.Table(
     sa.Column("latency_ms", sa.Integer(), nullable=True),
     sa.Column("error_code", sa.String(40), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
-    # On an assistant turn: what its context held (ids of the turns, about and summary or not).
-    sa.Column("context", sa.JSON(), nullable=True),
+    sa.Column("context", sa.JSON(), nullable=True),  # an answer's: what its context held
     sa.Index("ix_secondme_messages_user_pos", "user_id", "pos"),
 )
 
@@ -293,7 +294,6 @@ secondme_memory = sa.Table(
     sa.Column("user_id", sa.String(80), primary_key=True),
     sa.Column("about", sa.Text(), nullable=False, server_default=""),
     sa.Column("summary", sa.Text(), nullable=False, server_default=""),
-    # The newest turn (pos) the summary covers.
     sa.Column("summarized_pos", sa.BigInteger(), nullable=False, server_default="0"),
     sa.Column("updated_at", UTCDateTime(), nullable=True),
 )

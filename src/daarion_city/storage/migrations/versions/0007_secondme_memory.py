@@ -4,6 +4,10 @@ context each answer was given.
 - ``secondme_memory``: the user's ``about`` (their own words), the agent's rolling ``summary`` of
   the turns that fell out of the context, and ``summarized_pos``: the newest turn (``pos``) the
   summary covers.
+- ``secondme_sessions.tokens_day`` and ``tokens_today``: the tokens a user spent on the UTC day,
+  kept with each answer (and summary refresh), so the daily budget is one row's read instead of
+  a sum over the day's turns (which a heavy user's thousands of turns made slow:
+  bench/secondme.py); filled for the day of the upgrade from the turns.
 - ``secondme_messages.context``: on an assistant turn, what its context held (the ids of the
   recent and recalled turns, and whether the about and the summary went in).
 - Full text over the turns, without stemming, so that Ukrainian and English both match word for
@@ -22,6 +26,8 @@ Create Date: 2026-12-03
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -68,8 +74,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("secondme_messages") as batch:
         batch.add_column(sa.Column("context", sa.JSON(), nullable=True))
+    with op.batch_alter_table("secondme_sessions") as batch:
+        batch.add_column(sa.Column("tokens_day", sa.Date(), nullable=True))
+        batch.add_column(
+            sa.Column("tokens_today", sa.BigInteger(), nullable=False, server_default="0")
+        )
+    today = datetime.now(UTC).date()
+    midnight = datetime(today.year, today.month, today.day, tzinfo=UTC)
     bind = op.get_bind()
-    if bind.dialect.name == "sqlite":
+    sqlite = bind.dialect.name == "sqlite"  # naive UTC datetimes there (storage/tables.py)
+    bind.execute(
+        sa.text(
+            "UPDATE secondme_sessions SET tokens_day = :day, tokens_today = (SELECT"
+            " coalesce(sum(m.tokens_used), 0) FROM secondme_messages m"
+            " WHERE m.user_id = secondme_sessions.user_id AND m.created_at >= :since)"
+        ),
+        {"day": today, "since": midnight.replace(tzinfo=None) if sqlite else midnight},
+    )
+    if sqlite:
         for statement in SQLITE_FTS:
             op.execute(statement)
         return
@@ -96,4 +118,7 @@ def downgrade() -> None:
         op.execute("ALTER TABLE secondme_messages DROP COLUMN IF EXISTS content_tsv")
     with op.batch_alter_table("secondme_messages") as batch:
         batch.drop_column("context")
+    with op.batch_alter_table("secondme_sessions") as batch:
+        batch.drop_column("tokens_today")
+        batch.drop_column("tokens_day")
     op.drop_table("secondme_memory")
