@@ -163,7 +163,9 @@ async def memory_scenario(
                     turns = await secondme_store.recent(
                         conn, user, settings.secondme_context_messages, answered_only=True
                     )
-                    found = await memories.recall(conn, user, prompt, turns)
+                    session = await secondme_store.get_session(conn, user)
+                    known = 2 * int(session.total_interactions) + 2 if session else 2
+                    found = await memories.recall(conn, user, prompt, turns, known)
                 built = invoke_context(
                     settings, None, row, [turn_of(t) for t in turns], found, prompt
                 )

@@ -80,12 +80,13 @@ async def load(url: str, users: list[str], turns: int, zipf: Zipf) -> float:
     now = datetime.now(UTC)
     try:
         for user in users:
-            await conn.execute(
-                "INSERT INTO secondme_sessions (id, user_id, agent_id, created_at, updated_at)"
-                " VALUES ($1, $2, 'ag', $3, $3)",
+            await conn.execute(  # the interactions those turns were
+                "INSERT INTO secondme_sessions (id, user_id, agent_id, created_at, updated_at,"
+                " total_interactions) VALUES ($1, $2, 'ag', $3, $3, $4)",
                 f"sms_{user}",
                 user,
                 now,
+                turns // len(users) // 2,
             )
         chunk = 50_000
         for start in range(0, turns, chunk):
@@ -153,7 +154,7 @@ async def search(city: str, user: str, words: list[str], n: int) -> dict[str, An
     return results
 
 
-async def recall(url: str, user: str, zipf: Zipf, n: int) -> dict[str, Any]:
+async def recall(url: str, user: str, zipf: Zipf, n: int, per_user: int) -> dict[str, Any]:
     """``Memories.recall`` as an invoke runs it (the words' counts, then the search), timed
     whole and by part."""
     db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
@@ -169,9 +170,9 @@ async def recall(url: str, user: str, zipf: Zipf, n: int) -> dict[str, Any]:
             prompt = zipf.sentence(6, 12)
             async with db.read() as conn:
                 t = time.perf_counter()
-                await store.word_counts(conn, store.words_of(prompt, shortest=3))
+                await store.word_shares(conn, store.words_of(prompt, shortest=3))
                 c = time.perf_counter()
-                turns = await memories.recall(conn, user, prompt, recent)
+                turns = await memories.recall(conn, user, prompt, recent, per_user)
                 w = time.perf_counter()
             if i >= 20:
                 counts.append((c - t) * 1000)
@@ -181,7 +182,7 @@ async def recall(url: str, user: str, zipf: Zipf, n: int) -> dict[str, Any]:
         await db.dispose()
     return {
         **summary(whole),
-        "word_counts": summary(counts),
+        "word_shares": summary(counts),
         "found_p50": statistics.median(found),
     }
 
@@ -219,7 +220,9 @@ async def main() -> None:
                 "turns": args.turns,
                 "users": args.users,
                 "search": await search(city.base_url, users[0], words, args.queries),
-                "recall": await recall(space.database_url, users[0], zipf, args.queries),
+                "recall": await recall(
+                    space.database_url, users[0], zipf, args.queries, args.turns // args.users
+                ),
             }
         finally:
             await asyncio.to_thread(city.stop)

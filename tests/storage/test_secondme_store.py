@@ -13,10 +13,14 @@ from tests.storage.conftest import new, now
 
 
 async def session_of(db: Database, user_id: str) -> Any:
+    """The user's session (created on first use), its lease left free."""
+    at = now()
     async with db.begin() as conn:
-        return await store.ensure_session(
-            conn, session_id=new("sms"), user_id=user_id, agent_id="ag_second_me", now=now()
-        )
+        if await store.take_session(
+            conn, session_id=new("sms"), user_id=user_id, agent_id="ag", now=at, until=at
+        ):
+            await store.release_lease(conn, user_id)
+        return await store.get_session(conn, user_id)
 
 
 async def add(db: Database, user_id: str, session_id: str, role: str, **values: Any) -> str:
@@ -50,19 +54,32 @@ async def test_one_session_per_user(db: Database) -> None:
 
 
 async def test_the_lease_is_held_by_one_caller_until_released_or_past(db: Database) -> None:
-    await session_of(db, "u_a")
     t = now()
-    async with db.begin() as conn:
-        assert await store.take_lease(conn, "u_a", t, t + timedelta(seconds=60))
-    async with db.begin() as conn:
-        assert not await store.take_lease(conn, "u_a", t, t + timedelta(seconds=60))
-        assert not await store.take_lease(conn, "u_nobody", t, t + timedelta(seconds=60))
+
+    async def take(user_id: str, at: Any) -> Any:
+        async with db.begin() as conn:
+            return await store.take_session(
+                conn,
+                session_id=new("sms"),
+                user_id=user_id,
+                agent_id="ag",
+                now=at,
+                until=at + timedelta(seconds=60),
+            )
+
+    first = await take("u_a", t)  # created with the lease taken
+    assert first is not None
+    assert first.busy_until is not None
+    assert await take("u_a", t) is None
     async with db.begin() as conn:
         await store.release_lease(conn, "u_a")
-        assert await store.take_lease(conn, "u_a", t, t + timedelta(seconds=60))
+    again = await take("u_a", t)
+    assert again is not None
+    assert again.id == first.id
     later = t + timedelta(seconds=61)  # the holder never released it: it ran out
-    async with db.begin() as conn:
-        assert await store.take_lease(conn, "u_a", later, later + timedelta(seconds=60))
+    assert await take("u_a", later) is not None
+    both = await asyncio.gather(take("u_b", t), take("u_b", t))  # one caller wins
+    assert sorted(x is None for x in both) == [False, True]
 
 
 async def test_history_status_totals_budget_and_clear(db: Database) -> None:

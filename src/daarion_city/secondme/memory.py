@@ -36,10 +36,11 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 SUMMARY_TURNS = 40  # the most turns one refresh folds in
-# Recall leaves out a word held by more turns than this (of all users'): like a stop word, it
-# tells no turn apart, and ranking its matches would cost more than the whole invoke.
-COMMON_TURNS = 2000
-RECALL_WORDS = 8  # the most words of a prompt recall searches by
+# Recall searches by the prompt's rarest words, at most RECALL_WORDS of them, and leaves out a
+# word expected in more than RECALL_CANDIDATES of the user's turns: like a stop word it tells no
+# turn apart, and ranking all its matches would cost more than the rest of the invoke.
+RECALL_WORDS = 4
+RECALL_CANDIDATES = 300
 
 
 def memory_wire(row: Any) -> dict[str, Any]:
@@ -90,17 +91,18 @@ class Memories:
         return [message_wire(r) for r in rows]
 
     async def recall(
-        self, conn: AsyncConnection, user_id: str, prompt: str, recent: list[Any]
+        self, conn: AsyncConnection, user_id: str, prompt: str, recent: list[Any], turns: int
     ) -> list[Turn]:
-        """Older turns that match the prompt best, none of them a recent one."""
+        """Older turns that match the prompt best, none of them a recent one (``turns``: about
+        how many the user has)."""
         wanted = self.settings.secondme_recall_turns
         if not wanted:
             return []
         before = min((int(r.pos) for r in recent), default=None)
         words = store.words_of(prompt, shortest=3)
-        counts = await store.word_counts(conn, words)
-        telling = [w for w in words if counts.get(w, 0.0) <= COMMON_TURNS]
-        telling.sort(key=lambda w: counts.get(w, 0.0))  # the rarest first
+        shares = await store.word_shares(conn, words)
+        telling = [w for w in words if shares.get(w, 0.0) * turns <= RECALL_CANDIDATES]
+        telling.sort(key=lambda w: shares.get(w, 0.0))  # the rarest first
         rows = await store.search(
             conn, user_id, telling[:RECALL_WORDS], limit=wanted, any_word=True, before_pos=before
         )

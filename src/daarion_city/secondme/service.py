@@ -220,28 +220,30 @@ class SecondMeService:
         s = self.settings
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
         async with self.db.begin() as conn:
-            session = await store.ensure_session(
+            session = await store.take_session(
                 conn,
                 session_id=new_id("sms"),
                 user_id=user.user_id,
                 agent_id=s.secondme_agent_id,
                 now=now,
+                until=now + LEASE,
             )
+            if session is None:
+                raise Conflict("Second Me is still answering your previous prompt", code="busy")
             spent = store.spent_today(session, now)
             if spent >= s.secondme_daily_tokens:
                 retry = (day + timedelta(days=1) - now).total_seconds()
                 raise RateLimited(
                     retry, f"today's Second Me budget of {s.secondme_daily_tokens} tokens is spent"
                 )
-            if not await store.take_lease(conn, user.user_id, now, now + LEASE):
-                raise Conflict("Second Me is still answering your previous prompt", code="busy")
             turns = await store.recent(
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
             )
             memory = await memory_store.get_memory(conn, user.user_id)
-            recalled = (
-                await self.memories.recall(conn, user.user_id, prompt, turns) if recall else []
-            )
+            recalled = []
+            if recall:
+                known = 2 * int(session.total_interactions) + 2  # about the user's turns
+                recalled = await self.memories.recall(conn, user.user_id, prompt, turns, known)
             await store.add_message(
                 conn,
                 id=prompt_id,

@@ -14,35 +14,47 @@ from daarion_city.storage.tables import secondme_messages as messages
 from daarion_city.storage.tables import secondme_sessions as sessions
 
 
-async def ensure_session(
-    conn: AsyncConnection, *, session_id: str, user_id: str, agent_id: str, now: datetime
-) -> Row[Any]:
-    """The user's session, created on first use without a race (unique user_id, DO NOTHING)."""
-    await conn.execute(
-        insert_for(conn.dialect.name)(sessions)
-        .values(id=session_id, user_id=user_id, agent_id=agent_id, created_at=now, updated_at=now)
-        .on_conflict_do_nothing(index_elements=["user_id"])
-    )
-    row = (await conn.execute(sa.select(sessions).where(sessions.c.user_id == user_id))).first()
-    assert row is not None
-    return row
-
-
 async def get_session(conn: AsyncConnection, user_id: str) -> Row[Any] | None:
     return (await conn.execute(sa.select(sessions).where(sessions.c.user_id == user_id))).first()
 
 
-async def take_lease(conn: AsyncConnection, user_id: str, now: datetime, until: datetime) -> bool:
-    """One invocation at a time per user: True if this caller now holds the lease."""
-    result = await conn.execute(
+async def take_session(
+    conn: AsyncConnection,
+    *,
+    session_id: str,
+    user_id: str,
+    agent_id: str,
+    now: datetime,
+    until: datetime,
+) -> Row[Any] | None:
+    """The user's session with its lease taken until ``until`` (one invocation at a time per
+    user), created on first use; None when another caller holds the lease. One statement when
+    the session exists."""
+    c = sessions.c
+    taken = await conn.execute(
         sessions.update()
-        .where(
-            sessions.c.user_id == user_id,
-            sa.or_(sessions.c.busy_until.is_(None), sessions.c.busy_until < now),
-        )
+        .where(c.user_id == user_id, sa.or_(c.busy_until.is_(None), c.busy_until < now))
         .values(busy_until=until)
+        .returning(*sessions.c)
     )
-    return bool(result.rowcount)
+    row = taken.first()
+    if row is not None:
+        return row
+    created = await conn.execute(
+        insert_for(conn.dialect.name)(sessions)
+        .values(
+            id=session_id,
+            user_id=user_id,
+            agent_id=agent_id,
+            created_at=now,
+            updated_at=now,
+            busy_until=until,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    if not created.rowcount:
+        return None  # it exists, and its lease is held
+    return await get_session(conn, user_id)
 
 
 async def release_lease(conn: AsyncConnection, user_id: str) -> None:

@@ -163,10 +163,11 @@ async def search(
     return list((await conn.execute(statement.order_by(*order).limit(limit))).all())
 
 
-async def word_counts(conn: AsyncConnection, words: list[str]) -> dict[str, float]:
-    """About how many turns (all users') hold each of ``words`` that is common: PostgreSQL's
-    statistics of ``content_tsv`` (its most common elements, as of the last ANALYZE), SQLite's
-    FTS5 vocabulary (exact). Words not listed are rare."""
+async def word_shares(conn: AsyncConnection, words: list[str]) -> dict[str, float]:
+    """The share of all turns (all users') that hold each of ``words`` that is common:
+    PostgreSQL's statistics of ``content_tsv`` (its most common elements, as of the last
+    ANALYZE), SQLite's FTS5 vocabulary (exact, over the newest turn's ``pos``). Words not listed
+    are rare."""
     if not words:
         return {}
     if conn.dialect.name == "postgresql":
@@ -174,21 +175,17 @@ async def word_counts(conn: AsyncConnection, words: list[str]) -> dict[str, floa
         if row is None or row.words is None:
             return {}
         wanted = set(words)
-        total = float(row.total)
-        return {
-            w: share * total for w, share in zip(row.words, row.shares, strict=False) if w in wanted
-        }
+        return {w: f for w, f in zip(row.words, row.shares, strict=False) if w in wanted}
     vocab = sa.table("secondme_turns_vocab", sa.column("term"), sa.column("doc"))
     result = await conn.execute(sa.select(vocab.c.term, vocab.c.doc).where(vocab.c.term.in_(words)))
-    return {str(term): float(doc) for term, doc in result.all()}
+    total = (await conn.execute(sa.select(sa.func.max(messages.c.pos)))).scalar() or 1
+    return {str(term): float(doc) / float(total) for term, doc in result.all()}
 
 
 _COMMON_PG = sa.text(
-    "SELECT s.most_common_elems::text::text[] AS words, s.most_common_elem_freqs AS shares,"
-    " greatest(c.reltuples, 0) AS total FROM pg_stats s JOIN pg_class c"
-    " ON c.relname = s.tablename AND c.relnamespace = to_regnamespace(s.schemaname)"
-    " WHERE s.schemaname = current_schema() AND s.tablename = 'secondme_messages'"
-    " AND s.attname = 'content_tsv'"
+    "SELECT most_common_elems::text::text[] AS words, most_common_elem_freqs AS shares"
+    " FROM pg_stats WHERE schemaname = current_schema() AND tablename = 'secondme_messages'"
+    " AND attname = 'content_tsv'"
 )
 
 
