@@ -165,10 +165,9 @@ async def memory_scenario(
                     )
                     session = await secondme_store.get_session(conn, user)
                     known = 2 * int(session.total_interactions) + 2 if session else 2
-                    found = await memories.recall(conn, user, prompt, turns, known)
-                built = invoke_context(
-                    settings, None, row, [turn_of(t) for t in turns], found, prompt
-                )
+                recent = [turn_of(t) for t in turns]
+                found = memories.recalled(await memories.start_recall(user, prompt, known), recent)
+                built = invoke_context(settings, None, row, recent, found, prompt)
                 wire = [{"role": m.role, "content": m.content} for m in built.messages]
                 # The model server keeps the last prompt's cache: this context is made the last
                 # one first, so both timed calls find it there (the service's too, if its

@@ -17,7 +17,9 @@ rolling ``summary`` of the turns that fell out of the context, and recall of old
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -41,6 +43,7 @@ SUMMARY_TURNS = 40  # the most turns one refresh folds in
 # turn apart, and ranking all its matches would cost more than the rest of the invoke.
 RECALL_WORDS = 4
 RECALL_CANDIDATES = 300
+SHARES_MAX_AGE = 60.0  # seconds PostgreSQL's word statistics are kept (they change by ANALYZE)
 
 
 def memory_wire(row: Any) -> dict[str, Any]:
@@ -64,6 +67,7 @@ class Memories:
         self.settings = settings
         self.tasks = tasks
         self._refreshing: set[str] = set()
+        self._common: tuple[float, dict[str, float]] = (-SHARES_MAX_AGE, {})
 
     async def get(self, user: Principal) -> dict[str, Any]:
         async with self.db.read() as conn:
@@ -90,23 +94,42 @@ class Memories:
             rows = await store.search(conn, user.user_id, words, limit=limit)
         return [message_wire(r) for r in rows]
 
-    async def recall(
-        self, conn: AsyncConnection, user_id: str, prompt: str, recent: list[Any], turns: int
-    ) -> list[Turn]:
-        """Older turns that match the prompt best, none of them a recent one (``turns``: about
-        how many the user has)."""
-        wanted = self.settings.secondme_recall_turns
-        if not wanted:
+    def start_recall(self, user_id: str, prompt: str, turns: int) -> asyncio.Task[list[Turn]]:
+        """Recall, on a connection of its own while the invoke's transaction runs (``turns``:
+        about how many the user has); ``recalled`` takes its answer."""
+        return self.tasks.spawn(self._recall(user_id, prompt, turns), name=f"recall-{user_id}")
+
+    def recalled(self, found: list[Turn], recent: list[Turn]) -> list[Turn]:
+        """The recalled turns, best first, none of them a recent one."""
+        shown = {t.id for t in recent}
+        return [t for t in found if t.id not in shown][: self.settings.secondme_recall_turns]
+
+    async def _recall(self, user_id: str, prompt: str, turns: int) -> list[Turn]:
+        """The turns that match the prompt best (recent ones among them: ``recalled`` drops
+        them)."""
+        s = self.settings
+        if not s.secondme_recall_turns:
             return []
-        before = min((int(r.pos) for r in recent), default=None)
         words = store.words_of(prompt, shortest=3)
-        shares = await store.word_shares(conn, words)
-        telling = [w for w in words if shares.get(w, 0.0) * turns <= RECALL_CANDIDATES]
-        telling.sort(key=lambda w: shares.get(w, 0.0))  # the rarest first
-        rows = await store.search(
-            conn, user_id, telling[:RECALL_WORDS], limit=wanted, any_word=True, before_pos=before
-        )
+        async with self.db.read() as conn:
+            shares = await self._shares(conn, words)
+            telling = [w for w in words if shares.get(w, 0.0) * turns <= RECALL_CANDIDATES]
+            telling.sort(key=lambda w: shares.get(w, 0.0))  # the rarest first
+            limit = s.secondme_recall_turns + s.secondme_context_messages
+            rows = await store.search(
+                conn, user_id, telling[:RECALL_WORDS], limit=limit, any_word=True
+            )
         return [turn_of(r) for r in rows]
+
+    async def _shares(self, conn: AsyncConnection, words: list[str]) -> dict[str, float]:
+        """The words' shares of all turns (PostgreSQL's statistics, read once a minute)."""
+        if self.db.is_sqlite:
+            return await store.word_shares(conn, words)
+        read_at, shares = self._common
+        if time.monotonic() - read_at > SHARES_MAX_AGE:
+            shares = await store.common_shares(conn)
+            self._common = (time.monotonic(), shares)
+        return {w: shares[w] for w in words if w in shares}
 
     # --- the summary --------------------------------------------------------------------------
     def after_answer(self, user_id: str) -> None:

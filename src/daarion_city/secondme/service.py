@@ -236,14 +236,12 @@ class SecondMeService:
                 raise RateLimited(
                     retry, f"today's Second Me budget of {s.secondme_daily_tokens} tokens is spent"
                 )
+            known = 2 * int(session.total_interactions) + 2  # about the user's turns
+            recalling = self.memories.start_recall(user.user_id, prompt, known) if recall else None
             turns = await store.recent(
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
             )
             memory = await memory_store.get_memory(conn, user.user_id)
-            recalled = []
-            if recall:
-                known = 2 * int(session.total_interactions) + 2  # about the user's turns
-                recalled = await self.memories.recall(conn, user.user_id, prompt, turns, known)
             await store.add_message(
                 conn,
                 id=prompt_id,
@@ -254,12 +252,13 @@ class SecondMeService:
                 status="pending",
                 created_at=now,
             )
+        recent = [turn_of(r) for r in turns]
         return self._Context(
             session_id=str(session.id),
             ctx=InvokeContext(user_id=user.user_id, agent_id=str(session.agent_id)),
             memory=memory,
-            recent=[turn_of(r) for r in turns],
-            recalled=recalled,
+            recent=recent,
+            recalled=self.memories.recalled(await recalling, recent) if recalling else [],
         )
 
     async def _store_answer(

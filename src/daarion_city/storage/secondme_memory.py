@@ -124,10 +124,9 @@ async def search(
     *,
     limit: int,
     any_word: bool = False,
-    before_pos: int | None = None,
 ) -> list[Row[Any]]:
     """The user's answered turns that hold every word (``any_word``: any of them, the best
-    matches first), else newest first; only turns older than ``before_pos`` if given."""
+    matches first), else newest first."""
     if not words:
         return []
     m = messages.c
@@ -158,24 +157,24 @@ async def search(
             else [m.pos.desc()]
         )
     statement = statement.where(m.user_id == user_id, m.status == "ok")
-    if before_pos is not None:
-        statement = statement.where(m.pos < before_pos)
     return list((await conn.execute(statement.order_by(*order).limit(limit))).all())
 
 
+async def common_shares(conn: AsyncConnection) -> dict[str, float]:
+    """PostgreSQL: the share of all turns (all users') that hold each common word, from the
+    statistics of ``content_tsv`` (its most common elements, as of the last ANALYZE). Words
+    not listed are rare."""
+    row = (await conn.execute(_COMMON_PG)).first()
+    if row is None or row.words is None:
+        return {}
+    return dict(zip(row.words, row.shares, strict=False))
+
+
 async def word_shares(conn: AsyncConnection, words: list[str]) -> dict[str, float]:
-    """The share of all turns (all users') that hold each of ``words`` that is common:
-    PostgreSQL's statistics of ``content_tsv`` (its most common elements, as of the last
-    ANALYZE), SQLite's FTS5 vocabulary (exact, over the newest turn's ``pos``). Words not listed
-    are rare."""
+    """SQLite: the share of all turns that hold each of ``words``, from the FTS5 vocabulary
+    (exact, over the newest turn's ``pos``)."""
     if not words:
         return {}
-    if conn.dialect.name == "postgresql":
-        row = (await conn.execute(_COMMON_PG)).first()
-        if row is None or row.words is None:
-            return {}
-        wanted = set(words)
-        return {w: f for w, f in zip(row.words, row.shares, strict=False) if w in wanted}
     vocab = sa.table("secondme_turns_vocab", sa.column("term"), sa.column("doc"))
     result = await conn.execute(sa.select(vocab.c.term, vocab.c.doc).where(vocab.c.term.in_(words)))
     total = (await conn.execute(sa.select(sa.func.max(messages.c.pos)))).scalar() or 1
