@@ -163,10 +163,8 @@ async def memory_scenario(
                     turns = await secondme_store.recent(
                         conn, user, settings.secondme_context_messages, answered_only=True
                     )
-                    session = await secondme_store.get_session(conn, user)
-                    known = 2 * int(session.total_interactions) + 2 if session else 2
                 recent = [turn_of(t) for t in turns]
-                found = memories.recalled(await memories.start_recall(user, prompt, known), recent)
+                found = memories.recalled(await memories.start_recall(user, prompt), recent)
                 built = invoke_context(settings, None, row, recent, found, prompt)
                 wire = [{"role": m.role, "content": m.content} for m in built.messages]
                 # The model server keeps the last prompt's cache: this context is made the last

@@ -153,7 +153,7 @@ async def search(city: str, user: str, words: list[str], n: int) -> dict[str, An
     return results
 
 
-async def recall(url: str, user: str, zipf: Zipf, n: int, per_user: int) -> dict[str, Any]:
+async def recall(url: str, user: str, zipf: Zipf, n: int) -> dict[str, Any]:
     """``Memories.start_recall`` as an invoke runs it (the statistics, read once a minute, then
     the search), timed whole; and the read of the statistics alone."""
     db = Database(url.replace("postgresql://", "postgresql+asyncpg://"))
@@ -168,7 +168,7 @@ async def recall(url: str, user: str, zipf: Zipf, n: int, per_user: int) -> dict
                 t = time.perf_counter()
                 await store.common_shares(conn)
                 c = time.perf_counter()
-            turns = await memories.start_recall(user, prompt, per_user)
+            turns = await memories.start_recall(user, prompt)
             w = time.perf_counter()
             if i >= 20:
                 counts.append((c - t) * 1000)
@@ -216,9 +216,7 @@ async def main() -> None:
                 "turns": args.turns,
                 "users": args.users,
                 "search": await search(city.base_url, users[0], words, args.queries),
-                "recall": await recall(
-                    space.database_url, users[0], zipf, args.queries, args.turns // args.users
-                ),
+                "recall": await recall(space.database_url, users[0], zipf, args.queries),
             }
         finally:
             await asyncio.to_thread(city.stop)

@@ -94,17 +94,17 @@ class Memories:
             rows = await store.search(conn, user.user_id, words, limit=limit)
         return [message_wire(r) for r in rows]
 
-    def start_recall(self, user_id: str, prompt: str, turns: int) -> asyncio.Task[list[Turn]]:
-        """Recall, on a connection of its own while the invoke's transaction runs (``turns``:
-        about how many the user has); ``recalled`` takes its answer."""
-        return self.tasks.spawn(self._recall(user_id, prompt, turns), name=f"recall-{user_id}")
+    def start_recall(self, user_id: str, prompt: str) -> asyncio.Task[list[Turn]]:
+        """Recall, on a connection of its own while the invoke's transaction runs; ``recalled``
+        takes its answer."""
+        return self.tasks.spawn(self._recall(user_id, prompt), name=f"recall-{user_id}")
 
     def recalled(self, found: list[Turn], recent: list[Turn]) -> list[Turn]:
         """The recalled turns, best first, none of them a recent one."""
         shown = {t.id for t in recent}
         return [t for t in found if t.id not in shown][: self.settings.secondme_recall_turns]
 
-    async def _recall(self, user_id: str, prompt: str, turns: int) -> list[Turn]:
+    async def _recall(self, user_id: str, prompt: str) -> list[Turn]:
         """The turns that match the prompt best (recent ones among them: ``recalled`` drops
         them)."""
         s = self.settings
@@ -112,6 +112,8 @@ class Memories:
             return []
         words = store.words_of(prompt, shortest=3)
         async with self.db.read() as conn:
+            session = await turns_store.get_session(conn, user_id)
+            turns = 2 * int(session.total_interactions) + 2 if session else 2  # about as many
             shares = await self._shares(conn, words)
             telling = [w for w in words if shares.get(w, 0.0) * turns <= RECALL_CANDIDATES]
             telling.sort(key=lambda w: shares.get(w, 0.0))  # the rarest first

@@ -219,6 +219,7 @@ class SecondMeService:
         """One transaction: the session, the budget, the lease, the context, the stored prompt."""
         s = self.settings
         day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        recalling = self.memories.start_recall(user.user_id, prompt) if recall else None
         async with self.db.begin() as conn:
             session = await store.take_session(
                 conn,
@@ -236,8 +237,6 @@ class SecondMeService:
                 raise RateLimited(
                     retry, f"today's Second Me budget of {s.secondme_daily_tokens} tokens is spent"
                 )
-            known = 2 * int(session.total_interactions) + 2  # about the user's turns
-            recalling = self.memories.start_recall(user.user_id, prompt, known) if recall else None
             turns = await store.recent(
                 conn, user.user_id, s.secondme_context_messages, answered_only=True
             )
