@@ -124,6 +124,40 @@ async def test_the_answer_streams(api: Api) -> None:
     assert history[-1]["content"] == "".join(deltas)
 
 
+async def test_memory_recall_and_catch_up_on_a_real_model(api: Api) -> None:
+    """The about, a recalled turn and a catch-up through the real model (in-process, and
+    ``llama_cpp.server`` over HTTP): answered, stored, and the context each answer had."""
+    alice, bob = await api.guest("Alice"), await api.guest("Bob")
+    r = await alice.api.http.put(
+        "/secondme/memory",
+        json={"about": "My name is Alice and I keep bees."},
+        headers=alice.headers,
+    )
+    assert r.status_code == 200
+    first = await alice.post("/secondme/invoke", {"prompt": "Remember: the hive key is blue."})
+    assert first.status_code == 200, first.text
+    for i in range(5):  # pushes the first turns out of the recent ten
+        assert (await alice.post("/secondme/invoke", {"prompt": f"Count to {i}."})).is_success
+    asked = await alice.post("/secondme/invoke", {"prompt": "What colour is the hive key?"})
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["response"].strip()
+    history = (await alice.get("/secondme/history", limit=200)).json()
+    context = history[-1]["context"]
+    assert context["about"] is True
+    assert history[0]["id"] in context["recalled"]  # "Remember: the hive key is blue."
+    await alice.say("general", "I read everything until now.")
+    await bob.say("general", "The beekeepers meet on Saturday at ten, by the old mill.")
+    r = await alice.post("/secondme/catchup", {"room": "general"})
+    assert r.status_code == 200, r.text
+    caught = r.json()
+    assert caught["messages_considered"] == 1
+    assert caught["summary"].strip()
+    assert caught["tokens_used"] > 0
+    turns = (await alice.get("/secondme/history", limit=2)).json()
+    assert turns[0]["content"].startswith("Catch-up: General")
+    assert turns[1]["content"] == caught["summary"]
+
+
 async def test_a_model_server_that_is_gone_is_a_typed_error(
     database_url: str, tmp_path: Path
 ) -> None:
