@@ -77,10 +77,10 @@ async def eventually(check: Any, timeout: float, what: str) -> None:
 
 @contextlib.asynccontextmanager
 async def run_server(
-    settings: Settings, services: list[str] | None = None
+    settings: Settings, services: list[str] | None = None, port: int = 0
 ) -> AsyncIterator[Server]:
     app = create_app(settings, services)
-    config = server_config(app, settings, host="127.0.0.1", port=0, loop="none")
+    config = server_config(app, settings, host="127.0.0.1", port=port, loop="none")
     async with serving(CityServer(config, app)) as server:
         port = server.servers[0].sockets[0].getsockname()[1]
         yield Server(settings, "127.0.0.1", port, server, app.state.resources)

@@ -59,6 +59,14 @@ class Synapse:
         config["presence"] = {"enabled": True}
         config["app_service_config_files"] = [str(reg_file)]
         config["report_stats"] = False
+        # The tests' Matrix users send in bursts; the bridge's puppets are not limited (rate_limited
+        # false in the registration).
+        many = {"per_second": 1000, "burst_count": 1000}
+        config["rc_message"] = many
+        config["rc_joins"] = {"local": many, "remote": many}
+        config["rc_login"] = {"address": many, "account": many, "failed_attempts": many}
+        config["rc_registration"] = many
+        config["room_list_publication_rules"] = [{"action": "allow"}]
         self.shared_secret = config["registration_shared_secret"]
         self.config.write_text(yaml.safe_dump(config))
 

@@ -215,6 +215,15 @@ class Settings(BaseSettings):
     matrix_presence_min_interval: float = Field(
         10.0, gt=0, description="At most one presence write per user this often"
     )
+    matrix_bridge_rooms: str = Field(
+        "", description="City rooms bridged to Matrix rooms: slugs, comma-separated, or *"
+    )
+    matrix_bridge_backfill: int = Field(
+        20, ge=0, description="Timeline events a newly bridged room sends from before it was"
+    )
+    matrix_bridge_poll: float = Field(
+        1.0, gt=0, description="Seconds between looks for events other instances committed"
+    )
 
     @field_validator("database_url")
     @classmethod

@@ -16,6 +16,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Route
 
+from daarion_city.core.errors import Unavailable
 from daarion_city.secondme.context import MEMORY_NOTE, SUMMARY_INSTRUCTIONS
 from tests.conftest import make_settings
 from tests.secondme.test_secondme_openai import ModelServer, overrides
@@ -166,7 +167,7 @@ async def test_recall_brings_older_matching_turns_once(api: Api, model_server: M
     assert contents[-1] == "where are the zucchini seeds?"
     assert contents.count("where are the zucchini seeds?") == 1
     assert "remember: the zucchini seeds are in the red box" not in contents
-    history = (await alice.get("/secondme/history", params={"limit": 200})).json()
+    history = (await alice.get("/secondme/history", limit=200)).json()
     ids = {t["content"]: t["id"] for t in history}
     assert history[-1]["context"]["recalled"] == [
         ids["remember: the zucchini seeds are in the red box"]
@@ -177,6 +178,52 @@ async def test_recall_brings_older_matching_turns_once(api: Api, model_server: M
     recalled_now = memory_in(sent[0]["content"])["recalled_turns"]
     assert {t["content"] for t in recalled_now} == {"small talk 0", "small talk 1"}
     assert "small talk 2" in [m["content"] for m in sent[1:-1]]
+
+
+async def test_an_ask_goes_on_without_recall_when_recall_fails(
+    api: Api, model_server: ModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    alice = await api.guest("Alice")
+    await invoke(alice, "the zucchini seeds are in the red box")
+
+    async def broken(user_id: str, prompt: str) -> list[Any]:
+        raise RuntimeError("the search index is gone")
+
+    monkeypatch.setattr(api.server.resources.secondme.memories, "_recall", broken)
+    for i in range(5):
+        await invoke(alice, f"small talk {i}")
+    answer = await invoke(alice, "where are the zucchini seeds?")
+    assert answer["response"] == "Hello there"
+    history = (await alice.get("/secondme/history")).json()
+    assert history[-1]["context"]["recalled"] == []
+
+
+async def test_a_failure_once_the_lease_is_held_gives_it_back(
+    api: Api, model_server: ModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database failing while the context's rows are read (after the prompt is stored, on
+    PostgreSQL) is a typed 503, and the next ask is answered, not refused as busy."""
+    alice = await api.guest("Alice")
+    await invoke(alice, "first")
+    asks_ = api.server.resources.secondme.asks
+    reads = asks_._reads
+
+    async def failing(conn: Any, user_id: str) -> Any:
+        monkeypatch.setattr(asks_, "_reads", reads)  # once
+        raise Unavailable("the database is unavailable")
+
+    monkeypatch.setattr(asks_, "_reads", failing)
+    r = await alice.post("/secondme/invoke", {"prompt": "second"})
+    assert (r.status_code, r.json()["code"]) == (503, "unavailable"), r.text
+    await invoke(alice, "third")
+    history = (await alice.get("/secondme/history")).json()
+    assert [t["content"] for t in history][-2:] == ["third", "Hello there"]
+    # "second" failed: the model never saw it, and the next context leaves it out.
+    assert [m["content"] for m in asks(model_server)[-1][1:]] == [
+        "first",
+        "Hello there",
+        "third",
+    ]
 
 
 async def test_search_finds_ones_own_turns_in_any_script(api: Api) -> None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
+from daarion_city.app.bridging import BridgedRooms
 from daarion_city.config import SETTINGS, Settings
 from daarion_city.core.metrics import METRICS, Metrics
 from daarion_city.core.provided import INSTANCE_ID, Provided
@@ -218,12 +219,14 @@ async def open_resources(
         if "secondme" in services:  # says what to run when the embedded model is missing
             log.log(logging.WARNING if in_effect(settings)[2] else logging.INFO, describe(settings))
         stack.push_async_callback(secondme.close)
-        matrix = MatrixGateway.create(settings)
+        matrix = MatrixGateway.create(settings, db, BridgedRooms(rooms))
         if matrix is not None:
             await matrix.start()
             stack.push_async_callback(matrix.stop)
             if matrix.bridge is not None:
                 presence.add_listener(matrix.bridge.on_change)
+            if matrix.rooms is not None:
+                rooms.listeners.append(matrix.rooms.committed)
         yield Resources(
             settings=settings,
             auth=TokenAuthority(

@@ -28,6 +28,8 @@ SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
 ROOM_ID_PREFIX = "room_city_"
 USER_ID_PATTERN = r"^[A-Za-z0-9_.=-]{1,80}$"
 """A city user id, as a token's ``sub`` must be (SPEC section 12); ``ag_`` ones are agents'."""
+# A mention in a message body (SPEC 9 and 12): ``<@ID>``, a city user id or a Matrix id.
+MENTION = re.compile(r"<@([A-Za-z0-9_.=-]{1,80}|@[^\s<>:]+:[^\s<>]+)>")
 FEED_EVENT_ID_PATTERN = r"^evt_[a-z0-9_]{1,76}$"
 """``evt_`` then 28 hex digits (ids.new_id), or a seed event's ``evt_city_welcome_001``."""
 AGENT_PREFIX = "ag_"

@@ -37,7 +37,9 @@ def registration(settings: Settings) -> dict[str, Any]:
         "sender_localpart": SENDER_LOCALPART,
         "namespaces": {
             "users": [{"exclusive": True, "regex": namespace_regex(settings.matrix_server_name)}],
-            "aliases": [],
+            "aliases": [
+                {"exclusive": True, "regex": f"#city_.*:{re.escape(settings.matrix_server_name)}"}
+            ],
             "rooms": [],
         },
         "rate_limited": False,
@@ -65,7 +67,10 @@ def registration_yaml(reg: dict[str, Any]) -> str:
     for entry in ns["users"]:
         lines.append(f"    - exclusive: {scalar(entry['exclusive'])}")
         lines.append(f"      regex: {scalar(entry['regex'])}")
-    lines.append("  aliases: []")
+    lines.append("  aliases:")
+    for entry in ns["aliases"]:
+        lines.append(f"    - exclusive: {scalar(entry['exclusive'])}")
+        lines.append(f"      regex: {scalar(entry['regex'])}")
     lines.append("  rooms: []")
     for key in ("rate_limited", "receive_ephemeral", "de.sorunome.msc2409.push_ephemeral"):
         lines.append(f"{scalar(key) if '.' in key else key}: {scalar(reg[key])}")

@@ -131,3 +131,79 @@ class HomeserverClient:
             "GET", f"/_matrix/client/v3/directory/room/{_q(alias)}"
         )
         return result
+
+    # --- rooms (the rooms bridge; ``as_user`` masquerades as a user of the namespace) ---------
+    @staticmethod
+    def _as(user_id: str | None) -> dict[str, str] | None:
+        return {"user_id": user_id} if user_id else None
+
+    async def room_of_alias(self, alias: str) -> str | None:
+        """The room an alias names, or None when it names none."""
+        try:
+            found = await self.resolve_alias(alias)
+        except MatrixError as exc:
+            if exc.matrix_status == 404:
+                return None
+            raise
+        return str(found["room_id"])
+
+    async def create_room(self, **body: Any) -> str:
+        result = await self._call("POST", "/_matrix/client/v3/createRoom", json=body)
+        return str(result["room_id"])
+
+    async def join(self, room: str, *, as_user: str | None = None) -> None:
+        await self._call(
+            "POST", f"/_matrix/client/v3/join/{_q(room)}", params=self._as(as_user), json={}
+        )
+
+    async def send(
+        self,
+        room_id: str,
+        event_type: str,
+        txn_id: str,
+        content: dict[str, Any],
+        *,
+        as_user: str | None = None,
+        ts: int | None = None,
+    ) -> str:
+        """An event, idempotent on ``txn_id`` for the sender; its event id. ``ts`` (ms): the
+        time it happened, which an application service may give its users' events."""
+        path = f"/_matrix/client/v3/rooms/{_q(room_id)}/send/{_q(event_type)}/{_q(txn_id)}"
+        params = self._as(as_user) or {}
+        if ts is not None:
+            params["ts"] = str(ts)
+        result = await self._call("PUT", path, params=params or None, json=content)
+        return str(result["event_id"])
+
+    async def redact(
+        self,
+        room_id: str,
+        event_id: str,
+        txn_id: str,
+        *,
+        as_user: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        path = f"/_matrix/client/v3/rooms/{_q(room_id)}/redact/{_q(event_id)}/{_q(txn_id)}"
+        body = {"reason": reason} if reason else {}
+        await self._call("PUT", path, params=self._as(as_user), json=body)
+
+    async def set_displayname(self, user_id: str, name: str) -> None:
+        path = f"/_matrix/client/v3/profile/{_q(user_id)}/displayname"
+        await self._call("PUT", path, params=self._as(user_id), json={"displayname": name})
+
+    async def state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
+        path = f"/_matrix/client/v3/rooms/{_q(room_id)}/state/{_q(event_type)}"
+        if state_key:
+            path += f"/{_q(state_key)}"
+        result: dict[str, Any] = await self._call("GET", path)
+        return result
+
+    async def ban(
+        self, room_id: str, user_id: str, reason: str | None, *, unban: bool = False
+    ) -> None:
+        body: dict[str, Any] = {"user_id": user_id}
+        if reason and not unban:
+            body["reason"] = reason
+        action = "unban" if unban else "ban"
+        await self._call("POST", f"/_matrix/client/v3/rooms/{_q(room_id)}/{action}", json=body)

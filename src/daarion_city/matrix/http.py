@@ -133,7 +133,10 @@ async def transaction(
         return _matrix_error(400, "M_NOT_JSON", "the transaction is not JSON")
     if not isinstance(body, dict):
         return _matrix_error(400, "M_BAD_JSON", "the transaction must be an object")
-    gateway.appservice.handle_transaction(txn_id, body)
+    try:
+        await gateway.transaction(txn_id, body)
+    except CityError as exc:  # the database: the homeserver sends the transaction again
+        return _matrix_error(503, "M_UNKNOWN", exc.detail)
     return JSONResponse({})
 
 

@@ -4,11 +4,8 @@ appearance. An id is a city user id (``[A-Za-z0-9_.=-]{1,80}``) or a Matrix id
 
 from __future__ import annotations
 
-import re
-
 from daarion_city.core.errors import Unprocessable
-
-MENTION = re.compile(r"<@([A-Za-z0-9_.=-]{1,80}|@[^\s<>:]+:[^\s<>]+)>")
+from daarion_city.core.validation import MENTION
 
 
 def mentions_in(body: str, limit: int) -> list[str]:

@@ -82,6 +82,8 @@ class Room(BaseModel):
     created_by: str | None
     owner_id: str | None = Field(description="the room's owner: its creator (seed rooms: none)")
     slow_mode_s: int = Field(description="a member posts at most once per this many seconds")
+    matrix_room_id: str | None = Field(description="the bridged Matrix room (SPEC 6b), or null")
+    matrix_room_alias: str | None = Field(description="its alias #city_<slug>:<server>, or null")
     member_count: int
     members_online: int
     last_message: Message | None
@@ -190,6 +192,8 @@ def room_wire(
         "created_by": row.created_by,
         "owner_id": row.created_by,
         "slow_mode_s": row.slow_mode_s,
+        "matrix_room_id": row.matrix_room_id,
+        "matrix_room_alias": row.matrix_room_alias,
         "member_count": row.member_count,
         "members_online": members_online,
         "last_message": last_message,

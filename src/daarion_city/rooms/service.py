@@ -74,6 +74,7 @@ class RoomService:
         self._room_ids: dict[str, str] = {}  # id or slug -> id (rooms are never renamed)
         self._lookups: dict[str, asyncio.Future[str]] = {}
         self._tasks = TaskSet("rooms")
+        self.listeners: list[Callable[[str], None]] = []  # told of each committed change
         self.policies = Policies(db, hub.bus, settings.admins, limiter)
         self.reads = RoomReads(
             db=db,
@@ -199,9 +200,18 @@ class RoomService:
 
     def _committed(self, room_id: str) -> None:
         """The room's timeline changed (committed here): what the reads show of it is dropped,
-        and the feed's pages (their snippets show messages as they are)."""
+        and the feed's pages (their snippets show messages as they are); the listeners (the
+        Matrix bridge) are told."""
         self.reads.changed(room_id)
         self.feed.changed()
+        for listener in self.listeners:
+            listener(room_id)
+
+    async def room_changed(self, room_id: str) -> None:
+        """Something shown of the room changed outside its timeline (its Matrix mapping): the
+        reads of every instance drop it."""
+        self._committed(room_id)
+        await self.hub.bus.publish(ROOM_NOTICES, room_id.encode())
 
     def _on_notice(self, data: bytes) -> None:
         """The same, told by another instance for a change no feed event tells (an edit, a

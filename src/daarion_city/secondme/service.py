@@ -2,12 +2,12 @@
 accounting, and loud failures.
 
 An invocation:
-1. takes the user's lease (``busy_until``; a second concurrent invoke gets 409 ``busy``) and
-   checks the daily token budget (429 when spent);
-2. builds the context: the system prompt, then the last ``SECONDME_CONTEXT_MESSAGES`` answered
-   turns (failed ones are skipped) cut to ``SECONDME_CONTEXT_TOKENS``, then the new prompt once;
-3. stores the prompt (so it stays in the history whatever happens), calls the provider (timed:
-   ``latency_ms`` is the model call), and
+1. takes the user's lease (``busy_until``; a second concurrent invoke gets 409 ``busy``),
+   checks the daily token budget (429 when spent) and stores the prompt (so it stays in the
+   history whatever happens), reading the rows of the context (``asks.Asks.begin``);
+2. builds the context (``context.invoke_context``: the system prompt, the memory, recalled
+   turns, the last ``SECONDME_CONTEXT_MESSAGES`` answered turns, the new prompt once);
+3. calls the provider (timed: ``latency_ms`` is the model call), and
 4. on success stores the answer with its token count and where the count came from, and adds
    one interaction and its tokens to the session; on failure marks the prompt failed, stores no
    answer, and raises the provider's typed error (502/503/504, or 422 ``prompt_too_long`` when
@@ -22,38 +22,35 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from daarion_city.config import Settings
-from daarion_city.core.clock import iso, utcnow
-from daarion_city.core.errors import CityError, Conflict, RateLimited
-from daarion_city.core.ids import new_id
+from daarion_city.core.clock import iso
+from daarion_city.core.errors import CityError
 from daarion_city.core.provided import Key
 from daarion_city.core.tasks import TaskSet
 from daarion_city.identity.principal import Principal
 from daarion_city.ratelimit import MemoryRateLimiter, RateLimiter
+from daarion_city.secondme.asks import Asked, Asks
 from daarion_city.secondme.breaker import Breakers, CircuitOpen
-from daarion_city.secondme.context import Built, Turn, invoke_context
-from daarion_city.secondme.memory import Memories, turn_of
+from daarion_city.secondme.context import Built, invoke_context
+from daarion_city.secondme.memory import Memories
 from daarion_city.secondme.providers.base import (
     AgentProvider,
     AgentRefused,
     AgentTimeout,
     AgentUnavailable,
     Done,
-    InvokeContext,
     estimate_tokens,
 )
 from daarion_city.secondme.schemas import CatchupSource, message_wire
 from daarion_city.storage import secondme as store
-from daarion_city.storage import secondme_memory as memory_store
 from daarion_city.storage.database import Database
 
 HISTORY_IN_ANSWER = 10
 
 
-LEASE = timedelta(minutes=5)
+_AGENT_FAULTS = (AgentUnavailable, AgentTimeout)  # counted by the breakers (AgentRefused is not)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +74,7 @@ class SecondMeService:
         self.db = db
         self.tasks = tasks or TaskSet("secondme")
         self.memories = Memories(db, provider, settings, self.tasks)
+        self.asks = Asks(db, settings, self.memories)
         self.limiter = limiter or MemoryRateLimiter()
         self.provider = provider
         self.settings = settings
@@ -131,7 +129,7 @@ class SecondMeService:
         self,
         user: Principal,
         prompt: str,
-        build: Callable[[_Context], Built] | None = None,
+        build: Callable[[Asked], Built] | None = None,
         weight: int = 0,
     ) -> AsyncIterator[str | Answer]:
         """Text deltas, then one :class:`Answer` once the answer is stored. ``build`` (a
@@ -148,8 +146,8 @@ class SecondMeService:
             burst=s.secondme_token_burst,
             cost=cost,
         )
-        prompt_id = new_id("smm")
-        context = await self._begin(user, prompt, prompt_id, utcnow(), recall=build is None)
+        context = await self.asks.begin(user, prompt, recall=build is None)
+        prompt_id = context.prompt_id
         finished = False
         who = user.user_id
         try:
@@ -177,121 +175,23 @@ class SecondMeService:
                 raise AgentUnavailable("the agent's answer ended without a result")
             latency_ms = round((time.perf_counter() - started) * 1000)
             self.breaker.success(who)
-            await self._store_answer(user, context.session_id, prompt_id, done, latency_ms, built)
+            await self.asks.answered(user, context, done, latency_ms, built)
             finished = True
             self.memories.after_answer(who)
             yield Answer(done.text, done.tokens_used, latency_ms)
-        except CircuitOpen as exc:
-            await self._fail(user, prompt_id, exc.code)
-            finished = True
-            raise
-        except AgentRefused as exc:  # the input's fault, not the agent's: not counted
-            self.breaker.release(who)
-            await self._fail(user, prompt_id, exc.code)
-            finished = True
-            raise
-        except (AgentUnavailable, AgentTimeout) as exc:
-            self.breaker.failure(who)
-            await self._fail(user, prompt_id, exc.code)
-            finished = True
-            raise
-        except CityError as exc:  # prompt_too_long, agent_not_configured: not counted
-            self.breaker.release(who)
-            await self._fail(user, prompt_id, exc.code)
+        except CityError as exc:
+            if isinstance(exc, AgentRefused) or not isinstance(exc, _AGENT_FAULTS):
+                self.breaker.release(who)  # the input's fault (or prompt_too_long, agent_not_
+                # configured), not the agent's: not counted
+            elif not isinstance(exc, CircuitOpen):
+                self.breaker.failure(who)
+            await self.asks.fail(user, prompt_id, exc.code)
             finished = True
             raise
         finally:
             if not finished:  # the client left mid-answer
                 self.breaker.release(who)
-                await self._fail(user, prompt_id, "cancelled")
-
-    @dataclass(frozen=True, slots=True)
-    class _Context:
-        session_id: str
-        ctx: InvokeContext
-        memory: Any  # the secondme_memory row, or None
-        recent: list[Turn]
-        recalled: list[Turn]
-
-    async def _begin(
-        self, user: Principal, prompt: str, prompt_id: str, now: datetime, *, recall: bool
-    ) -> _Context:
-        """One transaction: the session, the budget, the lease, the context, the stored prompt."""
-        s = self.settings
-        day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        recalling = self.memories.start_recall(user.user_id, prompt) if recall else None
-        async with self.db.begin() as conn:
-            session = await store.take_session(
-                conn,
-                session_id=new_id("sms"),
-                user_id=user.user_id,
-                agent_id=s.secondme_agent_id,
-                now=now,
-                until=now + LEASE,
-            )
-            if session is None:
-                raise Conflict("Second Me is still answering your previous prompt", code="busy")
-            spent = store.spent_today(session, now)
-            if spent >= s.secondme_daily_tokens:
-                retry = (day + timedelta(days=1) - now).total_seconds()
-                raise RateLimited(
-                    retry, f"today's Second Me budget of {s.secondme_daily_tokens} tokens is spent"
-                )
-            turns = await store.recent(
-                conn, user.user_id, s.secondme_context_messages, answered_only=True
-            )
-            memory = await memory_store.get_memory(conn, user.user_id)
-            await store.add_message(
-                conn,
-                id=prompt_id,
-                session_id=session.id,
-                user_id=user.user_id,
-                role="user",
-                content=prompt,
-                status="pending",
-                created_at=now,
-            )
-        recent = [turn_of(r) for r in turns]
-        return self._Context(
-            session_id=str(session.id),
-            ctx=InvokeContext(user_id=user.user_id, agent_id=str(session.agent_id)),
-            memory=memory,
-            recent=recent,
-            recalled=self.memories.recalled(await recalling, recent) if recalling else [],
-        )
-
-    async def _store_answer(
-        self,
-        user: Principal,
-        session_id: str,
-        prompt_id: str,
-        done: Done,
-        latency_ms: int,
-        built: Built,
-    ) -> None:
-        now = utcnow()
-        async with self.db.begin() as conn:
-            await store.set_message_status(conn, user.user_id, prompt_id, "ok", None)
-            await store.add_message(
-                conn,
-                id=new_id("smm"),
-                session_id=session_id,
-                user_id=user.user_id,
-                role="assistant",
-                content=done.text,
-                status="ok",
-                tokens_used=done.tokens_used,
-                token_source=done.token_source,
-                latency_ms=latency_ms,
-                created_at=now,
-                context=built.chosen,
-            )
-            await store.record_answer(conn, user.user_id, tokens=done.tokens_used, now=now)
-
-    async def _fail(self, user: Principal, prompt_id: str, code: str) -> None:
-        async with self.db.begin() as conn:
-            await store.set_message_status(conn, user.user_id, prompt_id, "failed", code)
-            await store.release_lease(conn, user.user_id)
+                await self.asks.fail(user, prompt_id, "cancelled")
 
 
 SECONDME: Key[SecondMeService] = Key("secondme")

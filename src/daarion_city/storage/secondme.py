@@ -10,8 +10,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.database import insert_for
-from daarion_city.storage.tables import secondme_messages as messages
-from daarion_city.storage.tables import secondme_sessions as sessions
+from daarion_city.storage.tables_secondme import secondme_messages as messages
+from daarion_city.storage.tables_secondme import secondme_sessions as sessions
 
 
 async def get_session(conn: AsyncConnection, user_id: str) -> Row[Any] | None:
@@ -55,6 +55,45 @@ async def take_session(
     if not created.rowcount:
         return None  # it exists, and its lease is held
     return await get_session(conn, user_id)
+
+
+def _within_budget(now: datetime, daily_tokens: int) -> sa.ColumnElement[bool]:
+    c = sessions.c
+    return sa.or_(
+        c.tokens_day.is_(None),
+        c.tokens_day != now.astimezone(UTC).date(),
+        c.tokens_today < daily_tokens,
+    )
+
+
+async def take_and_ask(
+    conn: AsyncConnection, *, until: datetime, daily_tokens: int, prompt: dict[str, Any]
+) -> Row[Any] | None:
+    """PostgreSQL, on an autocommit connection: the user's lease taken and their prompt stored
+    in one statement (atomic by itself, one round trip), if the session exists, is free and
+    has budget left today; else None and nothing is written (``take_session`` in a transaction
+    then tells which). ``prompt`` holds the message's columns but ``session_id``."""
+    c = sessions.c
+    now = prompt["created_at"]
+    taken = (
+        sessions.update()
+        .where(
+            c.user_id == prompt["user_id"],
+            sa.or_(c.busy_until.is_(None), c.busy_until < now),
+            _within_budget(now, daily_tokens),
+        )
+        .values(busy_until=until)
+        .returning(*sessions.c)
+        .cte("taken")
+    )
+    names = sorted(prompt)
+    values = [sa.literal(prompt[n], type_=messages.c[n].type) for n in names]
+    asked = (
+        messages.insert()
+        .from_select([*names, "session_id"], sa.select(*values, taken.c.id))
+        .cte("asked")
+    )
+    return (await conn.execute(sa.select(taken).add_cte(asked))).first()
 
 
 async def release_lease(conn: AsyncConnection, user_id: str) -> None:

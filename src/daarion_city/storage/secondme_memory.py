@@ -20,8 +20,8 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.database import insert_for
-from daarion_city.storage.tables import secondme_memory as memory
-from daarion_city.storage.tables import secondme_messages as messages
+from daarion_city.storage.tables_secondme import secondme_memory as memory
+from daarion_city.storage.tables_secondme import secondme_messages as messages
 
 WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 16  # of a query: more are dropped

@@ -1,4 +1,5 @@
-"""The schema as SQLAlchemy Core tables (the query layer's view; migrations own the DDL)."""
+"""The schema as SQLAlchemy Core tables (the query layer's view; migrations own the DDL); the
+Second Me's are in ``tables_secondme.py``, the Matrix bridge's in ``tables_matrix.py``."""
 
 from __future__ import annotations
 
@@ -53,6 +54,8 @@ rooms = sa.Table(
     sa.Column("message_count", sa.BigInteger(), nullable=False, server_default="0"),
     # A member posts at most once per this many seconds (0: off); moderators and up are exempt.
     sa.Column("slow_mode_s", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("matrix_room_id", sa.String(255), nullable=True),  # bridged (SPEC 6b), else None
+    sa.Column("matrix_room_alias", sa.String(255), nullable=True),
 )
 
 room_messages = sa.Table(
@@ -251,49 +254,4 @@ feed_events = sa.Table(
     sa.Column("payload", sa.JSON(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("ix_feed_events_kind_pos", "kind", "pos"),
-)
-
-secondme_sessions = sa.Table(
-    "secondme_sessions",
-    metadata,
-    sa.Column("id", sa.String(80), primary_key=True),
-    sa.Column("user_id", sa.String(80), nullable=False, unique=True),
-    sa.Column("agent_id", sa.String(80), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.Column("total_interactions", sa.Integer(), nullable=False, server_default="0"),
-    sa.Column("total_tokens", sa.BigInteger(), nullable=False, server_default="0"),
-    sa.Column("last_interaction", UTCDateTime(), nullable=True),
-    sa.Column("busy_until", UTCDateTime(), nullable=True),
-    sa.Column("tokens_day", sa.Date(), nullable=True),  # the UTC day tokens_today counts
-    sa.Column("tokens_today", sa.BigInteger(), nullable=False, server_default="0"),
-)
-
-secondme_messages = sa.Table(
-    "secondme_messages",
-    metadata,
-    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
-    sa.Column("id", sa.String(80), nullable=False, unique=True),
-    sa.Column("session_id", sa.String(80), sa.ForeignKey("secondme_sessions.id"), nullable=False),
-    sa.Column("user_id", sa.String(80), nullable=False),
-    sa.Column("role", sa.String(16), nullable=False),
-    sa.Column("content", sa.Text(), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, server_default="ok"),
-    sa.Column("tokens_used", sa.Integer(), nullable=True),
-    sa.Column("token_source", sa.String(16), nullable=True),
-    sa.Column("latency_ms", sa.Integer(), nullable=True),
-    sa.Column("error_code", sa.String(40), nullable=True),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("context", sa.JSON(), nullable=True),  # an answer's: what its context held
-    sa.Index("ix_secondme_messages_user_pos", "user_id", "pos"),
-)
-
-secondme_memory = sa.Table(
-    "secondme_memory",
-    metadata,
-    sa.Column("user_id", sa.String(80), primary_key=True),
-    sa.Column("about", sa.Text(), nullable=False, server_default=""),
-    sa.Column("summary", sa.Text(), nullable=False, server_default=""),
-    sa.Column("summarized_pos", sa.BigInteger(), nullable=False, server_default="0"),
-    sa.Column("updated_at", UTCDateTime(), nullable=True),
 )
