@@ -11,6 +11,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from nio import AsyncClient, JoinResponse, MessageDirection, RoomMessagesResponse, RoomSendResponse
@@ -318,3 +319,108 @@ async def test_matrix_conversation_reaches_the_city(city: Api, synapse: Synapse)
         events = await bob.events(room_id)
         assert [b for _, b in texts(events)].count("hello from the city") == 1
         assert [b for _, b in texts(events)].count("hi city") == 0  # redacted
+
+
+async def state_of(synapse: Synapse, room_id: str, user_id: str) -> str | None:
+    """A user's membership in a room, as the bridge's bot reads it."""
+    from urllib.parse import quote
+
+    async with httpx.AsyncClient(base_url=synapse.url) as http:
+        r = await http.get(
+            f"/_matrix/client/v3/rooms/{quote(room_id)}/state/m.room.member/{quote(user_id)}",
+            headers={"Authorization": f"Bearer {AS_TOKEN}"},
+        )
+    return str(r.json().get("membership")) if r.status_code == 200 else None
+
+
+async def test_moderation_reaches_matrix_and_refused_events_are_redacted(
+    city: Api, synapse: Synapse
+) -> None:
+    alice = city.user("u_alice_" + secrets.token_hex(3), "Alice")
+    slug, alias = await bridged_room(city, alice)
+    bot = f"@city_bridge:{SERVER_NAME}"
+    async with MatrixUser(synapse, "mx" + secrets.token_hex(4)) as bob:
+        room_id = await bob.join(alias)
+        mxid = bob.client.user_id
+        spam = await bob.send(room_id, {"msgtype": "m.text", "body": "buy now"})
+        too_long = await bob.send(room_id, {"msgtype": "m.text", "body": "x" * 10_001})
+
+        async def imported() -> Any:
+            r = await city.http.get(f"/city/rooms/{slug}/messages", params={"limit": 50})
+            return [m for m in r.json()["messages"] if m["author_user_id"] == mxid]
+
+        [message] = await until(imported, "the Matrix message in the city")
+        assert message["body"] == "buy now"  # the one too long was not imported
+
+        async def redactions() -> dict[str, str]:
+            events = await bob.events(room_id)
+            return {e["redacts"]: e["sender"] for e in events if e["type"] == "m.room.redaction"}
+
+        assert (await until(redactions, "the bot's redaction"))[too_long] == bot
+        # The room's owner deletes the Matrix user's message, then bans them.
+        r = await alice.api.http.delete(
+            f"/city/rooms/{slug}/messages/{message['seq']}", headers=alice.headers
+        )
+        assert r.status_code == 200, r.text
+
+        async def spam_redacted() -> Any:
+            return (await redactions()).get(spam) == bot
+
+        await until(spam_redacted, "the moderator's deletion as a redaction")
+        r = await alice.post(f"/city/rooms/{slug}/bans", {"user_id": mxid, "reason": "spam"})
+        assert r.status_code == 201, r.text
+
+        async def banned() -> Any:
+            return await state_of(synapse, room_id, mxid) == "ban"
+
+        await until(banned, "the ban in Matrix")
+        # While a ban is on its way, what the banned user sends is not imported either.
+        txn = {
+            "events": [
+                {
+                    "type": "m.room.message",
+                    "sender": mxid,
+                    "room_id": room_id,
+                    "event_id": "$late-" + secrets.token_hex(8),
+                    "origin_server_ts": 0,
+                    "content": {"msgtype": "m.text", "body": "still here"},
+                }
+            ]
+        }
+        r = await city.http.put(
+            f"/_matrix/app/v1/transactions/late-{secrets.token_hex(4)}",
+            json=txn,
+            headers={"Authorization": f"Bearer {HS_TOKEN}"},
+        )
+        assert r.status_code == 200, r.text
+        r = await city.http.get(f"/city/rooms/{slug}/messages", params={"limit": 50})
+        assert "still here" not in [m["body"] for m in r.json()["messages"]]
+        r = await alice.api.http.delete(f"/city/rooms/{slug}/bans/{mxid}", headers=alice.headers)
+        assert r.status_code == 200, r.text
+
+        async def unbanned() -> Any:
+            return await state_of(synapse, room_id, mxid) == "leave"
+
+        await until(unbanned, "the unban in Matrix")
+
+
+async def test_a_repeated_transaction_imports_nothing(city: Api, synapse: Synapse) -> None:
+    alice = city.user("u_alice_" + secrets.token_hex(3), "Alice")
+    slug, _ = await bridged_room(city, alice)
+    room = (await city.http.get(f"/city/rooms/{slug}")).json()
+    event = {
+        "type": "m.room.message",
+        "sender": f"@carol{secrets.token_hex(3)}:{SERVER_NAME}",
+        "room_id": room["matrix_room_id"],
+        "origin_server_ts": 0,
+        "content": {"msgtype": "m.text", "body": "once"},
+    }
+    txn_id = "t-" + secrets.token_hex(6)
+    headers = {"Authorization": f"Bearer {HS_TOKEN}"}
+    for i in range(3):  # the same txnId three times, then its event in another transaction
+        body = {"events": [{**event, "event_id": "$once-" + txn_id}]}
+        name = txn_id if i < 2 else txn_id + "-again"
+        r = await city.http.put(f"/_matrix/app/v1/transactions/{name}", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+    r = await city.http.get(f"/city/rooms/{slug}/messages", params={"limit": 50})
+    assert [m["body"] for m in r.json()["messages"]].count("once") == 1

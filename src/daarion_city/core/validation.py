@@ -27,6 +27,9 @@ MAX_LAST_ACTIVE_MS = 10**12
 SLUG_PATTERN = r"^[a-z0-9][a-z0-9_-]{1,63}$"
 ROOM_ID_PREFIX = "room_city_"
 USER_ID_PATTERN = r"^[A-Za-z0-9_.=-]{1,80}$"
+# A city user, or a Matrix user the rooms bridge brings in (an author id: 80 characters at most).
+AUTHOR_ID_PATTERN = r"^(?:[A-Za-z0-9_.=-]+|@[a-z0-9._=/-]+:[A-Za-z0-9.:\[\]-]+)$"
+MAX_AUTHOR_ID = 80
 """A city user id, as a token's ``sub`` must be (SPEC section 12); ``ag_`` ones are agents'."""
 # A mention in a message body (SPEC 9 and 12): ``<@ID>``, a city user id or a Matrix id.
 MENTION = re.compile(r"<@([A-Za-z0-9_.=-]{1,80}|@[^\s<>:]+:[^\s<>]+)>")

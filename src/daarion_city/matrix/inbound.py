@@ -28,6 +28,7 @@ from typing import Any
 
 from daarion_city.core.clock import utcnow
 from daarion_city.core.errors import CityError, Unavailable
+from daarion_city.core.validation import MAX_AUTHOR_ID
 from daarion_city.identity.principal import Principal
 from daarion_city.matrix.formats import from_matrix
 from daarion_city.matrix.ids import MXID, city_user_of
@@ -38,7 +39,6 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 TEXT_TYPES = frozenset({"m.text", "m.notice", "m.emote"})
-MAX_AUTHOR_ID = 80  # a city author id's length
 
 
 def client_msg_id(event_id: str) -> str:

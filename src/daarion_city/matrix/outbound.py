@@ -169,10 +169,8 @@ class Outbound:
         if kind == "reaction":
             await self._reaction(room_id, matrix_room, row, txn)
             return
-        if _is_matrix_user(message.author_user_id) or (
-            kind != "message" and _is_matrix_user(row.user_id)
-        ):
-            return  # it came from Matrix
+        if _is_matrix_user(row.user_id if kind == "delete" else message.author_user_id):
+            return  # it came from Matrix (a Matrix user's message or edit, or their redaction)
         if author is None:
             return  # a message of no one (none is stored so today)
         if kind == "message":

@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from daarion_city.core.answers import json_answer
 from daarion_city.core.errors import error_doc
 from daarion_city.core.provided import provided
-from daarion_city.core.validation import MAX_JSON_SEQ, USER_ID_PATTERN, NoNul, RoomName
+from daarion_city.core.validation import (
+    AUTHOR_ID_PATTERN,
+    MAX_AUTHOR_ID,
+    MAX_JSON_SEQ,
+    USER_ID_PATTERN,
+    NoNul,
+    RoomName,
+)
 from daarion_city.identity.http import CurrentUser
 from daarion_city.rooms.schemas import Message, RoomDetail
 from daarion_city.rooms.service import ROOMS
@@ -23,6 +30,9 @@ MAX_SLOW_MODE_S = 6 * 3600
 
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN)]
+# Sanctions and kicks take a Matrix user of a bridged room too (SPEC 6b).
+AuthorId = Annotated[str, StringConstraints(max_length=MAX_AUTHOR_ID, pattern=AUTHOR_ID_PATTERN)]
+AuthorIdPath = Annotated[str, Path(max_length=MAX_AUTHOR_ID, pattern=AUTHOR_ID_PATTERN)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=500), NoNul]
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: error_doc("missing, expired or forged token (`unauthorized`)"),
@@ -42,7 +52,7 @@ class RoomUpdate(BaseModel):
 class SanctionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: UserId
+    user_id: AuthorId
     duration_s: Annotated[int, Field(ge=1, le=MAX_DURATION_S)] | None = None
     reason: Reason | None = None
 
@@ -50,7 +60,7 @@ class SanctionCreate(BaseModel):
 class KickRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: UserId
+    user_id: AuthorId
     reason: Reason | None = None
 
 
@@ -137,7 +147,9 @@ def _sanction_routes(kind: str, plural: str) -> None:
     @router.delete(
         f"/{{room}}/{plural}/{{user_id}}", response_model=list[Sanction], responses=ERRORS
     )
-    async def lift(request: Request, room: str, user_id: UserIdPath, user: CurrentUser) -> Response:
+    async def lift(
+        request: Request, room: str, user_id: AuthorIdPath, user: CurrentUser
+    ) -> Response:
         moderation = provided(request, ROOMS).moderation
         await moderation.lift(user, room, kind, user_id)
         return json_answer(await moderation.sanctions(user, room, kind))
