@@ -86,6 +86,8 @@ def test_registration_yaml_round_trips() -> None:
     assert parsed["url"] == "http://127.0.0.1:7025"
     assert parsed["rate_limited"] is False
     assert parsed["namespaces"]["users"] == [{"exclusive": True, "regex": r"@city_.*:localhost"}]
+    # The rooms bridge's aliases are the bridge's alone (SPEC 6b, 12).
+    assert parsed["namespaces"]["aliases"] == [{"exclusive": True, "regex": r"#city_.*:localhost"}]
     assert parsed["sender_localpart"] == "city_bridge"
 
 

@@ -568,3 +568,64 @@ async def test_catch_up_and_the_memory_editor(browser: Browser, server: Server) 
         assert page.errors == []  # type: ignore[attr-defined]
     await ctx_a.close()
     await ctx_b.close()
+
+
+BRIDGE = {
+    "matrix_homeserver_url": "http://127.0.0.1:9",  # no homeserver: the room is mapped below
+    "matrix_server_name": "matrix.example",
+    "matrix_as_token": "as-web-test",
+    "matrix_hs_token": "hs-web-test",
+    "matrix_bridge_rooms": "general",
+}
+
+
+@pytest.mark.parametrize("settings_overrides", [BRIDGE])
+async def test_a_bridged_room_shows_its_matrix_room_and_matrix_users(
+    browser: Browser, server: Server
+) -> None:
+    """A room bridged to Matrix links its Matrix room, and its Matrix users' messages say so."""
+    from daarion_city.storage import matrix as matrix_store
+
+    resources = server.resources
+    room_id = await resources.rooms.resolve("general")
+    async with resources.db.begin() as conn:
+        await matrix_store.set_matrix_room(
+            conn, room_id, "!general:matrix.example", "#city_general:matrix.example"
+        )
+    await resources.rooms.room_changed(room_id)
+    assert resources.matrix is not None
+    assert resources.matrix.rooms is not None
+    await resources.matrix.rooms.importer.transaction(
+        "web-1",
+        [
+            {
+                "type": "m.room.member",
+                "sender": "@olena:matrix.example",
+                "room_id": "!general:matrix.example",
+                "event_id": "$member",
+                "state_key": "@olena:matrix.example",
+                "content": {"membership": "join", "displayname": "Olena"},
+            },
+            {
+                "type": "m.room.message",
+                "sender": "@olena:matrix.example",
+                "room_id": "!general:matrix.example",
+                "event_id": "$hello",
+                "content": {"msgtype": "m.text", "body": "Привіт з Element!"},
+            },
+        ],
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ctx, page, _ = await sign_in(browser, server, "Alice")
+    await open_room(page, "general")
+    link = page.get_by_test_id("room-matrix")
+    await expect(link).to_have_text("Also on Matrix: #city_general:matrix.example")
+    assert await link.get_attribute("href") == (
+        "https://matrix.to/#/%23city_general%3Amatrix.example"
+    )
+    message = page.get_by_test_id("message").filter(has_text="Привіт з Element!")
+    await expect(message.locator(".who")).to_contain_text("Olena")
+    await expect(message.get_by_test_id("via-matrix")).to_have_text("Matrix")
+    await page.screenshot(path=str(SCREENSHOTS / "matrix-bridge.png"))
+    assert page.errors == []  # type: ignore[attr-defined]
+    await ctx.close()

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from daarion_city.matrix.client import HomeserverClient, HomeserverUnavailable, MatrixError
@@ -43,6 +44,7 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 BATCH = 100  # timeline events read at a time
+ROOMS_AT_ONCE = 8  # rooms sent to side by side (each in its own order)
 SWEEP = 30.0  # seconds between looks at every room (bans made on other instances)
 
 
@@ -101,10 +103,7 @@ class Outbound:
                     async with self.db.read() as conn:
                         newest = await store.last_seqs(conn, list(self.rooms))
                     due |= {r for r, seq in newest.items() if seq > self._at.get(r, -1)}
-                for room_id in sorted(due):
-                    while await self._drain(room_id):
-                        pass
-                    due.discard(room_id)
+                await self._drain_rooms(due)
                 failures = 0
                 timeout = self.poll
             except (_Retry, HomeserverUnavailable) as exc:
@@ -124,6 +123,22 @@ class Outbound:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
+    async def _drain_rooms(self, due: set[str]) -> None:
+        """Each room's events in order; rooms side by side (``ROOMS_AT_ONCE`` at a time). The
+        rooms done leave ``due``; the first failure is raised once the others have stopped."""
+        limit = asyncio.Semaphore(ROOMS_AT_ONCE)
+
+        async def drain(room_id: str) -> None:
+            async with limit:
+                while await self._drain(room_id):
+                    pass
+                due.discard(room_id)
+
+        results = await asyncio.gather(*(drain(r) for r in sorted(due)), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
     async def _drain(self, room_id: str) -> bool:
         """Send what the room has after its cursors; True if there may be more."""
         async with self.db.read() as conn:
@@ -134,10 +149,12 @@ class Outbound:
         self._at[room_id] = max(self._at.get(room_id, 0), seq)
         matrix_room = self.rooms[room_id]
         for row in rows:
-            await self._guarded(
+            mapped = await self._guarded(
                 self._event(room_id, matrix_room, row, messages[int(row.target_seq)])
             )
-            async with self.db.begin() as conn:
+            async with self.db.begin() as conn:  # a message's event id with the cursor's move
+                if isinstance(mapped, str):
+                    await store.map_event(conn, room_id, int(row.seq), mapped, "city")
                 await store.advance(conn, room_id, seq=int(row.seq))
             self._at[room_id] = int(row.seq)
         for sanction in sanctions:
@@ -151,31 +168,34 @@ class Outbound:
                 await store.advance(conn, room_id, audit_pos=int(sanction.pos))
         return len(rows) == BATCH
 
-    async def _guarded(self, call: Any) -> None:
+    async def _guarded(self, call: Awaitable[Any]) -> Any:
+        """The call's result; None when the homeserver refused it for good (dropped)."""
         try:
-            await call
+            result = await call
         except MatrixError as exc:
             if exc.matrix_status == 429 or exc.matrix_status >= 500:
                 raise _Retry(exc.detail) from exc
             self.dropped += 1
             log.warning("the homeserver refused a bridged event for good: %s", exc.detail)
-            return
+            return None
         self.sent += 1
+        return result
 
-    async def _event(self, room_id: str, matrix_room: str, row: Any, message: Any) -> None:
+    async def _event(self, room_id: str, matrix_room: str, row: Any, message: Any) -> str | None:
+        """Send one timeline event; a message's Matrix event id, to map with the cursor."""
         kind, seq = row.kind, int(row.seq)
         author = message.author_user_id or message.author_agent_id
         txn = f"city.{room_id}.{seq}"
         if kind == "reaction":
             await self._reaction(room_id, matrix_room, row, txn)
-            return
+            return None
         if _is_matrix_user(row.user_id if kind == "delete" else message.author_user_id):
-            return  # it came from Matrix (a Matrix user's message or edit, or their redaction)
+            return None  # it came from Matrix (a Matrix user's message or edit, or their redaction)
         if author is None:
-            return  # a message of no one (none is stored so today)
+            return None  # a message of no one (none is stored so today)
         if kind == "message":
             if message.deleted:
-                return
+                return None
             puppet = await self._puppet(author, message.username, matrix_room)
             content = await self._content(message)
             if message.reply_to_seq is not None:
@@ -184,19 +204,16 @@ class Outbound:
                 if replied is not None:
                     content["m.relates_to"] = {"m.in_reply_to": {"event_id": replied}}
             when = int(message.created_at.timestamp() * 1000)
-            event_id = await self.client.send(
+            return await self.client.send(
                 matrix_room, "m.room.message", txn, content, as_user=puppet, ts=when
             )
-            async with self.db.begin() as conn:
-                await store.map_event(conn, room_id, seq, event_id, "city")
-            return
         async with self.db.read() as conn:
             target = await store.event_of(conn, room_id, int(row.target_seq))
         if target is None:
-            return  # it never reached Matrix
+            return None  # it never reached Matrix
         if kind == "edit":
             if message.deleted:
-                return
+                return None
             puppet = await self._puppet(author, message.username, matrix_room)
             new = await self._content(message)
             content = {
@@ -214,6 +231,7 @@ class Outbound:
                 await self._puppet(author, message.username, matrix_room) if by_author else None
             )
             await self.client.redact(matrix_room, target, txn, as_user=as_user)
+        return None
 
     async def _reaction(self, room_id: str, matrix_room: str, row: Any, txn: str) -> None:
         if _is_matrix_user(row.user_id):

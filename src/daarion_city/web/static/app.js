@@ -239,6 +239,12 @@ async function openRoom(slug) {
   renderModeration();
   $("room-title").textContent = room.name;
   $("room-description").textContent = room.description;
+  const bridged = $("room-matrix");   // also a Matrix room (SPEC 6b): where Matrix users find it
+  bridged.hidden = !room.matrix_room_alias;
+  if (room.matrix_room_alias) {
+    bridged.textContent = `${t("onMatrix")} ${room.matrix_room_alias}`;
+    bridged.href = `https://matrix.to/#/${encodeURIComponent(room.matrix_room_alias)}`;
+  }
   for (const a of document.querySelectorAll("[data-testid=room-link]")) {
     a.classList.toggle("active", a.dataset.slug === room.slug);
   }

@@ -54,7 +54,11 @@ export function messageNode(msg, ctx) {
   const body = el("span", { class: "body" });
   if (msg.deleted) body.textContent = t("deletedMessage");
   else body.append(...bodyNodes(msg.body, ctx.nameOf));
-  li.append(el("span", { class: "who" }, msg.username), body);
+  const who = el("span", { class: "who" }, msg.username);
+  if (String(msg.author_user_id || "").startsWith("@")) {   // a Matrix user of a bridged room
+    who.append(el("span", { class: "via-matrix", dataTestid: "via-matrix", title: msg.author_user_id }, "Matrix"));
+  }
+  li.append(who, body);
   if (msg.edited_at && !msg.deleted) li.append(el("span", { class: "edited muted", dataTestid: "edited" }, t("edited")));
   li.append(el("span", { class: "when" }, msg.created_at ? ctx.timeOf(msg.created_at) : ""));
   if (msg.seq === null || msg.seq === undefined) return li;   // still being sent
