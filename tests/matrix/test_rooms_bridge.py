@@ -424,3 +424,51 @@ async def test_a_repeated_transaction_imports_nothing(city: Api, synapse: Synaps
         assert r.status_code == 200, r.text
     r = await city.http.get(f"/city/rooms/{slug}/messages", params={"limit": 50})
     assert [m["body"] for m in r.json()["messages"]].count("once") == 1
+
+
+async def create_aliased_room(synapse: Synapse, slug: str, as_user: str | None) -> str:
+    """A Matrix room with the alias of city room ``slug``, made through the application service
+    by the bot (None) or by one of its puppets."""
+    params = {"user_id": as_user} if as_user else None
+    async with httpx.AsyncClient(base_url=synapse.url) as http:
+        if as_user:
+            r = await http.post(
+                "/_matrix/client/v3/register",
+                json={"type": "m.login.application_service", "username": as_user[1:].split(":")[0]},
+                headers={"Authorization": f"Bearer {AS_TOKEN}"},
+            )
+            assert r.status_code in (200, 400), r.text
+        r = await http.post(
+            "/_matrix/client/v3/createRoom",
+            params=params,
+            json={"room_alias_name": f"city_{slug}", "preset": "public_chat"},
+            headers={"Authorization": f"Bearer {AS_TOKEN}"},
+        )
+    assert r.status_code == 200, r.text
+    return str(r.json()["room_id"])
+
+
+async def test_an_existing_alias_is_adopted_only_with_the_bots_power(
+    city: Api, synapse: Synapse
+) -> None:
+    alice = city.user("u_alice_" + secrets.token_hex(3), "Alice")
+    adopt, foreign = "ad-" + secrets.token_hex(3), "fo-" + secrets.token_hex(3)
+    made_by_bot = await create_aliased_room(synapse, adopt, None)
+    made_by_other = await create_aliased_room(
+        synapse, foreign, puppet_id("someone_" + secrets.token_hex(2), SERVER_NAME)
+    )
+    for slug in (adopt, foreign):
+        r = await alice.post("/city/rooms", {"slug": slug, "name": f"Room {slug}"})
+        assert r.status_code == 201, r.text
+        await alice.say(slug, "hello")
+
+    async def room(slug: str) -> dict[str, Any]:
+        return dict((await city.http.get(f"/city/rooms/{slug}")).json())
+
+    async def adopted() -> Any:
+        return (await room(adopt))["matrix_room_id"]
+
+    assert await until(adopted, "the adoption") == made_by_bot
+    await asyncio.sleep(1.0)  # the other room was looked at too, and left alone
+    assert (await room(foreign))["matrix_room_id"] is None
+    assert made_by_other

@@ -199,6 +199,11 @@ class HomeserverClient:
         result: dict[str, Any] = await self._call("GET", path)
         return result
 
+    async def room_state(self, room_id: str) -> list[dict[str, Any]]:
+        """Every state event of the room (with its sender)."""
+        result = await self._call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/state")
+        return [e for e in result if isinstance(e, dict)] if isinstance(result, list) else []
+
     async def ban(
         self, room_id: str, user_id: str, reason: str | None, *, unban: bool = False
     ) -> None:

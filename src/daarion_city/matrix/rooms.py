@@ -43,6 +43,29 @@ def alias_localpart(slug: str) -> str:
     return f"city_{slug}"
 
 
+# Room versions 1-11 give creators no power of their own (their level is in m.room.power_levels);
+# from version 12 (MSC4289) the creators rank above every level and are not listed there.
+_LISTED_CREATORS = frozenset(str(v) for v in range(1, 12))
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def bot_level(state: list[dict[str, Any]], bot_id: str) -> float:
+    """The bot's power level in a room, from its state (a creator of a room of version 12 or
+    later: infinite)."""
+    by_type = {(e.get("type"), e.get("state_key")): e for e in state}
+    create = by_type.get(("m.room.create", ""), {})
+    content = _dict(create.get("content"))
+    creators = {create.get("sender"), *(content.get("additional_creators") or [])}
+    if bot_id in creators and str(content.get("room_version", "1")) not in _LISTED_CREATORS:
+        return float("inf")
+    levels = _dict(by_type.get(("m.room.power_levels", ""), {}).get("content"))
+    level = _dict(levels.get("users")).get(bot_id, levels.get("users_default", 0))
+    return float(level) if isinstance(level, int | float) else 0.0
+
+
 class RoomsBridge:
     def __init__(
         self,
@@ -98,7 +121,7 @@ class RoomsBridge:
                 failures = 0
                 if complete:
                     self.mapped.set()
-                timeout = RESCAN if complete else 5.0
+                timeout = RESCAN  # a room refused (alias held by another) looked at then
             except (HomeserverUnavailable, MatrixError) as exc:
                 failures += 1
                 timeout = min(30.0, 0.5 * 2 ** min(failures, 8))
@@ -141,14 +164,12 @@ class RoomsBridge:
             return await self._create(row, alias)
         try:
             await self.client.join(found)
-            levels = await self.client.state(found, "m.room.power_levels")
+            state = await self.client.room_state(found)
         except MatrixError as exc:
             log.error("%s exists and the bot cannot join it or read it: %s", alias, exc.detail)
             return None
-        users = levels.get("users")
-        users = users if isinstance(users, dict) else {}
-        level = users.get(self.bot_id, levels.get("users_default", 0))
-        if isinstance(level, int) and level >= ADMIN_LEVEL:
+        level = bot_level(state, self.bot_id)
+        if level >= ADMIN_LEVEL:
             return found
         log.error(
             "%s exists and the bot's power level there is %s, not 100: not bridged", alias, level
