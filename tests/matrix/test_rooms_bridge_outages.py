@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,24 +21,13 @@ from daarion_city.config import Settings
 from daarion_city.matrix.appservice import registration
 from daarion_city.matrix.ids import puppet_id
 from tests.cluster import SECRET, Instance, token
-from tests.matrix.test_rooms_bridge import AS_TOKEN, HS_TOKEN, MatrixUser, texts
+from tests.matrix.test_rooms_bridge import AS_TOKEN, HS_TOKEN, MatrixUser, texts, until
 from tests.synapse import SERVER_NAME, Synapse
 
 
 @pytest.fixture
 def backend() -> str:
     return "postgresql"
-
-
-async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = await check()
-        if found:
-            return found
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 async def test_outages_lose_nothing_and_repeat_nothing(database_url: str, tmp_path: Path) -> None:
@@ -81,7 +69,7 @@ async def test_outages_lose_nothing_and_repeat_nothing(database_url: str, tmp_pa
             async def mapped() -> Any:
                 return (await city.get("/city/rooms/general")).json()["matrix_room_alias"]
 
-            alias = await until(mapped, "the mapping of general")
+            alias = await until(mapped, "the mapping of general", 60)
             async with MatrixUser(synapse, "mx" + secrets.token_hex(4)) as bob:
                 room_id = await bob.join(alias)
 
@@ -101,7 +89,7 @@ async def test_outages_lose_nothing_and_repeat_nothing(database_url: str, tmp_pa
                     got = [b for s, b in texts(await bob.events(room_id)) if s == puppet]
                     return got if len(got) >= 10 else None
 
-                got = await until(delivered, "the messages posted while Synapse was down")
+                got = await until(delivered, "the messages posted while Synapse was down", 60)
                 assert got == [f"outage {i}" for i in range(10)]
 
                 # 2. The gateway is killed right after Matrix messages were sent, and stays

@@ -192,13 +192,6 @@ class HomeserverClient:
         path = f"/_matrix/client/v3/profile/{_q(user_id)}/displayname"
         await self._call("PUT", path, params=self._as(user_id), json={"displayname": name})
 
-    async def state(self, room_id: str, event_type: str, state_key: str = "") -> dict[str, Any]:
-        path = f"/_matrix/client/v3/rooms/{_q(room_id)}/state/{_q(event_type)}"
-        if state_key:
-            path += f"/{_q(state_key)}"
-        result: dict[str, Any] = await self._call("GET", path)
-        return result
-
     async def room_state(self, room_id: str) -> list[dict[str, Any]]:
         """Every state event of the room (with its sender)."""
         result = await self._call("GET", f"/_matrix/client/v3/rooms/{_q(room_id)}/state")

@@ -96,7 +96,6 @@ class RoomsBridge:
         )
         self._tasks = TaskSet("matrix-rooms")
         self._rescan = asyncio.Event()
-        self.mapped = asyncio.Event()  # set once every room to bridge has its Matrix room
 
     async def start(self) -> None:
         self._tasks.spawn(self._map_rooms(), name="matrix-rooms-map")
@@ -117,10 +116,8 @@ class RoomsBridge:
         failures = 0
         while True:
             try:
-                complete = await self.map_once()
+                await self.map_once()
                 failures = 0
-                if complete:
-                    self.mapped.set()
                 timeout = RESCAN  # a room refused (alias held by another) looked at then
             except (HomeserverUnavailable, MatrixError) as exc:
                 failures += 1
@@ -135,18 +132,16 @@ class RoomsBridge:
                     await asyncio.wait_for(self._rescan.wait(), timeout)
             self._rescan.clear()
 
-    async def map_once(self) -> bool:
-        """Map the rooms to bridge that are not yet; True when none is left unmapped."""
+    async def map_once(self) -> None:
+        """Map the rooms to bridge that are not yet (a room refused stays unmapped)."""
         async with self.db.read() as conn:
             rows = await store.rooms_to_bridge(conn, self.slugs)
-        complete = True
         for row in rows:
             if row.id in self.outbound.rooms:
                 continue
             alias = f"#{alias_localpart(row.slug)}:{self.server_name}"
             matrix_room = row.matrix_room_id or await self._matrix_room(row, alias)
             if matrix_room is None:
-                complete = False
                 continue
             async with self.db.begin() as conn:
                 await store.set_matrix_room(conn, row.id, matrix_room, alias)
@@ -156,7 +151,6 @@ class RoomsBridge:
             if row.matrix_room_id is None:
                 await self.city.changed(row.id)
             log.info("city room %s is bridged to %s (%s)", row.slug, alias, matrix_room)
-        return complete
 
     async def _matrix_room(self, row: Any, alias: str) -> str | None:
         found = await self.client.room_of_alias(alias)
