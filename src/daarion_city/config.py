@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     city_ws_connect_burst: int = Field(200, ge=1)
     city_guest_rate: float = Field(0.5, gt=0, description="Guest sign-ups per second per address")
     city_guest_burst: int = Field(20, ge=1)
+    city_export_rate: float = Field(
+        1 / 60, gt=0, description="Exports and erasures (/city/me) per second per user"
+    )
 
     # --- rooms -------------------------------------------------------------------------------
     city_default_rooms: str = "general,welcome,builders"

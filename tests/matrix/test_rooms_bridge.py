@@ -472,3 +472,33 @@ async def test_an_existing_alias_is_adopted_only_with_the_bots_power(
     await asyncio.sleep(1.0)  # the other room was looked at too, and left alone
     assert (await room(foreign))["matrix_room_id"] is None
     assert made_by_other
+
+
+async def test_an_erased_users_matrix_copies_are_redacted_by_the_bot(
+    city: Api, synapse: Synapse
+) -> None:
+    alice = city.user("u_alice_" + secrets.token_hex(3), "Alice")
+    slug, alias = await bridged_room(city, alice)
+    nina = city.user("u_nina_" + secrets.token_hex(3), "Nina")
+    puppet, bot = puppet_id(nina.user_id, SERVER_NAME), f"@city_bridge:{SERVER_NAME}"
+    async with MatrixUser(synapse, "mx" + secrets.token_hex(4)) as bob:
+        room_id = await bob.join(alias)
+        await nina.say(slug, "nina was here")
+
+        async def sent() -> list[str]:
+            return [
+                e["event_id"]
+                for e in await bob.events(room_id)
+                if e["sender"] == puppet and e["content"].get("body") == "nina was here"
+            ]
+
+        [event_id] = await until(sent, "Nina's message in Matrix")
+        r = await city.http.delete("/city/me", headers=nina.headers)
+        assert r.status_code == 202, r.text
+
+        async def redacted_by() -> str | None:
+            events = await bob.events(room_id)
+            by = {e["redacts"]: e["sender"] for e in events if e["type"] == "m.room.redaction"}
+            return by.get(event_id)
+
+        assert await until(redacted_by, "the redaction of the erased user's message") == bot

@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 
 from daarion_city.app.bridging import BridgedRooms
+from daarion_city.app.yourdata import your_data
 from daarion_city.config import SETTINGS, Settings
 from daarion_city.core.metrics import METRICS, Metrics
 from daarion_city.core.provided import INSTANCE_ID, Provided
@@ -25,8 +26,10 @@ from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
 from daarion_city.identity.known import KnownUsers
+from daarion_city.identity.retirements import Retirements
 from daarion_city.identity.suspensions import SUSPENSIONS, Suspensions
 from daarion_city.identity.tokens import AUTH, TokenAuthority, load_secret
+from daarion_city.identity.yourdata import YOURDATA, YourData
 from daarion_city.matrix.service import MATRIX, MatrixGateway
 from daarion_city.presence.service import CHANNEL as PRESENCE_CHANNEL
 from daarion_city.presence.service import PRESENCE, PresenceService
@@ -65,6 +68,7 @@ class Resources:
     matrix: MatrixGateway | None
     instance_id: str
     suspensions: Suspensions
+    yourdata: YourData
     services: frozenset[str] = field(default_factory=frozenset)
 
     def provided(self) -> Provided:
@@ -84,6 +88,7 @@ class Resources:
                 MATRIX: self.matrix,
                 INSTANCE_ID: self.instance_id,
                 SUSPENSIONS: self.suspensions,
+                YOURDATA: self.yourdata,
             }
         )
 
@@ -146,6 +151,9 @@ async def open_resources(
         suspensions = Suspensions(db, bus, admins=settings.admins)
         await suspensions.start()
         stack.push_async_callback(suspensions.stop)
+        retirements = Retirements(db, bus)
+        await retirements.start()
+        stack.push_async_callback(retirements.stop)
         redis = await stack.enter_async_context(
             open_redis(
                 settings.redis_url,
@@ -192,6 +200,7 @@ async def open_resources(
         )
         presence.personal.opening = rooms.unread.bulk_frame
         suspensions.expellers += [rooms.sockets.expel_user, presence.personal.expel_user]
+        retirements.expellers += [rooms.sockets.expel_user, presence.personal.expel_user]
         stack.push_async_callback(rooms.stop)
         presence.add_publisher(rooms.reads.presence_changed)
         presence.add_publisher(rooms.sockets.publish_presence)
@@ -219,6 +228,9 @@ async def open_resources(
         if "secondme" in services:  # says what to run when the embedded model is missing
             log.log(logging.WARNING if in_effect(settings)[2] else logging.INFO, describe(settings))
         stack.push_async_callback(secondme.close)
+        yourdata = your_data(settings, db, retirements, limiter, rooms, presence)
+        yourdata.start()
+        stack.push_async_callback(yourdata.close)
         matrix = MatrixGateway.create(settings, db, BridgedRooms(rooms))
         if matrix is not None:
             await matrix.start()
@@ -234,8 +246,10 @@ async def open_resources(
                 on_new=known.note,
                 admins=settings.admins,
                 suspended=suspensions.check,
+                retired=retirements.is_retired,
             ),
             suspensions=suspensions,
+            yourdata=yourdata,
             metrics=metrics,
             db=db,
             bus=bus,

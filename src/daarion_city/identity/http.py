@@ -5,20 +5,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+import orjson
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPBearer
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from daarion_city.config import SETTINGS
 from daarion_city.core.clock import iso
-from daarion_city.core.errors import Forbidden, Unauthorized
+from daarion_city.core.errors import Forbidden, Unauthorized, error_doc
 from daarion_city.core.ids import new_user_id
 from daarion_city.core.provided import provided
 from daarion_city.core.validation import DisplayName
 from daarion_city.identity.principal import Principal
 from daarion_city.identity.tokens import AUTH
+from daarion_city.identity.yourdata import YOURDATA
 from daarion_city.ratelimit import LIMITER
 
 
@@ -113,3 +115,40 @@ async def guest(request: Request, body: GuestRequest) -> dict[str, str]:
         "name": issued.name,
         "expires_at": iso(issued.expires_at),
     }
+
+
+# --- your data (SPEC 11) ----------------------------------------------------------------------
+DATA_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: error_doc("missing, expired or forged token, or an erased user's (`unauthorized`)"),
+    429: error_doc("at most CITY_EXPORT_RATE exports and erasures per user (`rate_limited`)"),
+}
+
+
+class Erasure(BaseModel):
+    user_id: str
+    status: str = Field(description="`erased`, or `erasing` while it goes on in the background")
+
+
+@router.get(
+    "/city/me/export",
+    tags=["me"],
+    responses={200: {"description": "everything the city keeps about the caller (a JSON file)"}},
+)
+async def export_my_data(request: Request, user: AnyCurrentUser) -> Response:
+    data = await provided(request, YOURDATA).export(user)
+    return Response(
+        orjson.dumps(data),
+        media_type="application/json",
+        headers={
+            "Content-Disposition": f'attachment; filename="daarion-city-{user.user_id}.json"',
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+@router.delete(
+    "/city/me", tags=["me"], status_code=202, response_model=Erasure, responses=DATA_ERRORS
+)
+async def erase_me(request: Request, user: AnyCurrentUser) -> dict[str, str]:
+    done = await provided(request, YOURDATA).erase(user)
+    return {"user_id": user.user_id, "status": "erased" if done else "erasing"}

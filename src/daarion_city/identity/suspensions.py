@@ -29,7 +29,10 @@ from daarion_city.storage.database import Database
 log = logging.getLogger(__name__)
 
 NOTICES = "city:suspensions"
-Expel = Callable[[str], None]  # closes the user's sockets on this instance
+Expel = Callable[[str, str], None]
+"""Closes a user's sockets on this instance: ``(user_id, why)``, ``why`` being ``suspended``
+(an ``error`` ``suspended``, then 4403) or ``erased`` (an ``error`` ``unauthorized``, then 4401:
+identity/retirements.py)."""
 
 
 class Suspensions:
@@ -148,7 +151,7 @@ class Suspensions:
     def _expel(self, user_id: str) -> None:
         for expel in self.expellers:
             try:
-                expel(user_id)
+                expel(user_id, "suspended")
             except Exception:
                 log.warning("sockets of suspended %s not closed", user_id, exc_info=True)
 

@@ -47,6 +47,7 @@ class TokenAuthority:
         on_new: Callable[[Principal], None] | None = None,
         admins: frozenset[str] = frozenset(),
         suspended: Callable[[str], None] | None = None,
+        retired: Callable[[str], bool] | None = None,
     ) -> None:
         if len(secret.encode()) < 32:
             raise ValueError("CITY_JWT_SECRET must be at least 32 bytes (RFC 7518, HS256)")
@@ -56,6 +57,7 @@ class TokenAuthority:
         self._on_new = on_new  # told of each token verified here for the first time
         self._admins = admins  # CITY_ADMINS
         self._suspended = suspended  # raises for a suspended user (identity/suspensions.py)
+        self._retired = retired  # an erased user's id (identity/retirements.py)
 
     def mint(
         self, user_id: str, name: str | None, ttl_seconds: float, *, admin: bool = False
@@ -95,14 +97,21 @@ class TokenAuthority:
         known = self._verified.get(token)
         if known is not None:
             if known[1] > system_clock():
-                return known[0]
+                return self._not_retired(known[0])
             del self._verified[token]
         principal, exp = self._check(token)
+        self._not_retired(principal)
         if len(self._verified) >= self._cache_size:
             self._verified.clear()  # crude but bounded; refilled by the next requests
         self._verified[token] = (principal, exp)
         if self._on_new is not None:
             self._on_new(principal)
+        return principal
+
+    def _not_retired(self, principal: Principal) -> Principal:
+        """401 for every token of an erased user, however valid its signature (SPEC 12)."""
+        if self._retired is not None and self._retired(principal.user_id):
+            raise Unauthorized("this account was erased")
         return principal
 
     def _check(self, token: str) -> tuple[Principal, float]:

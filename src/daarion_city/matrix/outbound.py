@@ -10,8 +10,8 @@ between its answer and the cursor's move) is not a second event.
 - A message goes from its author's puppet (``@city_<id>``; an agent's from ``@city_<agent id>``),
   its mentions as pills (``formats.to_matrix``), a reply as ``m.in_reply_to``.
 - An edit is an ``m.replace`` from the same puppet, a deletion a redaction: by the author's
-  puppet when the author deleted it, by the bot when a moderator did. A reaction is an
-  ``m.reaction`` annotation from the reactor's puppet; its removal redacts it.
+  puppet when the author deleted it, by the bot when a moderator did or the author was erased.
+  A reaction is an ``m.reaction`` annotation from the reactor's puppet; its removal redacts it.
 - What came from Matrix (an author or actor that is a Matrix id) is not sent back; nor is a
   change of a message that never reached Matrix (one deleted before it went out is skipped).
 - The room's bans and unbans of Matrix users (its audit log, after a cursor of its own) ban
@@ -226,7 +226,8 @@ class Outbound:
                 content["formatted_body"] = "* " + new["formatted_body"]
             await self.client.send(matrix_room, "m.room.message", txn, content, as_user=puppet)
         elif kind == "delete":
-            by_author = row.user_id == author
+            # An erasure's deletions are redacted by the bot (SPEC 12), as a moderator's.
+            by_author = row.user_id == author and message.deleted_by != "erasure"
             as_user = (
                 await self._puppet(author, message.username, matrix_room) if by_author else None
             )

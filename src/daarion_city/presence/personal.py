@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Collection
 import orjson
 
 from daarion_city.pubsub import PubSub
+from daarion_city.realtime.closes import expulsion
 from daarion_city.realtime.connection import Connection
-from daarion_city.realtime.protocol import error_frame
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +57,11 @@ class PersonalEvents:
             if not sockets:
                 del self._sockets[user_id]
 
-    def expel_user(self, user_id: str) -> None:
-        """Close the presence sockets of a suspended user here (``error``, then 4403)."""
-        frame = error_frame("suspended", "your account is suspended")
+    def expel_user(self, user_id: str, why: str) -> None:
+        """Close the presence sockets of a suspended or erased user here (``closes.expulsion``)."""
+        frame, code = expulsion(why)
         for conn in list(self._sockets.get(user_id, ())):
-            conn.expel(frame, "suspended")
+            conn.expel(frame, why, code)
 
     def deliver(self, user_id: str, frame: str) -> None:
         """A frame to this instance's sockets of the user."""

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketState
 
+from daarion_city.realtime.protocol import error_frame
 from daarion_city.realtime.transport import SCOPE_KEY
 
 CLOSE_NORMAL = 1000
@@ -100,3 +101,12 @@ async def close_bounded(websocket: WebSocket, code: int, reason: str, grace: flo
         async with asyncio.timeout(grace):
             if websocket.application_state != WebSocketState.DISCONNECTED:
                 await websocket.close(code, reason)
+
+
+def expulsion(why: str) -> tuple[str, int]:
+    """The ``error`` frame and the close code for a user refused on every socket: ``suspended``
+    (``error`` ``suspended``, 4403: do not reconnect until it ends) or ``erased`` (``error``
+    ``unauthorized``, 4401: every token of theirs is refused from then on)."""
+    if why == "erased":
+        return error_frame("unauthorized", "this account was erased"), CLOSE_UNAUTHORIZED
+    return error_frame("suspended", "your account is suspended"), CLOSE_FORBIDDEN

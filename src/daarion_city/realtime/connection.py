@@ -266,11 +266,11 @@ class Connection:
                 close_bounded(ws, CLOSE_TOO_SLOW, reason, self.close_timeout)
             )
 
-    def expel(self, frame: str, reason: str) -> asyncio.Task[None]:
-        """Refused from now on (a ban, a kick, a suspension): ``frame`` (the ``error`` that
-        says why), then what is queued (bounded), then close with 4403."""
+    def expel(self, frame: str, reason: str, code: int = CLOSE_FORBIDDEN) -> asyncio.Task[None]:
+        """Refused from now on (a ban, a kick, a suspension; an erasure: 4401): ``frame`` (the
+        ``error`` that says why), then what is queued (bounded), then close with ``code``."""
         self.send(frame)
-        return self._flush_and_close(CLOSE_FORBIDDEN, reason)
+        return self._flush_and_close(code, reason)
 
     def go_away(self) -> asyncio.Task[None]:
         """The server is shutting down: flush what is queued (bounded), then close with 1001."""

@@ -99,7 +99,12 @@ class ChangeCommit:
     async def _announce(self, room_id: str, done: list[tuple[QueuedChange, ChangeResult]]) -> None:
         """Committed changes: answered, then announced in order (to this instance's sockets,
         then the bus, with a notice for the other instances' reads)."""
-        frames = [result.frame for _, result in done if result.frame is not None]
+        frames = [
+            frame
+            for _, result in done
+            if result.frame is not None
+            for frame in (result.frame, *result.more)
+        ]
         if frames:
             self.committed(room_id)
         for item, result in done:

@@ -20,6 +20,7 @@ class ChangeResult:
     frame: tuple[int, str] | None
     events: list[RecordedEvent] = field(default_factory=list)  # feed events to publish
     mentioned: list[str] = field(default_factory=list)  # users an edit newly mentions
+    more: list[tuple[int, str]] = field(default_factory=list)  # frames after ``frame`` (erasure)
 
 
 Change = Callable[[], Awaitable[ChangeResult]]

@@ -12,6 +12,7 @@ from daarion_city.config import Settings
 from daarion_city.core.tasks import FreshFlight, TaskSet
 from daarion_city.identity.principal import Principal
 from daarion_city.realtime.caps import SocketCap
+from daarion_city.realtime.closes import expulsion
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.hub import RoomHub
 from daarion_city.realtime.protocol import encode, error_frame
@@ -138,12 +139,12 @@ class RoomSockets:
             if conn.user.user_id == user_id and not conn.closing:
                 conn.expel(frame, code)
 
-    def expel_user(self, user_id: str) -> None:
-        """Close every room socket of a suspended user here (``error`` ``suspended``, 4403)."""
-        frame = error_frame("suspended", "your account is suspended")
+    def expel_user(self, user_id: str, why: str) -> None:
+        """Close every room socket of a suspended or erased user here (``closes.expulsion``)."""
+        frame, code = expulsion(why)
         for conn in self.hub.all_connections():
             if conn.user.user_id == user_id and not conn.closing:
-                conn.expel(frame, "suspended")
+                conn.expel(frame, why, code)
 
     async def close_socket(self, conn: Connection) -> None:
         room_id, user = conn.room_id, conn.user

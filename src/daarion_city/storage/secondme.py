@@ -10,6 +10,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.storage.database import insert_for
+from daarion_city.storage.tables_secondme import secondme_memory as memory
 from daarion_city.storage.tables_secondme import secondme_messages as messages
 from daarion_city.storage.tables_secondme import secondme_sessions as sessions
 
@@ -172,3 +173,16 @@ async def recent(
 async def clear(conn: AsyncConnection, user_id: str) -> int:
     result = await conn.execute(messages.delete().where(messages.c.user_id == user_id))
     return int(result.rowcount or 0)
+
+
+async def all_turns(conn: AsyncConnection, user_id: str) -> list[Row[Any]]:
+    """Every message of the user, oldest first (``GET /city/me/export``)."""
+    query = sa.select(messages).where(messages.c.user_id == user_id).order_by(messages.c.pos)
+    return list((await conn.execute(query)).all())
+
+
+async def erase(conn: AsyncConnection, user_id: str) -> None:
+    """Everything Second Me keeps of the user: messages, memory, session (``DELETE /city/me``)."""
+    await clear(conn, user_id)
+    await conn.execute(memory.delete().where(memory.c.user_id == user_id))
+    await conn.execute(sessions.delete().where(sessions.c.user_id == user_id))

@@ -242,6 +242,16 @@ suspensions = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=True),
 )
 
+# Users erased by DELETE /city/me (SPEC 11): their tokens are refused from then on.
+retired_users = sa.Table(
+    "city_retired_users",
+    metadata,
+    sa.Column("pos", BigAutoInt, primary_key=True, autoincrement=True),
+    sa.Column("user_id", sa.String(80), nullable=False, unique=True),
+    sa.Column("retired_at", UTCDateTime(), nullable=False),
+    sa.Column("erased_at", UTCDateTime(), nullable=True),  # None: the erasure is not finished
+)
+
 feed_events = sa.Table(
     "city_feed_events",
     metadata,

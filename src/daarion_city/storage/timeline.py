@@ -98,6 +98,11 @@ async def clear_reactions(conn: AsyncConnection, room_id: str, seq: int) -> None
     await conn.execute(message_reactions.delete().where(r.room_id == room_id, r.seq == seq))
 
 
+async def clear_reactions_at(conn: AsyncConnection, room_id: str, seqs: list[int]) -> None:
+    r = message_reactions.c
+    await conn.execute(message_reactions.delete().where(r.room_id == room_id, r.seq.in_(seqs)))
+
+
 async def timeline_after(
     conn: AsyncConnection, room_id: str, after_seq: int, limit: int
 ) -> tuple[list[Row[tuple[object, ...]]], dict[int, Row[tuple[object, ...]]]]:
