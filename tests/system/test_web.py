@@ -6,6 +6,7 @@ scripts/screenshots.sh sets to docs/screenshots to refresh the README's pictures
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 from collections.abc import AsyncIterator
@@ -629,3 +630,37 @@ async def test_a_bridged_room_shows_its_matrix_room_and_matrix_users(
     await page.screenshot(path=str(SCREENSHOTS / "matrix-bridge.png"))
     assert page.errors == []  # type: ignore[attr-defined]
     await ctx.close()
+
+
+async def test_download_my_data_and_delete_my_account(browser: Browser, server: Server) -> None:
+    """ "Download my data" saves the export as a JSON file; "Delete my account" asks once more in
+    the page, then the page signs out, and another reader's page shows the message erased."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    ctx_a, alice, _ = await sign_in(browser, server, "Alice")
+    ctx_b, bob, bob_id = await sign_in(browser, server, "Bohdan")
+    for page in (alice, bob):
+        await open_room(page, "general")
+    await bob.get_by_test_id("message-input").fill("my bees are fine")
+    await bob.keyboard.press("Enter")
+    said = alice.get_by_test_id("message").filter(has_text="my bees are fine")
+    await said.wait_for()
+    await bob.locator("details.yourdata summary").click()
+    async with bob.expect_download() as download_info:
+        await bob.get_by_test_id("export-data").click()
+    download = await download_info.value
+    assert download.suggested_filename == f"daarion-city-{bob_id}.json"
+    saved = await download.path()
+    exported = json.loads(await asyncio.to_thread(Path(saved).read_text, "utf-8"))
+    assert exported["user_id"] == bob_id
+    assert [m["body"] for m in exported["messages"]] == ["my bees are fine"]
+    await bob.get_by_test_id("erase-account").click()
+    await expect(bob.get_by_test_id("erase-confirm")).to_be_visible()
+    await bob.screenshot(path=str(SCREENSHOTS / "your-data.png"))
+    await bob.get_by_test_id("erase-confirm").click()
+    await expect(bob.get_by_test_id("guest-name")).to_be_visible()  # signed out
+    tombstone = alice.locator("[data-testid=message][data-deleted=true]")
+    await expect(tombstone).to_have_count(1)
+    for page in (alice, bob):
+        assert page.errors == []  # type: ignore[attr-defined]
+    await ctx_a.close()
+    await ctx_b.close()

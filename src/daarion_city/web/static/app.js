@@ -8,6 +8,7 @@ import { RoomSocket } from "./roomsocket.js";
 import { Unread } from "./unread.js";
 import { Moderation, MUTE_SECONDS } from "./moderation.js";
 import { MemoryEditor, catchUp, streamAnswer } from "./secondme.js";
+import { YourData } from "./yourdata.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
@@ -138,6 +139,7 @@ function enterCity(me) {
   $("secondme-clear").onclick = clearSecondMe;
   $("secondme-catchup").onclick = () => { if (state.room) catchUp(api, state.room); };
   state.memory = new MemoryEditor(api);
+  state.yourData = new YourData(api, me.user_id, signOut);
   state.memory.load();
   window.addEventListener("hashchange", route);
   Promise.all([loadRooms(), state.mod.loadMe()]).then(route);

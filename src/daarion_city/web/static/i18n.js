@@ -25,6 +25,12 @@ const LABELS = {
     aboutMe: "Про мене", aboutMeHint: "Що Second Me варто знати про вас (до 2000 символів)",
     save: "Зберегти", forget: "Забути все", saved: "Збережено", forgotten: "Забуто",
     whatIRemember: "Що я пам'ятаю з наших розмов",
+    yourData: "Ваші дані", yourDataHint: "Усе, що місто зберігає про вас: завантажте або зітріть.",
+    downloadData: "Завантажити мої дані", dataSaved: "Файл збережено",
+    eraseAccount: "Видалити обліковий запис",
+    eraseWarning: "Ваші повідомлення стануть «видалено», решта даних зникне, а вхід під цим " +
+      "обліковим записом стане неможливим. Скасувати це не можна.",
+    eraseConfirm: "Так, стерти все",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -51,6 +57,12 @@ const LABELS = {
     aboutMe: "About me", aboutMeHint: "What Second Me should know about you (up to 2,000 characters)",
     save: "Save", forget: "Forget everything", saved: "Saved", forgotten: "Forgotten",
     whatIRemember: "What I remember of our talks",
+    yourData: "Your data", yourDataHint: "Everything the city keeps about you: download it or erase it.",
+    downloadData: "Download my data", dataSaved: "File saved",
+    eraseAccount: "Delete my account",
+    eraseWarning: "Your messages will show as deleted, the rest of your data goes, and this " +
+      "account can never sign in again. This cannot be undone.",
+    eraseConfirm: "Yes, erase everything",
   },
 };
 
