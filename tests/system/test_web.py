@@ -644,7 +644,7 @@ async def test_download_my_data_and_delete_my_account(browser: Browser, server: 
     await bob.keyboard.press("Enter")
     said = alice.get_by_test_id("message").filter(has_text="my bees are fine")
     await said.wait_for()
-    await bob.locator("details.yourdata summary").click()
+    await bob.locator("#me").click()  # the account menu
     async with bob.expect_download() as download_info:
         await bob.get_by_test_id("export-data").click()
     download = await download_info.value

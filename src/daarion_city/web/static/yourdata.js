@@ -1,4 +1,4 @@
-// Your data in the page (SPEC 11): "Download my data" saves GET /city/me/export as a JSON file;
+// Your data in the page (SPEC 11), in the menu under the user's name: "Download my data" saves GET /city/me/export as a JSON file;
 // "Delete my account" asks once more in the page (no browser dialog), then DELETE /city/me,
 // and the page signs out: every token of the account is refused from then on.
 import { t } from "./i18n.js";
@@ -9,6 +9,12 @@ export class YourData {
   constructor(api, userId, onErased) {
     this.api = api;
     this.userId = userId;
+    const menu = $("account-menu");
+    $("me").onclick = () => {
+      menu.hidden = !menu.hidden;
+      $("me").setAttribute("aria-expanded", String(!menu.hidden));
+    };
+    document.addEventListener("keydown", (e) => { if (e.key === "Escape") menu.hidden = true; });
     $("export-data").onclick = () => this.download();
     $("erase-account").onclick = () => { $("erase-confirm-box").hidden = false; };
     $("erase-cancel").onclick = () => { $("erase-confirm-box").hidden = true; };
