@@ -3,8 +3,9 @@ prompt before the model call, with the rows the context is built from; the answe
 failure after it.
 
 Before the call, on PostgreSQL, one statement takes the lease and stores the prompt
-(``storage/secondme.take_and_ask``, atomic by itself on an autocommit connection), then the
-recent turns and the memory are read on the same connection. When that statement writes nothing
+(``storage/secondme.take_and_ask``, atomic by itself on an autocommit connection, committed
+without waiting for the disk), while the recent turns and the memory are read on another
+connection. When that statement writes nothing
 (SQLite, a user's first ask, a session busy or out of budget) one transaction does it all and
 tells which: 409 ``busy`` or 429 with the time the day's budget comes back. Recall runs beside
 them on a connection of its own (if it fails, the ask goes on without it). Once the lease is
@@ -63,24 +64,28 @@ class Asks:
         asked: dict[str, Any] = {"id": new_id("smm"), "user_id": user.user_id, "role": "user"}
         asked |= {"content": prompt, "status": "pending", "created_at": now}
         leased = False
+        # PostgreSQL: the context's rows are read on a connection of their own while the lease
+        # is taken (they do not depend on it: only answered turns are read).
+        reading = None if self.db.is_sqlite else asyncio.ensure_future(self._read(user.user_id))
         try:
             session = None
-            if not self.db.is_sqlite:
+            if reading is not None:
                 async with self.db.autocommit() as conn:
                     session = await store.take_and_ask(
                         conn, until=now + LEASE, daily_tokens=s.secondme_daily_tokens, prompt=asked
                     )
-                    leased = session is not None
-                    if session is not None:
-                        turns, memory = await self._reads(conn, user.user_id)
-            if session is None:
+                leased = session is not None
+            if session is not None and reading is not None:
+                turns, memory = await reading
+            else:
                 session, turns, memory = await self._take(user, asked, now)
                 leased = True
             recent = [turn_of(r) for r in turns]
             found = await self._recalled(recalling)
         except BaseException as exc:
-            if recalling:
-                recalling.cancel()
+            for task in (recalling, reading):
+                if task is not None:
+                    task.cancel()
             if leased:
                 cancelled = isinstance(exc, asyncio.CancelledError)
                 await self.fail(user, asked["id"], "cancelled" if cancelled else "unavailable")
@@ -130,6 +135,10 @@ class Asks:
             turns, memory = await self._reads(conn, user.user_id)
             await store.add_message(conn, session_id=session.id, **asked)
         return session, turns, memory
+
+    async def _read(self, user_id: str) -> tuple[list[Any], Any]:
+        async with self.db.read() as conn:
+            return await self._reads(conn, user_id)
 
     async def _reads(self, conn: AsyncConnection, user_id: str) -> tuple[list[Any], Any]:
         """The recent answered turns (oldest first) and the memory row of the user."""
