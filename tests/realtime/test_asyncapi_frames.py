@@ -12,6 +12,7 @@ from tests.realtime.asyncapi_check import Checked, Frames
 from tests.support import Api, open_socket
 
 PLAZA = "/city/rooms/plaza"
+SOCKET = "/ws/city/rooms/plaza"
 
 
 async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
@@ -101,11 +102,13 @@ async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
         await bp.expect("error", code="rate_limited")
 
     # A resume replays the timeline as the socket sent it; one from the future is told to resync.
-    async with open_socket(server, "/ws/city/rooms/plaza", token=alice.token, since_seq=0) as raw:
+    async with open_socket(server, SOCKET, token=alice.token, since_seq=0) as raw:
         ws = Checked(raw, frames, "room")
         await ws.expect("room.state")
         await ws.expect("room.message.delete")
-    async with open_socket(server, "/ws/city/rooms/plaza", token=alice.token, since_seq=10**9) as raw:
+    async with open_socket(
+        server, "/ws/city/rooms/plaza", token=alice.token, since_seq=10**9
+    ) as raw:
         ws = Checked(raw, frames, "room")
         await ws.expect("room.state")
         await ws.expect("error", code="resync_required")
