@@ -6,12 +6,14 @@ whole, every payload a valid JSON Schema, and every close code of ``realtime/clo
 from __future__ import annotations
 
 import copy
+import re
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft7Validator
 
 from daarion_city.realtime import closes
-from tests.realtime.asyncapi_check import official_validator
+from tests.realtime.asyncapi_check import Frames, official_validator
 from tests.support import Api
 
 
@@ -104,6 +106,27 @@ async def test_every_close_code_is_in_the_document(api: Api) -> None:
     )
     assert sent == set(closes.CLOSES)
     assert {4400, 4404, 1013}.isdisjoint(doc["channels"]["presence"]["x-close-codes"])
+
+
+async def test_every_frame_the_source_builds_is_in_the_document(api: Api) -> None:
+    """A new frame kind built as a dict (``{"event": "...", ...}``) without a model in the
+    document fails here, before any socket test would have to produce it."""
+    frames = Frames(await fetch(api))
+    documented = {
+        event
+        for channel in frames.doc["channels"]
+        for action in ("receive", "send")
+        for name in frames.names(channel, action)
+        for event in frames.events(name)
+    }
+    src = Path(__file__).resolve().parents[2] / "src" / "daarion_city"
+    built = {
+        m
+        for path in src.rglob("*.py")
+        for m in re.findall(r'"event": "([a-z_.]+)"', path.read_text(encoding="utf-8"))
+    }
+    assert len(built) >= 12, built
+    assert built <= documented, built - documented
 
 
 async def test_the_error_frames_list_their_codes(api: Api) -> None:
