@@ -108,6 +108,16 @@ async def test_every_close_code_is_in_the_document(api: Api) -> None:
     assert {4400, 4404, 1013}.isdisjoint(doc["channels"]["presence"]["x-close-codes"])
 
 
+def built_events() -> set[str]:
+    """The events of the frames the source writes out as ``{"event": "name", ...}``."""
+    src = Path(__file__).resolve().parents[2] / "src" / "daarion_city"
+    return {
+        m
+        for path in src.rglob("*.py")
+        for m in re.findall(r'"event": "([a-z_.]+)"', path.read_text(encoding="utf-8"))
+    }
+
+
 async def test_every_frame_the_source_builds_is_in_the_document(api: Api) -> None:
     """A new frame kind built as a dict (``{"event": "...", ...}``) without a model in the
     document fails here, before any socket test would have to produce it."""
@@ -119,12 +129,7 @@ async def test_every_frame_the_source_builds_is_in_the_document(api: Api) -> Non
         for name in frames.names(channel, action)
         for event in frames.events(name)
     }
-    src = Path(__file__).resolve().parents[2] / "src" / "daarion_city"
-    built = {
-        m
-        for path in src.rglob("*.py")
-        for m in re.findall(r'"event": "([a-z_.]+)"', path.read_text(encoding="utf-8"))
-    }
+    built = built_events()
     assert len(built) >= 12, built
     assert built <= documented, built - documented
 
