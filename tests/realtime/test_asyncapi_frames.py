@@ -6,7 +6,10 @@ event of the document must have been seen on its socket."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
+
+import pytest
 
 from tests.realtime.asyncapi_check import Checked, Frames
 from tests.support import Api, open_socket
@@ -49,6 +52,9 @@ async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
             await bp.expect("unread.update", room_id=first["room_id"])
             await b.send({"event": "room.message.send", "body": "re", "reply_to_seq": first["seq"]})
             reply = (await b.expect("room.message.ack", client_msg_id=None))["message"]
+            bad_reply = {"body": "?", "client_msg_id": "r2", "reply_to_seq": 10**6}
+            await b.send({"event": "room.message.send", **bad_reply})
+            await b.expect("error", code="invalid_reply", client_msg_id="r2")
 
             # An edit, a reaction made and taken back, a deletion (over HTTP, seen live).
             at = f"{PLAZA}/messages/{first['seq']}"
@@ -114,3 +120,22 @@ async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
         await ws.expect("error", code="resync_required")
 
     assert frames.unseen() == []
+
+
+@pytest.mark.parametrize(
+    ("channel", "path", "query", "code"),
+    [
+        ("room", "/ws/city/rooms/general", {"token": "nope"}, 4401),
+        ("room", "/ws/city/rooms/no-such-room", {}, 4404),
+        ("room", "/ws/city/rooms/general", {"since_seq": "-1"}, 4400),
+        ("presence", "/ws/city/presence", {"token": "nope"}, 4401),
+    ],
+)
+async def test_a_refused_socket_closes_with_a_code_its_channel_lists(
+    api: Api, channel: str, path: str, query: dict[str, Any], code: int
+) -> None:
+    doc = (await api.http.get("/asyncapi.json")).json()
+    assert code in doc["channels"][channel]["x-close-codes"]
+    user = await api.guest("Carol")
+    async with open_socket(api.server, path, **{"token": user.token, **query}) as ws:
+        assert await ws.closed_with() == code
