@@ -21,6 +21,7 @@ leaves open:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
@@ -83,7 +84,7 @@ def _message(model: type[BaseModel], payload: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": " | ".join(events(model)),
         "title": model.__name__,
-        "summary": doc.split(". ")[0].rstrip("."),
+        "summary": re.split(r"\. |; | \(|: ", doc, maxsplit=1)[0].rstrip("."),
         "description": doc,
         "contentType": "application/json",
         "payload": payload,

@@ -68,7 +68,7 @@ class ErrorFrame(ServerFrame):
     (4403: ``banned``, ``kicked``, ``suspended``; 1011: a store that failed)."""
 
     event: Literal["error"]
-    code: str = Field(description="a machine code (the socket's list below)")
+    code: str = Field(description="one of the socket's codes (its error message lists them)")
     message: str = Field(description="for humans")
     client_msg_id: str | SkipJsonSchema[None] = Field(
         None, description="a failed room.message.send's, when it carried one"

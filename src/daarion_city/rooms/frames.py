@@ -156,8 +156,8 @@ class MessageAck(ServerFrame):
 
 
 class Occupancy(ServerFrame):
-    """Another user's first socket to the room opened (``room.join``) or their last one closed
-    (``room.leave``)."""
+    """Another user's first socket to the room opened, or their last one closed
+    (``room.join`` / ``room.leave``)."""
 
     event: Literal["room.join", "room.leave"]
     room_id: str
