@@ -282,6 +282,7 @@ PUBLIC = {
     ("GET", "/city/config"),
     # the API's own documentation
     ("GET", "/openapi.json"),
+    ("GET", "/asyncapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
     ("GET", "/redoc"),

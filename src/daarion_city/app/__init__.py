@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from daarion_city.app import asyncapi
 from daarion_city.app.wiring import ConfigurationError, check_settings, open_resources
 from daarion_city.config import ALL_SERVICES, Settings
 from daarion_city.core.errors import install_error_handlers
@@ -81,6 +82,7 @@ def create_app(
         app.include_router(feed_http.router)
         app.include_router(presence_http.router)
         app.include_router(presence_ws.router)
+        app.include_router(asyncapi.router)
     if "secondme" in enabled:
         app.include_router(secondme_http.router)
     if "matrix" in enabled:

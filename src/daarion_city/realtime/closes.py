@@ -14,7 +14,8 @@ the client should reconnect (as Centrifuge's ``disconnect.go`` documents its own
   peer to read.
 - 1009 (a frame over ``CITY_WS_MAX_FRAME_BYTES``) is sent by the server's protocol itself.
 
-docs/API.md section 11 lists the same codes with the same advice (a test holds them together).
+docs/API.md section 11 lists the same codes with the same advice (a test holds them together), and
+``/asyncapi.json`` carries this table as its ``x-close-codes`` (``realtime/asyncapi.py``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -39,10 +41,20 @@ from daarion_city.realtime.closes import (
 )
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.origins import origin_allowed
-from daarion_city.realtime.protocol import FrameError, decode_object, encode
+from daarion_city.realtime.protocol import Auth, FrameError, decode_object, encode
 from daarion_city.realtime.transport import DirectWriter, release_handshake
 
 log = logging.getLogger(__name__)
+
+
+class SocketQuery(BaseModel):
+    """The upgrade's query of every socket (read by :func:`accept_user`)."""
+
+    token: str | SkipJsonSchema[None] = Field(
+        None,
+        description='a JWT; without it, the first frame must be {"event": "auth", "token"} '
+        "within CITY_WS_AUTH_TIMEOUT (else 4401)",
+    )
 
 
 async def accept_user(websocket: WebSocket) -> Principal | None:
@@ -109,13 +121,11 @@ async def _auth_frame(websocket: WebSocket) -> str:
     if message["type"] == "websocket.disconnect":
         raise _Gone
     try:
-        frame = decode_object(message.get("text"))
-    except FrameError:
-        frame = {}
-    token = frame.get("token")
-    if frame.get("event") != "auth" or not isinstance(token, str):
-        raise Unauthorized('authenticate first: ?token= or {"event": "auth", "token": "..."}')
-    return token
+        return Auth.model_validate(decode_object(message.get("text"))).token
+    except (FrameError, ValidationError):
+        raise Unauthorized(
+            'authenticate first: ?token= or {"event": "auth", "token": "..."}'
+        ) from None
 
 
 async def deny(

@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.json_schema import SkipJsonSchema
 
 from daarion_city.core.validation import JsonLimits
 
@@ -35,7 +36,61 @@ class Frame(BaseModel):
 
 
 class Ping(Frame):
+    """Asks for a ``pong`` (a keep-alive a client can time)."""
+
     event: Literal["ping"]
+
+
+class Auth(Frame):
+    """Only as the first frame of a socket opened without ``?token=`` (then within
+    ``CITY_WS_AUTH_TIMEOUT``); it gets no answer of its own (``realtime/endpoint.py``)."""
+
+    event: Literal["auth"]
+    token: str
+
+
+class ServerFrame(BaseModel):
+    """A server frame's model: the keys it carries, no other (the frames themselves are built
+    as dicts and encoded once; ``/asyncapi.json`` is generated from these models, and the tests
+    validate every frame the sockets send against it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Pong(ServerFrame):
+    """The answer to ``ping``."""
+
+    event: Literal["pong"]
+
+
+class ErrorFrame(ServerFrame):
+    """A frame that could not be handled (the socket stays open), or why the socket closes
+    (4403: ``banned``, ``kicked``, ``suspended``; 1011: a store that failed)."""
+
+    event: Literal["error"]
+    code: str = Field(description="one of the socket's codes (its error message lists them)")
+    message: str = Field(description="for humans")
+    client_msg_id: str | SkipJsonSchema[None] = Field(
+        None, description="a failed room.message.send's, when it carried one"
+    )
+    retry_after: float | SkipJsonSchema[None] = Field(
+        None, description="rate_limited, slow_mode: seconds to wait"
+    )
+    expires_at: str | None = Field(
+        None, description="banned, muted, suspended: the sanction's end (null: until lifted)"
+    )
+
+
+# The error codes of the codec itself, on both sockets (each domain lists its own beside its
+# frames); /asyncapi.json enumerates them with these meanings.
+FRAME_ERRORS = {
+    "invalid_json": "the frame is not JSON",
+    "invalid_frame": "not an object, no string event, a binary frame, over the JSON caps, or a "
+    "field of the wrong type or length (message names the field)",
+    "unknown_event": "an event the socket does not take",
+    "unavailable": "a store did not answer (room sends carry client_msg_id); before a 1011 "
+    "close when it failed while the socket opened",
+}
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -47,7 +102,7 @@ def error_frame(code: str, message: str) -> str:
     return encode({"event": "error", "code": code, "message": message})
 
 
-PONG = encode({"event": "pong"})
+PONG = Pong(event="pong").model_dump_json()
 
 
 def decode_object(text: str | bytes | None, limits: JsonLimits = DEFAULT_LIMITS) -> dict[str, Any]:

@@ -6,8 +6,11 @@ over the limit) comes from the server."""
 from __future__ import annotations
 
 import logging
+from typing import Annotated
 
 from fastapi import APIRouter
+from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 from starlette.websockets import WebSocket
 
 from daarion_city.core.errors import CityError, NotFound
@@ -17,6 +20,7 @@ from daarion_city.realtime.caps import TooManySockets
 from daarion_city.realtime.closes import CLOSE_BAD_REQUEST
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.endpoint import (
+    SocketQuery,
     accept_user,
     close,
     error_event,
@@ -31,6 +35,16 @@ from daarion_city.rooms.service import ROOMS, RoomService
 log = logging.getLogger(__name__)
 router = APIRouter()
 SOCKET_PATH = "/ws/city/rooms/{room}"  # served by the socket lane too (edge/lanes.py)
+
+
+class RoomQuery(SocketQuery):
+    """The room socket's query (``since_seq`` read by :func:`_since_seq`)."""
+
+    since_seq: Annotated[int, Field(ge=0, le=MAX_SEQ)] | SkipJsonSchema[None] = Field(
+        None,
+        description="resume: every timeline event after this seq (ASCII digits; else 4400), or "
+        "an error resync_required",
+    )
 
 
 def _since_seq(websocket: WebSocket) -> int | None:
