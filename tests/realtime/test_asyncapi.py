@@ -140,7 +140,7 @@ async def test_the_error_frames_list_their_codes(api: Api) -> None:
     presence_error = doc["components"]["messages"]["PresenceError"]["payload"]["allOf"][1]
     room = {c["const"] for c in room_error["properties"]["code"]["oneOf"]}
     presence = {c["const"] for c in presence_error["properties"]["code"]["oneOf"]}
-    codec = {"invalid_json", "invalid_frame", "unknown_event", "unavailable"}
+    codec = {"invalid_json", "invalid_frame", "unknown_event", "unavailable", "unauthorized"}
     assert codec | {"rate_limited", "resync_required", "banned", "kicked", "suspended"} <= room
     assert codec | {"rate_limited", "suspended"} == presence
 

@@ -119,6 +119,22 @@ async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
         await ws.expect("room.state")
         await ws.expect("error", code="resync_required")
 
+    # An erased account's sockets are told why before the 4401 close.
+    erin = await api.guest("Erin")
+    async with (
+        open_socket(server, SOCKET, token=erin.token) as raw_room,
+        open_socket(server, "/ws/city/presence", token=erin.token) as raw_presence,
+    ):
+        room, presence = (
+            Checked(raw_room, frames, "room"),
+            Checked(raw_presence, frames, "presence"),
+        )
+        await room.expect("room.state")
+        await presence.expect("unread.bulk")
+        assert (await api.http.delete("/city/me", headers=erin.headers)).status_code == 202
+        for ws in (room, presence):
+            await ws.expect("error", code="unauthorized")
+
     assert frames.unseen() == []
 
 

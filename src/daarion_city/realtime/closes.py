@@ -68,7 +68,12 @@ CLOSES: dict[int, Close] = {
         Close(CLOSE_INTERNAL, "the server failed", True, "reconnect with backoff"),
         Close(CLOSE_TRY_AGAIN, "a store did not answer", True, "reconnect with backoff"),
         Close(CLOSE_BAD_REQUEST, "a bad query", False, "fix the URL"),
-        Close(CLOSE_UNAUTHORIZED, "no valid token", False, "get a new token"),
+        Close(
+            CLOSE_UNAUTHORIZED,
+            "no valid token, or the account was erased (an `error` `unauthorized` before it)",
+            False,
+            "get a new token",
+        ),
         Close(
             CLOSE_FORBIDDEN,
             "banned from or kicked out of the room, or suspended (the `error` frame before it "

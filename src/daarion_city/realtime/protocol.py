@@ -88,6 +88,8 @@ FRAME_ERRORS = {
     "invalid_frame": "not an object, no string event, a binary frame, over the JSON caps, or a "
     "field of the wrong type or length (message names the field)",
     "unknown_event": "an event the socket does not take",
+    "unauthorized": "the account was erased (DELETE /city/me): before the 4401 close; every "
+    "token of it is refused from then on",
     "unavailable": "a store did not answer (room sends carry client_msg_id); before a 1011 "
     "close when it failed while the socket opened",
 }
