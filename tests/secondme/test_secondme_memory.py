@@ -18,6 +18,7 @@ from starlette.routing import Route
 
 from daarion_city.core.errors import Unavailable
 from daarion_city.secondme.context import MEMORY_NOTE, SUMMARY_INSTRUCTIONS
+from daarion_city.storage import secondme as secondme_store
 from tests.conftest import make_settings
 from tests.secondme.test_secondme_openai import ModelServer, overrides
 from tests.support import Api, User, eventually, run_server, serve_app
@@ -201,18 +202,29 @@ async def test_an_ask_goes_on_without_recall_when_recall_fails(
 async def test_a_failure_once_the_lease_is_held_gives_it_back(
     api: Api, model_server: ModelServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The database failing while the context's rows are read (after the prompt is stored, on
-    PostgreSQL) is a typed 503, and the next ask is answered, not refused as busy."""
+    """The database failing once the lease is taken and the prompt stored (the connection lost
+    before the answer to that statement is read, on PostgreSQL; in the transaction that reads
+    the context, on SQLite) is a typed 503, and the next ask is answered, not refused as busy."""
     alice = await api.guest("Alice")
     await invoke(alice, "first")
     asks_ = api.server.resources.secondme.asks
-    reads = asks_._reads
+    if api.server.resources.db.is_sqlite:
+        reads = asks_._reads
 
-    async def failing(conn: Any, user_id: str) -> Any:
-        monkeypatch.setattr(asks_, "_reads", reads)  # once
-        raise Unavailable("the database is unavailable")
+        async def failing(conn: Any, user_id: str) -> Any:
+            monkeypatch.setattr(asks_, "_reads", reads)  # once
+            raise Unavailable("the database is unavailable")
 
-    monkeypatch.setattr(asks_, "_reads", failing)
+        monkeypatch.setattr(asks_, "_reads", failing)
+    else:
+        take = secondme_store.take_and_ask
+
+        async def taken_then_lost(conn: Any, **kw: Any) -> Any:
+            monkeypatch.setattr(secondme_store, "take_and_ask", take)  # once
+            await take(conn, **kw)
+            raise Unavailable("the database is unavailable")
+
+        monkeypatch.setattr(secondme_store, "take_and_ask", taken_then_lost)
     r = await alice.post("/secondme/invoke", {"prompt": "second"})
     assert (r.status_code, r.json()["code"]) == (503, "unavailable"), r.text
     await invoke(alice, "third")

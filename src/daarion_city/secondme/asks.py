@@ -2,15 +2,15 @@
 prompt before the model call, with the rows the context is built from; the answer or the
 failure after it.
 
-Before the call, on PostgreSQL, one statement takes the lease and stores the prompt
-(``storage/secondme.take_and_ask``, atomic by itself on an autocommit connection, committed
-without waiting for the disk), while the recent turns and the memory are read on another
-connection. When that statement writes nothing
-(SQLite, a user's first ask, a session busy or out of budget) one transaction does it all and
-tells which: 409 ``busy`` or 429 with the time the day's budget comes back. Recall runs beside
-them on a connection of its own (if it fails, the ask goes on without it). Once the lease is
-held, anything that fails (or a client that leaves) before the context is complete marks the
-prompt failed and gives the lease back.
+Before the call, on PostgreSQL, one statement takes the lease, stores the prompt and reads the
+memory and the recent turns (``storage/secondme.take_and_ask``, atomic by itself on an
+autocommit connection, committed without waiting for the disk). When that statement writes
+nothing (SQLite, a user's first ask, a session busy or out of budget) one transaction does it
+all and tells which: 409 ``busy`` or 429 with the time the day's budget comes back. Recall
+runs beside them on a connection of its own (if it fails, the ask goes on without it). Once the
+lease may be held (the statement may have committed before it failed), anything that fails (or
+a client that leaves) before the context is complete marks the prompt failed and gives the lease
+back, if the prompt was stored.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class Asked:
     prompt_id: str
     session_id: str
     ctx: InvokeContext
-    memory: Any  # the secondme_memory row, or None
+    memory: Any  # what has the memory's about and summary (its row), or None
     recent: list[Turn]
     recalled: list[Turn]
 
@@ -64,31 +64,37 @@ class Asks:
         asked: dict[str, Any] = {"id": new_id("smm"), "user_id": user.user_id, "role": "user"}
         asked |= {"content": prompt, "status": "pending", "created_at": now}
         leased = False
-        # PostgreSQL: the context's rows are read on a connection of their own while the lease
-        # is taken (they do not depend on it: only answered turns are read).
-        reading = None if self.db.is_sqlite else asyncio.ensure_future(self._read(user.user_id))
         try:
             session = None
-            if reading is not None:
+            if not self.db.is_sqlite:
+                leased = True  # perhaps, if it fails: its statement may commit before failing
                 async with self.db.autocommit() as conn:
                     session = await store.take_and_ask(
-                        conn, until=now + LEASE, daily_tokens=s.secondme_daily_tokens, prompt=asked
+                        conn,
+                        until=now + LEASE,
+                        daily_tokens=s.secondme_daily_tokens,
+                        prompt=asked,
+                        recent=s.secondme_context_messages,
                     )
                 leased = session is not None
-            if session is not None and reading is not None:
-                turns, memory = await reading
+            if session is not None:
+                self.memories.note_turns(user.user_id, session.total_interactions)
+                memory = session if session.has_memory else None
+                recent = [Turn(*turn) for turn in session.recent_turns]
             else:
                 session, turns, memory = await self._take(user, asked, now)
                 leased = True
-            recent = [turn_of(r) for r in turns]
+                recent = [turn_of(r) for r in turns]
             found = await self._recalled(recalling)
         except BaseException as exc:
-            for task in (recalling, reading):
-                if task is not None:
-                    task.cancel()
+            if recalling:
+                recalling.cancel()
             if leased:
                 cancelled = isinstance(exc, asyncio.CancelledError)
-                await self.fail(user, asked["id"], "cancelled" if cancelled else "unavailable")
+                try:
+                    await self.fail(user, asked["id"], "cancelled" if cancelled else "unavailable")
+                except Exception:  # the database is away: the lease runs out by itself
+                    log.warning("the failed ask's lease was not given back", exc_info=True)
             raise
         return Asked(
             prompt_id=asked["id"],
@@ -136,10 +142,6 @@ class Asks:
             await store.add_message(conn, session_id=session.id, **asked)
         return session, turns, memory
 
-    async def _read(self, user_id: str) -> tuple[list[Any], Any]:
-        async with self.db.read() as conn:
-            return await self._reads(conn, user_id)
-
     async def _reads(self, conn: AsyncConnection, user_id: str) -> tuple[list[Any], Any]:
         """The recent answered turns (oldest first) and the memory row of the user."""
         n = self.settings.secondme_context_messages
@@ -170,7 +172,8 @@ class Asks:
             await store.record_answer(conn, user.user_id, tokens=done.tokens_used, now=now)
 
     async def fail(self, user: Principal, prompt_id: str, code: str) -> None:
-        """The prompt marked failed (``code``), the lease given back."""
+        """The prompt marked failed (``code``), the lease given back: only if the prompt was
+        stored (the lease was taken with it, in the same statement or transaction)."""
         async with self.db.begin() as conn:
-            await store.set_message_status(conn, user.user_id, prompt_id, "failed", code)
-            await store.release_lease(conn, user.user_id)
+            if await store.set_message_status(conn, user.user_id, prompt_id, "failed", code):
+                await store.release_lease(conn, user.user_id)

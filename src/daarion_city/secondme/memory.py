@@ -43,6 +43,7 @@ SUMMARY_TURNS = 40  # the most turns one refresh folds in
 # turn apart, and ranking all its matches would cost more than the rest of the invoke.
 RECALL_WORDS = 4
 RECALL_CANDIDATES = 300
+TURN_COUNTS = 100_000  # users whose turn count is kept in memory
 SHARES_MAX_AGE = 60.0  # seconds PostgreSQL's word statistics are kept (they change by ANALYZE)
 
 
@@ -68,6 +69,9 @@ class Memories:
         self.tasks = tasks
         self._refreshing: set[str] = set()
         self._common: tuple[float, dict[str, float]] = (-SHARES_MAX_AGE, {})
+        # How many turns each user has, about (recall's stop-word cut): told by each ask's
+        # session row (``note_turns``), read from the session when unknown.
+        self._turns: dict[str, int] = {}
 
     async def get(self, user: Principal) -> dict[str, Any]:
         async with self.db.read() as conn:
@@ -99,6 +103,13 @@ class Memories:
         takes its answer."""
         return self.tasks.spawn(self._recall(user_id, prompt), name=f"recall-{user_id}")
 
+    def note_turns(self, user_id: str, interactions: int) -> int:
+        """The user's turns, about (two per interaction), from their session's counter."""
+        if len(self._turns) >= TURN_COUNTS:
+            self._turns.clear()  # bounded; refilled by the next asks
+        turns = self._turns[user_id] = 2 * int(interactions) + 2
+        return turns
+
     def recalled(self, found: list[Turn], recent: list[Turn]) -> list[Turn]:
         """The recalled turns, best first, none of them a recent one."""
         shown = {t.id for t in recent}
@@ -112,8 +123,10 @@ class Memories:
             return []
         words = store.words_of(prompt, shortest=3)
         async with self.db.read() as conn:
-            session = await turns_store.get_session(conn, user_id)
-            turns = 2 * int(session.total_interactions) + 2 if session else 2  # about as many
+            turns = self._turns.get(user_id)
+            if turns is None:
+                session = await turns_store.get_session(conn, user_id)
+                turns = self.note_turns(user_id, session.total_interactions if session else 0)
             shares = await self._shares(conn, words)
             telling = [w for w in words if shares.get(w, 0.0) * turns <= RECALL_CANDIDATES]
             telling.sort(key=lambda w: shares.get(w, 0.0))  # the rarest first

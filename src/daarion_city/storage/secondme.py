@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -68,12 +70,21 @@ def _within_budget(now: datetime, daily_tokens: int) -> sa.ColumnElement[bool]:
 
 
 async def take_and_ask(
-    conn: AsyncConnection, *, until: datetime, daily_tokens: int, prompt: dict[str, Any]
+    conn: AsyncConnection,
+    *,
+    until: datetime,
+    daily_tokens: int,
+    prompt: dict[str, Any],
+    recent: int,
 ) -> Row[Any] | None:
     """PostgreSQL, on an autocommit connection: the user's lease taken and their prompt stored
     in one statement (atomic by itself, one round trip), if the session exists, is free and
     has budget left today; else None and nothing is written (``take_session`` in a transaction
-    then tells which). ``prompt`` holds the message's columns but ``session_id``."""
+    then tells which). ``prompt`` holds the message's columns but ``session_id``.
+
+    The row is the session's, with what the context is built from: the memory's ``about`` and
+    ``summary`` (None without a memory row: ``has_memory``) and the ``recent`` newest answered
+    turns, oldest first, as a JSON array of ``[id, role, content]`` (``recent_turns``)."""
     c = sessions.c
     now = prompt["created_at"]
     taken = (
@@ -94,13 +105,44 @@ async def take_and_ask(
         .from_select([*names, "session_id"], sa.select(*values, taken.c.id))
         .cte("asked")
     )
+    m = messages.c
+    newest = (
+        sa.select(m.pos, m.id, m.role, m.content)
+        .where(m.user_id == prompt["user_id"], m.status == "ok")
+        .order_by(m.pos.desc())
+        .limit(recent)
+        .subquery("newest")
+    )
+    turns = sa.select(
+        sa.func.coalesce(
+            sa.func.json_agg(
+                aggregate_order_by(
+                    sa.func.json_build_array(newest.c.id, newest.c.role, newest.c.content),
+                    newest.c.pos,
+                )
+            ),
+            sa.text("'[]'::json"),
+        )
+    ).scalar_subquery()
     # Its commit does not wait for the WAL to reach the disk (about 4 ms of fsync on the
     # benchmark machine, on the path to the first token): set_config(..., true) holds for this
     # statement's own transaction. A PostgreSQL crash in the next ~200 ms (wal_writer_delay)
     # could lose the lease and the pending prompt, never an answer: the answer's commit waits
     # for the disk, and flushes this one with it.
     no_wait = sa.func.set_config("synchronous_commit", "off", True).label("no_wait")
-    return (await conn.execute(sa.select(taken, no_wait).add_cte(asked))).first()
+    query = (
+        sa.select(
+            taken,
+            memory.c.user_id.is_not(None).label("has_memory"),
+            memory.c.about,
+            memory.c.summary,
+            sa.type_coerce(turns, postgresql.JSON).label("recent_turns"),
+            no_wait,
+        )
+        .select_from(taken.outerjoin(memory, memory.c.user_id == taken.c.user_id))
+        .add_cte(asked)
+    )
+    return (await conn.execute(query)).first()
 
 
 async def release_lease(conn: AsyncConnection, user_id: str) -> None:
@@ -115,12 +157,14 @@ async def add_message(conn: AsyncConnection, **values: Any) -> None:
 
 async def set_message_status(
     conn: AsyncConnection, user_id: str, message_id: str, status: str, error_code: str | None
-) -> None:
-    await conn.execute(
+) -> bool:
+    """Whether the message exists (and now has ``status``)."""
+    result = await conn.execute(
         messages.update()
         .where(messages.c.user_id == user_id, messages.c.id == message_id)
         .values(status=status, error_code=error_code)
     )
+    return bool(result.rowcount)
 
 
 def _today(tokens: int, now: datetime) -> dict[str, Any]:
