@@ -75,9 +75,7 @@ async def test_query_operators_are_plain_separators(api: Api) -> None:
         "alpha'' beta:A",
         "alpha beta*",
     ):
-        assert await bodies(api, q) == [
-            "it's alpha & beta | gamma (delta) !omega: back\\slash"
-        ], q
+        assert await bodies(api, q) == ["it's alpha & beta | gamma (delta) !omega: back\\slash"], q
     assert await bodies(api, "alpha | nothing") == []  # "|" is no OR
     assert await bodies(api, "alpha NEAR beta") == []  # a word like any other (not FTS5's)
     assert await bodies(api, "body : alpha") == []  # nor a column filter
@@ -106,7 +104,8 @@ async def test_snippets_mark_the_matches_in_escaped_text(api: Api) -> None:
     await alice.say("general", long)
     (hit,) = (await find(api, "needle")).json()["results"]
     snip = hit["snippet"]
-    assert snip.startswith("…") and snip.endswith("…")
+    assert snip.startswith("…")
+    assert snip.endswith("…")
     assert "<mark>needle</mark> in the middle" in snip
     assert len(snip) < 300
 
@@ -118,7 +117,10 @@ async def test_hits_are_messages_newest_first_paged_by_next(api: Api) -> None:
     r = await find(api, "page", limit=2)
     data = r.json()
     assert r.status_code == 200
-    assert [hit["message"]["body"] for hit in data["results"]] == ["page in builders", sent[4]["body"]]
+    assert [hit["message"]["body"] for hit in data["results"]] == [
+        "page in builders",
+        sent[4]["body"],
+    ]
     assert data["results"][1]["message"] == sent[4]
     got: list[str] = []
     cursor = None

@@ -22,6 +22,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from daarion_city.config import Settings
@@ -95,22 +96,32 @@ def snippet(body: str, words: list[str]) -> str:
     return "".join(parts)
 
 
-def encode_cursor(key: int | str) -> str:
-    raw = f"{'n' if isinstance(key, int) else 's'}:{key}"
+def encode_cursor(key: store.Key) -> str:
+    if isinstance(key, int):
+        raw = f"n:{key}"
+    else:
+        at, message_id = key
+        raw = f"t:{int(at.timestamp() * 1_000_000)}:{message_id}"
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> int | str:
+def decode_cursor(cursor: str) -> store.Key:
+    """A cursor ``encode_cursor`` made, or 422 ``invalid_cursor``."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         kind, _, value = raw.partition(":")
-        if kind == "n" and value.isascii() and value.isdigit() and len(value) <= 19:
+        if kind == "n" and _digits(value):
             return int(value)
-        if kind == "s" and 0 < len(value) <= 80:
-            return value
-    except (binascii.Error, UnicodeDecodeError, ValueError):
+        micros, _, message_id = value.partition(":")
+        if kind == "t" and _digits(micros) and 0 < len(message_id) <= 80:
+            return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), message_id
+    except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
         pass
     raise Unprocessable("not a cursor this search gave", code="invalid_cursor")
+
+
+def _digits(value: str) -> bool:
+    return value.isascii() and value.isdigit() and len(value) <= 18
 
 
 class MessageSearch:
@@ -140,6 +151,7 @@ class MessageSearch:
         room_id = None if room is None else await self._resolve(room)
         key = None if before is None else decode_cursor(before)
         if key is not None and isinstance(key, int) != (self.db.is_sqlite or room_id is not None):
+            # A cursor of a search in one room, used without it (or the other way round).
             raise Unprocessable("not a cursor of this search", code="invalid_cursor")
         rows = await store.search(
             self.db,
@@ -147,10 +159,16 @@ class MessageSearch:
             room_id=room_id,
             before=key,
             limit=limit + 1,
-            timeout=self.settings.city_search_timeout,
+            time_limit=self.settings.city_search_timeout,
         )
         hits = rows[:limit]
+
+        def key_of(row: Any) -> store.Key:
+            return store.key_of(self.db, row, in_room=room_id is not None)
+
         return {
-            "results": [{"message": message_wire(r), "snippet": snippet(r.body, words)} for r in hits],
-            "next": encode_cursor(hits[-1].search_key) if len(rows) > limit else None,
+            "results": [
+                {"message": message_wire(r), "snippet": snippet(r.body, words)} for r in hits
+            ],
+            "next": None if len(rows) <= limit else encode_cursor(key_of(hits[-1])),
         }

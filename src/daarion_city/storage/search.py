@@ -11,14 +11,14 @@ folded; here they become the index's query language, each one quoted, never spli
   Newest first is the rowid, descending, which FTS5 walks itself: a common word stops after
   ``limit`` rows, a rare one reads its few.
 - PostgreSQL: ``to_tsquery('simple', $1)`` of ``'w1' & 'w2':*``, each word a quoted lexeme
-  (quotes doubled, backslashes escaped). Two plans, chosen per query by the planner from the
-  column's statistics (``plan_cache_mode = force_custom_plan``: a generic plan of a prepared
-  statement cannot tell a rare word from a common one): for a rare word, the GIN index
-  gives its few rows, sorted; for a common one (a GIN bitmap of 100,000 rows then sorted took
-  seconds at a million messages), the recency order's index is walked backwards (the primary
-  key: ids begin with their millisecond, so ``id DESC`` is newest first; in one room
-  ``(room_id, seq)``) and each row's stored words checked until ``limit`` match. The stored
-  column makes that check a read, not a parse of the body.
+  (quotes doubled, backslashes escaped). Newest first is ``(created_at, id)`` (the index
+  ``ix_room_messages_recent``), in one room ``seq``. Two plans, chosen per query by the planner
+  from the column's statistics (``plan_cache_mode = force_custom_plan``: a generic plan of a
+  prepared statement cannot tell a rare word from a common one): for a rare word the GIN index
+  gives its few rows, then sorted; for a common one (a GIN bitmap of 100,000 rows, then
+  sorted, would take seconds at a million messages) the recency index is walked backwards
+  (``(room_id, seq)`` in one room) and each row's stored words checked until ``limit`` match.
+  The stored column makes that check a read, not a parse of the body.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -36,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daarion_city.core.errors import Unavailable
 from daarion_city.storage.database import Database
-from daarion_city.storage.tables import room_messages
+from daarion_city.storage.tables import UTCDateTime, room_messages
 
 FTS = "city_message_search"
 QUERY_CANCELED = "57014"  # PostgreSQL's statement_timeout
@@ -77,7 +78,7 @@ def _sqlite_search(in_room: bool, after_cursor: bool) -> sa.Select[Any]:
     key = _FTS_TABLE.c.rowid
     query = (
         sa.select(room_messages, key.label("search_key"))
-        .select_from(_FTS_TABLE.join(room_messages, _MESSAGE_ROWID == key))
+        .select_from(_FTS_TABLE.join(room_messages, key == _MESSAGE_ROWID))
         .where(sa.text(f"{FTS} MATCH :match"))
     )
     if in_room:
@@ -90,17 +91,33 @@ def _sqlite_search(in_room: bool, after_cursor: bool) -> sa.Select[Any]:
 @functools.cache
 def _pg_search(in_room: bool, after_cursor: bool) -> sa.Select[Any]:
     cols = room_messages.c
-    key: sa.ColumnElement[Any] = cols.seq if in_room else cols.id
-    query = sa.select(room_messages, key.label("search_key")).where(
+    query = sa.select(room_messages).where(
         sa.not_(cols.deleted),
         sa.text("city_room_messages.search_words @@ to_tsquery('simple', :match)"),
     )
     if in_room:
         query = query.where(cols.room_id == sa.bindparam("room"))
+        if after_cursor:
+            query = query.where(cols.seq < sa.bindparam("before", type_=sa.BigInteger))
+        return query.order_by(cols.seq.desc()).limit(sa.bindparam("limit", type_=sa.Integer))
     if after_cursor:
-        before = sa.bindparam("before", type_=sa.BigInteger if in_room else sa.String)
-        query = query.where(key < before)
-    return query.order_by(key.desc()).limit(sa.bindparam("limit", type_=sa.Integer))
+        at = sa.bindparam("before_at", type_=UTCDateTime())
+        query = query.where(
+            sa.tuple_(cols.created_at, cols.id) < sa.tuple_(at, sa.bindparam("before_id"))
+        )
+    order = (cols.created_at.desc(), cols.id.desc())
+    return query.order_by(*order).limit(sa.bindparam("limit", type_=sa.Integer))
+
+
+Key = int | tuple[datetime, str]
+"""Where a hit stands in its search's order: a rowid (SQLite), a seq (PostgreSQL, in one room),
+or ``(created_at, id)`` (PostgreSQL)."""
+
+
+def key_of(db: Database, row: Row[tuple[Any, ...]], in_room: bool) -> Key:
+    if db.is_sqlite:
+        return int(row.search_key)
+    return int(row.seq) if in_room else (row.created_at, str(row.id))
 
 
 Hits = list[Row[tuple[Any, ...]]]
@@ -111,19 +128,21 @@ async def search(
     words: list[str],
     *,
     room_id: str | None,
-    before: int | str | None,
+    before: Key | None,
     limit: int,
-    timeout: float,
+    time_limit: float,
 ) -> Hits:
     """Up to ``limit`` messages (not deleted) with every word, newest first, after the cursor
-    ``before`` (a row's ``search_key``); each row has its ``search_key``. Raises
-    :class:`SearchTimeout` past ``timeout`` seconds."""
+    ``before`` (a hit's ``key_of``). Raises
+    :class:`SearchTimeout` past ``time_limit`` seconds."""
     in_room, after_cursor = room_id is not None, before is not None
     params: dict[str, Any] = {"room": room_id, "before": before, "limit": limit}
+    if isinstance(before, tuple):
+        params["before_at"], params["before_id"] = before
     if db.is_sqlite:
         query = _sqlite_search(in_room, after_cursor)
         params["match"] = fts_query(words, room_id)
-        async with db.read() as conn, _sqlite_deadline(conn, timeout) as expired:
+        async with db.read() as conn, _sqlite_deadline(conn, time_limit) as expired:
             try:
                 return list((await conn.execute(query, params)).all())
             except OperationalError as exc:
@@ -135,7 +154,7 @@ async def search(
     async with db.read() as conn:
         try:
             # SET takes no parameters: the number is formatted, an int.
-            ms = max(1, int(timeout * 1000))
+            ms = max(1, int(time_limit * 1000))
             await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
             await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
             return list((await conn.execute(query, params)).all())
@@ -147,11 +166,11 @@ async def search(
 
 @asynccontextmanager
 async def _sqlite_deadline(
-    conn: AsyncConnection, timeout: float
+    conn: AsyncConnection, time_limit: float
 ) -> AsyncIterator[Callable[[], bool]]:
-    """A progress handler that interrupts the connection's statement past ``timeout`` seconds
+    """A progress handler that interrupts the connection's statement past ``time_limit`` seconds
     (SQLite has no statement timeout); yields whether the deadline has passed."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + time_limit
 
     def expired() -> bool:
         return time.monotonic() > deadline

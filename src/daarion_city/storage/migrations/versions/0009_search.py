@@ -13,10 +13,11 @@ code of its own:
   VALUES('rebuild')``.)
 - PostgreSQL: ``city_room_messages.search_words``, a stored generated ``tsvector`` of
   ``to_tsvector('simple', city_search_text(body))``, with a GIN index of the messages that are
-  not deleted. ``city_search_text`` turns ASCII punctuation into spaces (so ``example.com/path``
-  is the words ``example``, ``com`` and ``path`` as unicode61 has them, not the parser's host
-  and path) and folds the Latin letters with diacritics to their base letter as
-  ``remove_diacritics 2`` does (a fixed table: the function is IMMUTABLE, needs no extension
+  not deleted, and ``ix_room_messages_recent`` on ``(created_at, id)``: the order of a search
+  (newest first), walked backwards for a common word. ``city_search_text`` turns ASCII
+  punctuation into spaces (so ``example.com/path`` is the words ``example``, ``com`` and
+  ``path`` as unicode61 has them, not the parser's host and path) and folds the Latin letters
+  with diacritics to their base letter as ``remove_diacritics 2`` does (a fixed table: the function is IMMUTABLE, needs no extension
   and does not depend on the database's locale). A stored column rather than an index
   expression: a query ordered by recency walks an index and checks each row's words, which is
   then a read of the column, not a parse of the body (``storage/search.py``).
@@ -106,6 +107,8 @@ def _pg_upgrade() -> None:
         "CREATE INDEX ix_room_messages_search ON city_room_messages USING gin (search_words) "
         "WHERE NOT deleted"
     )
+    # Newest first (a search without a room): walked backwards for a common word.
+    op.execute("CREATE INDEX ix_room_messages_recent ON city_room_messages (created_at, id)")
     op.execute("ANALYZE city_room_messages")
 
 
@@ -123,6 +126,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP INDEX ix_room_messages_recent")
         op.execute("DROP INDEX ix_room_messages_search")
         op.execute("ALTER TABLE city_room_messages DROP COLUMN search_words")
         op.execute("DROP FUNCTION city_search_text(text)")
