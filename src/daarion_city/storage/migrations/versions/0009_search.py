@@ -17,10 +17,11 @@ code of its own:
   (newest first), walked backwards for a common word. ``city_search_text`` turns ASCII
   punctuation into spaces (so ``example.com/path`` is the words ``example``, ``com`` and
   ``path`` as unicode61 has them, not the parser's host and path) and folds the Latin letters
-  with diacritics to their base letter as ``remove_diacritics 2`` does (a fixed table: the function is IMMUTABLE, needs no extension
-  and does not depend on the database's locale). A stored column rather than an index
-  expression: a query ordered by recency walks an index and checks each row's words, which is
-  then a read of the column, not a parse of the body (``storage/search.py``).
+  with diacritics to their base letter as ``remove_diacritics 2`` does (a fixed table: the
+  function is IMMUTABLE, needs no extension and does not depend on the database's locale). A
+  stored column rather than an index expression: a query ordered by recency walks an index and
+  checks each row's words, which is then a read of the column, not a parse of the body
+  (``storage/search.py``).
 
 Existing messages are indexed by the upgrade; the downgrade drops it all.
 
