@@ -79,7 +79,7 @@ def _sqlite_search(in_room: bool, after_cursor: bool) -> sa.Select[Any]:
     query = (
         sa.select(room_messages, key.label("search_key"))
         .select_from(_FTS_TABLE.join(room_messages, key == _MESSAGE_ROWID))
-        .where(sa.text(f"{FTS} MATCH :match"))
+        .where(sa.text(f"{FTS} MATCH :match"), sa.not_(room_messages.c.deleted))
     )
     if in_room:
         query = query.where(room_messages.c.room_id == sa.bindparam("room"))
