@@ -25,6 +25,8 @@ const LABELS = {
     aboutMe: "Про мене", aboutMeHint: "Що Second Me варто знати про вас (до 2000 символів)",
     save: "Зберегти", forget: "Забути все", saved: "Збережено", forgotten: "Забуто",
     whatIRemember: "Що я пам'ятаю з наших розмов",
+    searchHint: "Пошук повідомлень…", searchNothing: "Нічого не знайдено", searchMore: "Ще",
+    searchTooShort: "Введіть слово з 2 літер або цифр", searchSlowDown: "Забагато пошуків — зачекайте мить",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -51,6 +53,8 @@ const LABELS = {
     aboutMe: "About me", aboutMeHint: "What Second Me should know about you (up to 2,000 characters)",
     save: "Save", forget: "Forget everything", saved: "Saved", forgotten: "Forgotten",
     whatIRemember: "What I remember of our talks",
+    searchHint: "Search messages…", searchNothing: "Nothing found", searchMore: "More",
+    searchTooShort: "Type a word of 2 letters or digits", searchSlowDown: "Too many searches — wait a moment",
   },
 };
 
