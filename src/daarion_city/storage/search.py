@@ -93,7 +93,9 @@ def _pg_search(in_room: bool, after_cursor: bool) -> sa.Select[Any]:
     cols = room_messages.c
     query = sa.select(room_messages).where(
         sa.not_(cols.deleted),
-        sa.text("city_room_messages.search_words @@ to_tsquery('simple', :match)"),
+        sa.text("city_room_messages.search_words @@ to_tsquery('simple', :match)").bindparams(
+            sa.bindparam("match", type_=sa.String)
+        ),
     )
     if in_room:
         query = query.where(cols.room_id == sa.bindparam("room"))
