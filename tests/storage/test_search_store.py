@@ -106,6 +106,24 @@ async def test_any_statement_that_changes_a_message_keeps_the_index(db: Database
 
 
 def test_query_texts_quote_every_word() -> None:
-    assert search.fts_query(['a"b', "c"], None) == 'body : ("a""b" "c"*)'
+    assert search.fts_query(['a"b', "c"], None) == 'body : ("a""b" AND "c"*)'
     assert search.fts_query(["w"], 'r"1') == 'room_id : "r""1" AND body : ("w"*)'
     assert search.ts_query(["it's", "a\\b"]) == "'it''s' & 'a\\\\b':*"
+    assert search.fts_query(["a", "b"], None, []) == 'body : ("a" AND "b")'
+    assert search.fts_query(["a", "b"], None, ["bc"]) == 'body : ("a" AND ("b" OR "bc"))'
+
+
+async def test_a_prefix_stands_for_the_longer_terms_or_is_left_to_fts5(db: Database) -> None:
+    """The last word's longer terms come from the index's vocabulary (up to MAX_LONGER of them,
+    else FTS5's own prefix query): either way every term that begins with it is found."""
+    room_id = await a_room(db)
+    await insert(db, room_id, 1, "alpha")
+    await insert(db, room_id, 2, "alphabet soup")
+    await insert(db, room_id, 3, "alp")
+    for seq in range(4, 4 + search.MAX_LONGER + 2):
+        await insert(db, room_id, seq, f"zeta{seq}")
+    assert await found(db, "alp") == [f"m_{s:028d}" for s in (3, 2, 1)]
+    assert await found(db, "alpha") == [f"m_{s:028d}" for s in (2, 1)]
+    assert await found(db, "alphab") == [f"m_{2:028d}"]
+    assert await found(db, "soup", "alpha") == [f"m_{2:028d}"]
+    assert len(await found(db, "zeta")) == search.MAX_LONGER + 2

@@ -5,9 +5,10 @@ newest first, bounded by a statement timeout.
 The query's words come from ``rooms/search.py`` already split (letters and digits only) and
 folded; here they become the index's query language, each one quoted, never spliced:
 
-- FTS5: ``body : ("w1" "w2"*)``, each word a string in double quotes (a quote doubled), the
-  last one a prefix; a room's search adds its id as a phrase of the ``room_id`` column and
-  checks the row's ``room_id`` as well (a phrase of an id's tokens may match a longer id).
+- FTS5: ``body : ("w1" AND "w2"*)``, each word a string in double quotes (a quote doubled),
+  the last one a prefix (or the terms it stands for, ``_longer_terms``); a room's search adds
+  its id as a phrase of the ``room_id`` column and checks the row's ``room_id`` as well (a
+  phrase of an id's tokens may match a longer id).
   Newest first is the rowid, descending, which FTS5 walks itself: a common word stops after
   ``limit`` rows, a rare one reads its few.
 - PostgreSQL: ``to_tsquery('simple', $1)`` of ``'w1' & 'w2':*``, each word a quoted lexeme
@@ -48,11 +49,15 @@ class SearchTimeout(Unavailable):
     status, code = 503, "search_timeout"
 
 
-def fts_query(words: list[str], room_id: str | None) -> str:
-    """The FTS5 query: every word, the last as a prefix; in one room's ``room_id`` column."""
+def fts_query(words: list[str], room_id: str | None, longer: list[str] | None = None) -> str:
+    """The FTS5 query: every word, the last as a prefix (or, given the index's ``longer`` terms
+    that begin with it, as itself or one of them); in one room's ``room_id`` column."""
     quoted = [_fts_string(w) for w in words]
-    quoted[-1] += "*"
-    match = f"body : ({' '.join(quoted)})"
+    if longer is None:
+        quoted[-1] += "*"
+    elif longer:
+        quoted[-1] = "(" + " OR ".join([quoted[-1], *map(_fts_string, longer)]) + ")"
+    match = f"body : ({' AND '.join(quoted)})"
     if room_id is not None:
         match = f"room_id : {_fts_string(room_id)} AND {match}"
     return match
@@ -67,6 +72,24 @@ def ts_query(words: list[str]) -> str:
     lexemes = ["'" + w.replace("\\", "\\\\").replace("'", "''") + "'" for w in words]
     lexemes[-1] += ":*"
     return " & ".join(lexemes)
+
+
+_LONGER = sa.text(
+    f"SELECT term FROM {FTS}_vocab WHERE term >= :low AND term < :high LIMIT :most"
+).bindparams(sa.bindparam("most", type_=sa.Integer))
+MAX_LONGER = 32
+
+
+async def _longer_terms(conn: AsyncConnection, word: str) -> list[str] | None:
+    """The index's terms that begin with ``word`` and are longer, or None past ``MAX_LONGER``.
+
+    FTS5 answers ``"w"*`` by merging the whole doclists of every term it stands for before the
+    first row comes out: 9-20 ms for a word in half of a million messages. The terms, read from
+    fts5vocab from just past ``word`` itself (so its own doclist is not counted), turn it into
+    ``("w" OR "wa" OR ...)``, which FTS5 reads lazily, newest first: 0.3 ms."""
+    params = {"low": word + "\x01", "high": word + "\U0010ffff", "most": MAX_LONGER + 1}
+    terms = [str(t) for t in (await conn.execute(_LONGER, params)).scalars()]
+    return None if len(terms) > MAX_LONGER else terms
 
 
 _FTS_TABLE = sa.table(FTS, sa.column("rowid", sa.Integer))
@@ -143,9 +166,10 @@ async def search(
         params["before_at"], params["before_id"] = before
     if db.is_sqlite:
         query = _sqlite_search(in_room, after_cursor)
-        params["match"] = fts_query(words, room_id)
         async with db.read() as conn, _sqlite_deadline(conn, time_limit) as expired:
             try:
+                longer = await _longer_terms(conn, words[-1])
+                params["match"] = fts_query(words, room_id, longer)
                 return list((await conn.execute(query, params)).all())
             except OperationalError as exc:
                 if expired():

@@ -8,7 +8,8 @@ code of its own:
   ``rowid`` = the message's rowid; the columns ``body`` and ``room_id``, the room's id being a
   term so a room's search is one more term of the query) with the tokenizer
   ``unicode61 remove_diacritics 2``, kept by triggers on INSERT, UPDATE OF body, deleted, room_id
-  and DELETE. Tombstones are not indexed. (``VACUUM`` may renumber the rowids of a table without
+  and DELETE. Tombstones are not indexed. ``city_message_search_vocab`` (fts5vocab) lists its
+  terms. (``VACUUM`` may renumber the rowids of a table without
   an INTEGER PRIMARY KEY: after one, ``INSERT INTO city_message_search(city_message_search)
   VALUES('rebuild')``.)
 - PostgreSQL: ``city_room_messages.search_words``, a stored generated ``tsvector`` of
@@ -86,6 +87,8 @@ def _sqlite_upgrade() -> None:
         f"INSERT INTO {_FTS}(rowid, body, room_id) "
         "SELECT rowid, body, room_id FROM city_room_messages WHERE NOT deleted"
     )
+    # The index's terms: what a prefix of the last word stands for (storage/search.py).
+    op.execute(f"CREATE VIRTUAL TABLE {_FTS}_vocab USING fts5vocab({_FTS}, row)")
 
 
 def _pg_upgrade() -> None:
@@ -132,6 +135,7 @@ def downgrade() -> None:
         op.execute("ALTER TABLE city_room_messages DROP COLUMN search_words")
         op.execute("DROP FUNCTION city_search_text(text)")
         return
+    op.execute(f"DROP TABLE {_FTS}_vocab")
     for trigger in ("ai", "ad", "au"):
         op.execute(f"DROP TRIGGER city_message_search_{trigger}")
     op.execute(f"DROP TABLE {_FTS}")
