@@ -145,6 +145,11 @@ def key_of(db: Database, row: Row[tuple[Any, ...]], in_room: bool) -> Key:
     return int(row.seq) if in_room else (row.created_at, str(row.id))
 
 
+_PG_SETTINGS = sa.text(
+    "SELECT set_config('statement_timeout', :ms, true),"
+    " set_config('plan_cache_mode', 'force_custom_plan', true)"
+)
+
 Hits = list[Row[tuple[Any, ...]]]
 
 
@@ -179,10 +184,8 @@ async def search(
     params["match"] = ts_query(words)
     async with db.read() as conn:
         try:
-            # SET takes no parameters: the number is formatted, an int.
-            ms = max(1, int(time_limit * 1000))
-            await conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
-            await conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+            # SET LOCAL, both in one round trip (the transaction is the connection's read).
+            await conn.execute(_PG_SETTINGS, {"ms": str(max(1, int(time_limit * 1000)))})
             return list((await conn.execute(query, params)).all())
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == QUERY_CANCELED:
