@@ -5,12 +5,15 @@ edits, the limits."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from daarion_city.core.errors import Unprocessable
+from daarion_city.rooms.search import decode_cursor, encode_cursor
 from daarion_city.storage.tables import room_messages
 from tests.support import Api, Server, User
 
@@ -257,3 +260,15 @@ async def test_search_is_public_and_answers_the_message_as_posted(api: Api) -> N
     assert hit["message"]["id"] == m["id"]
     assert hit["message"] == m  # the Message of the post's own answer
     assert r.json()["next"] is None
+
+
+def test_cursors_round_trip_exactly() -> None:
+    """A cursor names its hit to the microsecond (a float would be off by one now and then,
+    which would skip or repeat a hit); anything else is 422 ``invalid_cursor``."""
+    for micros in (0, 1, 123_456, 751_001, 999_999):
+        at = datetime(2026, 12, 3, 6, 31, 47, micros, tzinfo=UTC)
+        assert decode_cursor(encode_cursor((at, "m_x"))) == (at, "m_x")
+    assert decode_cursor(encode_cursor(2**62)) == 2**62
+    for bad in ("", "eDox", encode_cursor(1)[:-1] + "!", "bjotMQ"):
+        with pytest.raises(Unprocessable):
+            decode_cursor(bad)

@@ -22,7 +22,7 @@ import html
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from daarion_city.config import Settings
@@ -37,6 +37,8 @@ MIN_WORD = 2
 MAX_WORDS = 16
 SNIPPET_CHARS = 240
 SNIPPET_LEAD = 60  # characters shown before the first match of a long message
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
 
 def _latin_folds() -> dict[int, str]:
@@ -101,7 +103,7 @@ def encode_cursor(key: store.Key) -> str:
         raw = f"n:{key}"
     else:
         at, message_id = key
-        raw = f"t:{int(at.timestamp() * 1_000_000)}:{message_id}"
+        raw = f"t:{(at - EPOCH) // MICROSECOND}:{message_id}"  # exact: no float
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
@@ -114,14 +116,15 @@ def decode_cursor(cursor: str) -> store.Key:
             return int(value)
         micros, _, message_id = value.partition(":")
         if kind == "t" and _digits(micros) and 0 < len(message_id) <= 80:
-            return datetime.fromtimestamp(int(micros) / 1_000_000, UTC), message_id
+            return EPOCH + int(micros) * MICROSECOND, message_id
     except (binascii.Error, UnicodeDecodeError, ValueError, OverflowError, OSError):
         pass
     raise Unprocessable("not a cursor this search gave", code="invalid_cursor")
 
 
 def _digits(value: str) -> bool:
-    return value.isascii() and value.isdigit() and len(value) <= 18
+    """A non-negative 64-bit integer in ASCII digits."""
+    return value.isascii() and value.isdigit() and len(value) <= 19 and int(value) < 2**63
 
 
 class MessageSearch:
