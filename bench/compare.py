@@ -4,6 +4,7 @@ subscribers in 50 rooms of 20, ``--rate`` posts per second in all).
 
     .venv/bin/python -m bench.compare --old HEAD~1 --new WORKTREE --rounds 3
     .venv/bin/python -m bench.compare --scenario fanout --rate 75 --old HEAD~1 --new HEAD
+    .venv/bin/python -m bench.compare --sqlite --old HEAD~1 --new WORKTREE --rounds 3
 
 Each version is the package source of a git revision (``git archive``), or the working tree for
 ``WORKTREE``; the server of each round imports it through ``PYTHONPATH`` and gets a database of
@@ -64,6 +65,10 @@ def version_env(space: Scratch, src: Path, data_dir: Path) -> dict[str, str]:
 async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     async with scratch("compare") as space:
         env = version_env(space, src, OUT / f"compare-{label}")
+        if args.sqlite:  # a fresh SQLite file of the round's own instead of PostgreSQL
+            env["DATABASE_URL"] = (
+                f"sqlite:///{OUT / f'compare-{label}-{space.redis_prefix[:-1]}.db'}"
+            )
         service = Instance(f"bench-compare-{label}", env, OUT)
         await asyncio.to_thread(service.start)
         try:
@@ -100,6 +105,7 @@ async def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--scenario", choices=["post", "fanout", "rooms"], default="post")
     parser.add_argument("--rate", type=int, default=75, help="fanout: posts per second")
+    parser.add_argument("--sqlite", action="store_true", help="each server on a SQLite file")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

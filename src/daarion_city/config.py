@@ -115,6 +115,9 @@ class Settings(BaseSettings):
         description="A user's typing state in a room is announced at most this often; a change "
         "asked for sooner is announced at the end of the interval (the latest state wins)",
     )
+    city_search_rate: float = Field(5.0, gt=0, description="Searches per second per address")
+    city_search_burst: int = Field(20, ge=1)
+    city_search_timeout: float = Field(2.0, gt=0, description="Seconds a search may run (503)")
     city_max_mentions: int = Field(
         20, ge=1, le=1000, description="Distinct users one message may mention (422 above)"
     )

@@ -94,6 +94,8 @@ async def test_exports_are_rate_limited(api: Api) -> None:
 async def test_an_erasure_leaves_tombstones_everyone_sees_and_refuses_the_user(api: Api) -> None:
     olga, nina, made = await a_life(api)
     members = (await api.http.get(ROOM)).json()["member_count"]
+    found = (await api.http.get("/city/search", params={"q": "hello from nina"})).json()
+    assert [r["message"]["seq"] for r in found["results"]] == [made["first"]["seq"]]
     async with (
         olga.socket("agora") as watcher,
         nina.socket("agora") as room_ws,
@@ -120,6 +122,8 @@ async def test_an_erasure_leaves_tombstones_everyone_sees_and_refuses_the_user(a
         page = (await api.http.get(f"/city/rooms/{room}/messages")).json()["messages"]
         mine = [m for m in page if m["seq"] == seq]
         assert [(m["deleted"], m["deleted_by"], m["body"]) for m in mine] == [(True, "erasure", "")]
+    found = (await api.http.get("/city/search", params={"q": "nina"})).json()
+    assert found["results"] == []  # gone from search at once
     feed = (await api.http.get("/city/feed", params={"limit": 100})).text
     assert "Nina" not in feed
     assert "hello from nina" not in feed

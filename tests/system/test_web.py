@@ -664,3 +664,55 @@ async def test_download_my_data_and_delete_my_account(browser: Browser, server: 
         assert page.errors == []  # type: ignore[attr-defined]
     await ctx_a.close()
     await ctx_b.close()
+
+
+async def test_search_finds_messages_and_opens_one_in_its_room(
+    browser: Browser, server: Server
+) -> None:
+    """The search box lists hits (room, author, the snippet's marks; the rest plain text) and a
+    hit opens its room at the message, older pages loaded until it is there."""
+    ctx, page, _ = await sign_in(browser, server, "Олена", locale="uk-UA")
+    target = await post_as(
+        page,
+        "/city/rooms/general/messages",
+        {"body": "Де купити <script>alert(1)</script> насіння для саду? Питаю для толоки."},
+    )
+    assert target["status"] == 201, target
+    for i in range(70):  # the target falls out of the room's first page
+        await post_as(page, "/city/rooms/general/messages", {"body": f"filler message {i}"})
+    await post_as(
+        page, "/city/rooms/builders/messages", {"body": "Садові інструменти — у майстерні"}
+    )
+    box = page.get_by_test_id("search-input")
+    await box.fill("а")
+    await expect(page.locator("#search-note")).to_have_text("Введіть слово з 2 літер або цифр")
+    await box.fill("САД")
+    hits = page.get_by_test_id("search-result")
+    await expect(hits).to_have_count(2)
+    await expect(hits.first).to_contain_text("Садові інструменти")  # newest first
+    await expect(hits.first.locator("mark")).to_have_text("Садові")
+    old = hits.nth(1)
+    await expect(old.locator("mark")).to_have_text("саду")
+    await expect(old).to_contain_text("<script>alert(1)</script>")  # shown as text
+    await expect(old.locator("script")).to_have_count(0)
+    await expect(old.locator(".hit-who")).to_have_text("Олена")
+    await expect(old.locator(".hit-room")).to_contain_text("General")
+    await page.screenshot(path="/tmp/search.png")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / "search-desktop.png"))
+    await old.click()
+    await expect(page.get_by_test_id("search-results")).to_be_hidden()
+    message = page.locator(f"[data-testid=message][data-seq='{target['body']['seq']}']")
+    await expect(message).to_be_in_viewport()
+    await expect(message).to_have_class(re.compile(r"\bfound\b"))
+    await expect(page.locator("#room-title")).to_have_text("General")
+    await page.screenshot(path="/tmp/search-opened.png")
+    await box.fill("filler 69")
+    await expect(hits).to_have_count(1)
+    await hits.first.click()  # in the room already: shown without a reload
+    await expect(
+        page.locator("[data-testid=message]").filter(has_text="filler message 69")
+    ).to_have_class(re.compile(r"\bfound\b"))
+    assert await csp_violations(page) == []
+    assert page.errors == []  # type: ignore[attr-defined]
+    await ctx.close()

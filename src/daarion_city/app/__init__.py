@@ -29,6 +29,7 @@ from daarion_city.presence import http as presence_http
 from daarion_city.presence import ws as presence_ws
 from daarion_city.rooms import http as rooms_http
 from daarion_city.rooms import modhttp as rooms_modhttp
+from daarion_city.rooms import searchhttp as rooms_searchhttp
 from daarion_city.rooms import ws as rooms_ws
 from daarion_city.secondme import http as secondme_http
 from daarion_city.web import STATIC_DIR
@@ -78,6 +79,7 @@ def create_app(
         app.include_router(rooms_http.me_router)
         app.include_router(rooms_modhttp.router)
         app.include_router(rooms_modhttp.reports_router)
+        app.include_router(rooms_searchhttp.router)
         app.include_router(rooms_ws.router)
         app.include_router(feed_http.router)
         app.include_router(presence_http.router)

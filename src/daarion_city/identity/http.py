@@ -132,7 +132,10 @@ class Erasure(BaseModel):
 @router.get(
     "/city/me/export",
     tags=["me"],
-    responses={200: {"description": "everything the city keeps about the caller (a JSON file)"}},
+    responses={
+        200: {"description": "everything the city keeps about the caller (a JSON file)"},
+        **DATA_ERRORS,
+    },
 )
 async def export_my_data(request: Request, user: AnyCurrentUser) -> Response:
     data = await provided(request, YOURDATA).export(user)

@@ -99,6 +99,16 @@ class MessagePage(BaseModel):
     has_more: bool
 
 
+class SearchHit(BaseModel):
+    message: Message
+    snippet: str = Field(description="the text HTML-escaped, each match in <mark>..</mark>")
+
+
+class SearchPage(BaseModel):
+    results: list[SearchHit] = Field(description="newest first")
+    next: str | None = Field(description="the cursor of the next page (`before`), or null")
+
+
 class Reactions(BaseModel):
     room_id: str
     seq: int

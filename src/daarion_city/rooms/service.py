@@ -38,6 +38,7 @@ from daarion_city.rooms.policy import Policies
 from daarion_city.rooms.reads import RoomReads, StatusLookup, all_online
 from daarion_city.rooms.reports import Reports
 from daarion_city.rooms.schemas import RoomCreate
+from daarion_city.rooms.search import MessageSearch
 from daarion_city.rooms.sockets import RoomSockets
 from daarion_city.rooms.timeline import Timeline, timeline_frames
 from daarion_city.rooms.unread import Personal, Unread
@@ -85,6 +86,7 @@ class RoomService:
             resolve=self.resolve,
             status_of=status_of,
         )
+        self.search = MessageSearch(db, settings, limiter, self.resolve)
         self.sockets = RoomSockets(
             db=db,
             hub=hub,

@@ -60,6 +60,7 @@ export class Api {
     const q = new URLSearchParams(params).toString();
     return this.request("GET", `/city/rooms/${encodeURIComponent(ref)}/messages?${q}`);
   }
+  search(params) { return this.request("GET", `/city/search?${new URLSearchParams(params)}`); }
   post(ref, body, clientMsgId, replyToSeq) {
     return this.request("POST", `/city/rooms/${encodeURIComponent(ref)}/messages`, {
       body, client_msg_id: clientMsgId, reply_to_seq: replyToSeq ?? undefined,

@@ -9,6 +9,7 @@ import { Unread } from "./unread.js";
 import { Moderation, MUTE_SECONDS } from "./moderation.js";
 import { MemoryEditor, catchUp, streamAnswer } from "./secondme.js";
 import { YourData } from "./yourdata.js";
+import { Search } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
@@ -36,6 +37,7 @@ const state = {
   mod: null,             // ranks in the open room, what a moderator may do (moderation.js)
   rooms: new Map(),      // room id -> the room as listed
   names: new Map(),      // user id -> the name last seen (authors, people, notifications)
+  focusSeq: null,        // a search result's message, shown once its room is open
 };
 
 function el(tag, attrs = {}, text) {
@@ -141,6 +143,11 @@ function enterCity(me) {
   state.memory = new MemoryEditor(api);
   state.yourData = new YourData(api, me.user_id, signOut);
   state.memory.load();
+  $("search-box").hidden = false;
+  state.search = new Search({
+    api, input: $("search-input"), panel: $("search-results"), list: $("search-list"),
+    note: $("search-note"), more: $("search-more"), rooms: () => state.rooms, open: showFound,
+  });
   window.addEventListener("hashchange", route);
   Promise.all([loadRooms(), state.mod.loadMe()]).then(route);
   state.roomsTimer = setInterval(loadRooms, 5000);
@@ -257,6 +264,7 @@ async function openRoom(slug) {
   renderPeople();
   scrollToEnd();
   seenNewest();
+  focusMessage();
   const lastSeq = room.messages.length ? room.messages[room.messages.length - 1].seq : room.last_message ? room.last_message.seq : 0;
   state.socket = new RoomSocket({
     room: room.id,
@@ -402,6 +410,32 @@ function addMessage(msg) {
 function scrollToEnd() {
   const list = $("messages");
   list.scrollTop = list.scrollHeight;
+}
+
+// A search result: open its room (or stay in it) and show the message.
+function showFound(ref, seq) {
+  state.focusSeq = seq;
+  const hash = `#/room/${ref}`;
+  if (state.room && location.hash === hash) focusMessage();
+  else location.hash = hash;
+}
+
+// Scroll to the message of a search result and light it up, loading older pages until it is
+// there (the list stays one run of messages up to the newest).
+async function focusMessage() {
+  const seq = state.focusSeq;
+  if (seq === null || !state.room) return;
+  state.focusSeq = null;
+  for (let pages = 0; !state.messages.has(seq) && state.hasMore && pages < 40; pages++) {
+    if (state.loadingOlder) await new Promise((r) => setTimeout(r, 50));
+    else await loadOlder();
+  }
+  const li = state.messages.get(seq);
+  if (!li) return;
+  li.scrollIntoView({ block: "center" });
+  li.classList.remove("found");
+  void li.offsetWidth;   // restart the highlight when the same message is shown again
+  li.classList.add("found");
 }
 
 async function loadOlder() {

@@ -31,6 +31,8 @@ const LABELS = {
     eraseWarning: "Ваші повідомлення стануть «видалено», решта даних зникне, а вхід під цим " +
       "обліковим записом стане неможливим. Скасувати це не можна.",
     eraseConfirm: "Так, стерти все",
+    searchHint: "Пошук повідомлень…", searchNothing: "Нічого не знайдено", searchMore: "Ще",
+    searchTooShort: "Введіть слово з 2 літер або цифр", searchSlowDown: "Забагато пошуків — зачекайте мить",
   },
   en: {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
@@ -63,6 +65,8 @@ const LABELS = {
     eraseWarning: "Your messages will show as deleted, the rest of your data goes, and this " +
       "account can never sign in again. This cannot be undone.",
     eraseConfirm: "Yes, erase everything",
+    searchHint: "Search messages…", searchNothing: "Nothing found", searchMore: "More",
+    searchTooShort: "Type a word of 2 letters or digits", searchSlowDown: "Too many searches — wait a moment",
   },
 };
 
