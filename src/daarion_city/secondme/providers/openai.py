@@ -1,5 +1,11 @@
-"""The ``openai`` provider: the official SDK against any OpenAI-compatible server (Ollama, vLLM,
-llama.cpp, LM Studio, OpenAI).
+"""The ``openai`` provider: the OpenAI chat completions API, streamed, against any
+OpenAI-compatible server (Ollama, vLLM, llama.cpp, LM Studio, OpenAI).
+
+It speaks the API itself over httpx (one request, Server-Sent Events read line by line, each
+chunk parsed by orjson) rather than through the official SDK, whose request building and chunk
+models cost about 1.5 ms before the first token (bench/RESULTS.md, issue 23): the errors are
+classified from the status and the OpenAI error body (``{"error": {"message", "code"}}``) as the
+SDK classifies them.
 
 The answer is always streamed from upstream (also for the plain JSON route), so the timeouts are
 meaningful: ``connect``, ``first token`` (the wait until the first chunk) and ``idle`` (the
@@ -17,14 +23,13 @@ without the earlier turns, and if the prompt alone is refused it is 422 ``prompt
 from __future__ import annotations
 
 import asyncio
-import importlib
+import contextlib
 import re
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any
 
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletionChunk
+import httpx
+import orjson
 
 from daarion_city.secondme.providers.base import (
     AgentRefused,
@@ -40,21 +45,7 @@ from daarion_city.secondme.providers.base import (
     prompt_limit,
 )
 
-
-def _transport_errors() -> tuple[type[BaseException], ...]:
-    """The HTTP client's error root: the SDK uses httpx, or its fork httpx2 (openai 3)."""
-    found: list[type[BaseException]] = [OSError]
-    for name in ("httpx", "httpx2"):
-        try:
-            found.append(importlib.import_module(name).HTTPError)
-        except (ImportError, AttributeError):
-            continue
-    return tuple(found)
-
-
-_MID_ANSWER_ERRORS: tuple[type[BaseException], ...] = (openai.APIError, *_transport_errors())
-
-
+_MID_ANSWER_ERRORS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
 _INPUT_STATUSES = frozenset({400, 413, 422})
 _CONTEXT_WORDS = re.compile(r"context|too long|too many tokens|exceed", re.IGNORECASE)
 _WINDOW = re.compile(
@@ -64,12 +55,31 @@ _WINDOW = re.compile(
 )
 
 
+class _StatusError(Exception):
+    """The server answered an HTTP error: its status, the error's message and code, and the
+    body as it came."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body.decode("utf-8", "replace")[:2000]
+        error: Any = None
+        with contextlib.suppress(orjson.JSONDecodeError):
+            error = orjson.loads(body)
+        if isinstance(error, dict) and isinstance(error.get("error"), dict):
+            error = error["error"]
+        self.message = str(error.get("message") if isinstance(error, dict) else "") or (
+            f"HTTP {status}"
+        )
+        self.code = error.get("code") if isinstance(error, dict) else None
+        super().__init__(self.message)
+
+
 class _ContextExceeded(Exception):
     """The server refused the request for its length (internal to this module)."""
 
 
 def api_base(url: str) -> str:
-    """The server root or its ``/v1``; the SDK wants the latter."""
+    """The server root or its ``/v1``; the API's paths are under the latter."""
     url = url.rstrip("/")
     return url if url.endswith("/v1") else url + "/v1"
 
@@ -96,54 +106,74 @@ class OpenAIProvider:
         self.temperature = temperature
         self.first_token_timeout = first_token_timeout
         self.idle_timeout = idle_timeout
-        self.client = AsyncOpenAI(
-            base_url=api_base(base_url),
-            api_key=api_key or "unused",
-            max_retries=0,
-            timeout=openai.Timeout(idle_timeout, connect=connect_timeout),
+        self.url = api_base(base_url) + "/chat/completions"
+        self.headers = {
+            "Authorization": f"Bearer {api_key or 'unused'}",
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream",
+        }
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(idle_timeout, connect=connect_timeout)
         )
 
-    async def _open(self, messages: list[ChatMessage]) -> tuple[AsyncIterator[Any], Any]:
-        """Start the upstream stream and wait for its first chunk (retried once)."""
-        payload = [{"role": m.role, "content": m.content} for m in messages]
+    async def _open(
+        self, messages: list[ChatMessage]
+    ) -> tuple[httpx.Response, AsyncIterator[dict[str, Any]], dict[str, Any]]:
+        """Start the upstream stream and wait for its first chunk (retried once): the response
+        (to close), its chunks, the first one."""
+        body = orjson.dumps(
+            {
+                "model": self.model,
+                "messages": [{"role": m.role, "content": m.content} for m in messages],
+                "stream": True,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+            }
+        )
         for attempt in (1, 2):
             try:
-                async with asyncio.timeout(self.first_token_timeout):
-                    created = await self.client.chat.completions.create(
-                        model=self.model,
-                        messages=payload,  # type: ignore[arg-type]
-                        stream=True,
-                        max_tokens=self.max_tokens,
-                        temperature=self.temperature,
-                    )
-                    stream = cast(AsyncStream[ChatCompletionChunk], created)
-                    chunks = stream.__aiter__()
-                    first = await chunks.__anext__()
-                return chunks, first
+                return await self._attempt(body)
             except StopAsyncIteration as exc:
                 raise AgentUnavailable("the model server ended the answer before it began") from exc
-            except (TimeoutError, openai.APITimeoutError) as exc:
+            except (TimeoutError, httpx.TimeoutException) as exc:
                 if attempt == 2:
                     raise AgentTimeout("the model server did not start answering in time") from exc
-            except openai.APIConnectionError as exc:
+            except (httpx.TransportError, OSError) as exc:
                 if attempt == 2:
                     raise AgentUnavailable("the model server is unreachable") from exc
-            except openai.APIStatusError as exc:
+            except _StatusError as exc:
                 said = f"{exc.message} {exc.body}"
-                if exc.status_code in _INPUT_STATUSES:
+                if exc.status in _INPUT_STATUSES:
                     if exc.code == "context_length_exceeded" or _CONTEXT_WORDS.search(said):
                         raise _ContextExceeded(said) from exc
                     raise AgentRefused(
-                        f"the model server refused this prompt: HTTP {exc.status_code}: "
+                        f"the model server refused this prompt: HTTP {exc.status}: "
                         f"{exc.message[:300]}"
                     ) from exc
-                if exc.status_code < 500 or attempt == 2:
-                    raise AgentUnavailable(
-                        f"the model server answered HTTP {exc.status_code}"
-                    ) from exc
+                if exc.status < 500 or attempt == 2:
+                    raise AgentUnavailable(f"the model server answered HTTP {exc.status}") from exc
         raise AssertionError("unreachable")
 
-    async def _open_fitted(self, messages: list[ChatMessage]) -> tuple[AsyncIterator[Any], Any]:
+    async def _attempt(
+        self, body: bytes
+    ) -> tuple[httpx.Response, AsyncIterator[dict[str, Any]], dict[str, Any]]:
+        async with asyncio.timeout(self.first_token_timeout):
+            request = self.client.build_request(
+                "POST", self.url, content=body, headers=self.headers
+            )
+            response = await self.client.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    raise _StatusError(response.status_code, await response.aread())
+                chunks = _chunks(response)
+                return response, chunks, await chunks.__anext__()
+            except BaseException:
+                await response.aclose()
+                raise
+
+    async def _open_fitted(
+        self, messages: list[ChatMessage]
+    ) -> tuple[httpx.Response, AsyncIterator[dict[str, Any]], dict[str, Any]]:
         if self.window:
             messages = fit_messages(
                 messages, window=self.window, reserve=self.max_tokens, count=estimate_tokens_high
@@ -175,15 +205,16 @@ class OpenAIProvider:
     async def stream(
         self, messages: list[ChatMessage], ctx: InvokeContext
     ) -> AsyncIterator[str | Done]:
-        chunks, chunk = await self._open_fitted(messages)
+        response, chunks, chunk = await self._open_fitted(messages)
         parts: list[str] = []
         usage: int | None = None
         try:
             while True:
-                if getattr(chunk, "usage", None) is not None and chunk.usage.total_tokens:
-                    usage = int(chunk.usage.total_tokens)
-                for choice in chunk.choices or ():
-                    delta = choice.delta.content if choice.delta else None
+                counted = chunk.get("usage")
+                if isinstance(counted, dict) and counted.get("total_tokens"):
+                    usage = int(counted["total_tokens"])
+                for choice in chunk.get("choices") or ():
+                    delta = (choice.get("delta") or {}).get("content")
                     if delta:
                         parts.append(delta)
                         yield delta
@@ -196,6 +227,8 @@ class OpenAIProvider:
             raise AgentTimeout("the model server stopped in the middle of the answer") from exc
         except _MID_ANSWER_ERRORS as exc:
             raise AgentUnavailable(f"the model server failed mid-answer: {exc!r}") from exc
+        finally:
+            await response.aclose()
         text = "".join(parts)
         if not text.strip():
             raise AgentUnavailable("the model server answered with nothing")
@@ -206,4 +239,21 @@ class OpenAIProvider:
             yield Done(text, prompt + estimate_tokens(text), "estimate")
 
     async def close(self) -> None:
-        await self.client.close()
+        await self.client.aclose()
+
+
+async def _chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The chunks of a chat completions stream (Server-Sent Events: ``data:`` lines until
+    ``[DONE]``); a chunk that carries an ``error`` ends the answer as a failure."""
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank lines, comments, event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        chunk = orjson.loads(data)
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("error"):
+            raise httpx.RemoteProtocolError(f"the stream carried an error: {chunk['error']}")
+        yield chunk
