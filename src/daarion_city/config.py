@@ -225,6 +225,16 @@ class Settings(BaseSettings):
         1.0, gt=0, description="Seconds between looks for events other instances committed"
     )
 
+    # --- webhooks (SPEC 11): on with both the URL and the secret; README lists the meanings ---
+    city_webhook_url: str = ""
+    city_webhook_secret: SecretStr | None = None
+    city_webhook_retry_hours: float = Field(24.0, gt=0)
+    city_webhook_timeout: float = Field(10.0, gt=0, le=300)
+    city_webhook_max_backoff: float = Field(300.0, gt=0)
+    city_webhook_batch: int = Field(100, ge=1, le=10_000)
+    city_webhook_poll: float = Field(1.0, gt=0)
+    city_webhook_order_wait: float = Field(2.0, ge=0)
+
     @field_validator("database_url")
     @classmethod
     def _normalise_db_url(cls, value: str) -> str:
@@ -249,6 +259,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.city_webhook_url and self.city_webhook_secret)  # an empty one is False
 
     @property
     def default_room_slugs(self) -> list[str]:
