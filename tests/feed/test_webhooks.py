@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,12 +23,12 @@ SEEDED = "evt_city_welcome_001"  # written by the migration, before any webhook 
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+async def receiver() -> Receiver:
     """A receiver whose port is known (started once), not running: tests start it."""
     r = Receiver()
     async with r.running():
         pass
-    yield r
+    return r
 
 
 def hooks(receiver: Receiver, **more: Any) -> dict[str, Any]:
@@ -161,7 +160,8 @@ async def test_a_restart_loses_nothing(settings: Settings, receiver: Receiver) -
     check_order(receiver, events)
     delivered = {r.event_id: r.event for r in receiver.requests if r.delivered}
     gone = [e for e in events if e["payload"].get("message_id") == said["id"]]
-    assert gone and all(delivered[e["id"]] == e for e in gone)
+    assert gone
+    assert all(delivered[e["id"]] == e for e in gone)
     assert "snippet" not in gone[0]["payload"]
     assert any(e["kind"] == "message_deleted" for e in events)
 
@@ -286,10 +286,12 @@ def test_settings_go_together_and_the_secret_is_masked(tmp_path: Any) -> None:
             check_settings(Settings(**base, **bad))
     good = Settings(**base, city_webhook_url="https://example.org/h", city_webhook_secret="s3")
     check_settings(good)
-    assert good.webhooks_on and not Settings(**base).webhooks_on
+    assert good.webhooks_on
+    assert not Settings(**base).webhooks_on
     shown = good.masked()
     assert shown["city_webhook_secret"] == "********"
-    assert shown["city_webhook_retry_hours"] == 24 and shown["city_webhook_timeout"] == 10
+    assert shown["city_webhook_retry_hours"] == 24
+    assert shown["city_webhook_timeout"] == 10
 
 
 def test_signatures_verify_and_refuse_what_they_should() -> None:

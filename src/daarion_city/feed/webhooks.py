@@ -26,7 +26,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -206,11 +206,11 @@ class WebhookSender:
         return ok
 
     async def _failed(
-        self, locked: AsyncConnection | None, row: Any, at: Any, done: list[int]
+        self, locked: AsyncConnection | None, row: Any, at: datetime, done: list[int]
     ) -> float | None:
         """Record a failed attempt: seconds to the next one, or None when the event is given
         up (then it joins ``done``, and the queue moves on)."""
-        first = at if row.first_attempt_at is None else as_utc(row.first_attempt_at)
+        first: datetime = at if row.first_attempt_at is None else as_utc(row.first_attempt_at)
         deadline = first + self.window
         if at >= deadline:
             self.metrics.webhook_deliveries.labels("dropped").inc()
