@@ -80,7 +80,9 @@ async def activity(api: Api, slug: str = "garden") -> None:
     bob = await api.guest("Bob")
     assert (await alice.post("/city/rooms", {"slug": slug, "name": slug})).status_code == 201
     assert (await bob.post(f"/city/rooms/{slug}/join")).status_code in (200, 201)
-    await alice.say(slug, "hello")
+    first = await alice.say(slug, "hello", client_msg_id="c1")
+    replay = await alice.post(f"/city/rooms/{slug}/messages", {"body": "hi", "client_msg_id": "c1"})
+    assert replay.json()["id"] == first["id"]  # the stored message: no second event
     for i in range(4):
         await bob.say(slug, f"m{i} " + "x" * 120)
     assert (await bob.post(f"/city/rooms/{slug}/leave")).status_code in (200, 204)
