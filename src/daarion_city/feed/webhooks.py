@@ -29,7 +29,6 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from typing import Any
 
-import httpx
 import orjson
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -38,6 +37,7 @@ from daarion_city.core.clock import as_utc, utcnow
 from daarion_city.core.logs import mask_url
 from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import TaskSet
+from daarion_city.feed.hookclient import HookClient, HookError
 from daarion_city.feed.schemas import event_wire
 from daarion_city.feed.signing import EVENT_ID_HEADER, HEADER, sign
 from daarion_city.storage import webhooks as store
@@ -64,7 +64,7 @@ class WebhookSender:
         self.metrics = metrics
         self._wake = asyncio.Event()
         self._tasks = TaskSet("webhooks")
-        self._client: httpx.AsyncClient | None = None
+        self._client = HookClient(self.url)
         self._last: int | None = None  # the last position sent or passed while leading
         self._gap: tuple[int, float] | None = None  # (last position, since) of a gap seen
 
@@ -73,14 +73,12 @@ class WebhookSender:
         self._wake.set()
 
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout))
         self._tasks.spawn(self._run(), name="webhooks-send")
         log.info("webhooks on: feed events are POSTed to %s", mask_url(self.url))
 
     async def stop(self) -> None:
         await self._tasks.close()
-        if self._client is not None:
-            await self._client.aclose()
+        self._client.close()
 
     # --- leading ------------------------------------------------------------------------------
     async def _run(self) -> None:
@@ -183,19 +181,13 @@ class WebhookSender:
 
     async def _attempt(self, row: Any) -> bool:
         """One POST of the event; whether it was delivered."""
-        assert self._client is not None
         body = orjson.dumps(event_wire(row))
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: row.id,
-            HEADER: sign(self._secret, body),  # t: this attempt's time
-        }
+        headers = {EVENT_ID_HEADER: row.id, HEADER: sign(self._secret, body)}  # t: this attempt's
         try:
             async with asyncio.timeout(self.timeout):
-                response = await self._client.post(self.url, content=body, headers=headers)
-            outcome = f"status {response.status_code}"
-            ok = 200 <= response.status_code < 300
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+                status = await self._client.post(body, headers)
+            outcome, ok = f"status {status}", 200 <= status < 300
+        except (HookError, TimeoutError, OSError) as exc:
             outcome, ok = type(exc).__name__, False
         except Exception as exc:  # a bug must not stop the queue: counted as a failure
             log.exception("webhook attempt of %s failed", row.id)
