@@ -100,3 +100,20 @@ async def test_refused_reset_and_not_http_fail() -> None:
             await client.post(b"{}", {})
     with pytest.raises(ValueError, match="http"):
         HookClient("ftp://example.org/")
+
+
+def test_on_uvloop_as_the_server_runs() -> None:
+    """``daarion-city serve`` runs on uvloop, whose transports are not asyncio's classes."""
+    import uvloop
+
+    async def exchange() -> int:
+        seen: list[bytes] = []
+        async with server(lambda _: b"HTTP/1.1 204 No Content\r\n\r\n", seen) as port:
+            client = HookClient(f"http://127.0.0.1:{port}/")
+            try:
+                return await client.post(b"{}", {})
+            finally:
+                client.close()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(exchange()) == 204
