@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 LOCK_RETRY = 5.0  # seconds between a waiting instance's tries of the sender's lock
 GAP_POLL = 0.02  # seconds between looks while a gap in the positions may still close
+# Seconds after a batch that was not full before the next look: while posts trickle in, one
+# read and one delete serve many events (not one pair per commit) for at most this latency.
+LINGER = 0.05
 
 
 class WebhookSender:
@@ -158,7 +161,7 @@ class WebhookSender:
                 retry = await self._failed(locked, row, now, done)
                 if retry is not None:
                     return retry, False
-            return 0.0, False
+            return (0.0 if len(rows) == self.batch else LINGER), False
         finally:
             if done:
                 async with self._conn(locked, write=True) as conn:
