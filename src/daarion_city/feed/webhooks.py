@@ -64,7 +64,8 @@ class WebhookSender:
         self.batch = settings.city_webhook_batch
         self.poll = settings.city_webhook_poll
         self.order_wait = 0.0 if db.is_sqlite else settings.city_webhook_order_wait
-        self.metrics = metrics
+        self._counted = {r: metrics.webhook_deliveries.labels(r) for r in ("delivered", "failed")}
+        self._dropped = metrics.webhook_deliveries.labels("dropped")
         self._wake = asyncio.Event()
         self._tasks = TaskSet("webhooks")
         self._client = HookClient(self.url)
@@ -195,7 +196,7 @@ class WebhookSender:
         except Exception as exc:  # a bug must not stop the queue: counted as a failure
             log.exception("webhook attempt of %s failed", row.id)
             outcome, ok = type(exc).__name__, False
-        self.metrics.webhook_deliveries.labels("delivered" if ok else "failed").inc()
+        self._counted["delivered" if ok else "failed"].inc()
         if not ok:
             log.warning("webhook of feed event %s not delivered (%s)", row.id, outcome)
         return ok
@@ -208,7 +209,7 @@ class WebhookSender:
         first: datetime = at if row.first_attempt_at is None else as_utc(row.first_attempt_at)
         deadline = first + self.window
         if at >= deadline:
-            self.metrics.webhook_deliveries.labels("dropped").inc()
+            self._dropped.inc()
             log.error(
                 "webhook of feed event %s dropped after %d attempts since %s",
                 row.id,
