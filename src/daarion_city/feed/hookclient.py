@@ -26,6 +26,7 @@ class _Exchange(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.answer: asyncio.Future[int] | None = None
+        self.status: int | None = None  # the answer's, once its head is read
         self.closed = False
 
     # asyncio
@@ -41,9 +42,14 @@ class _Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.status is not None and self.answer is not None and not self.answer.done():
+            self.answer.set_result(self.status)  # a body that ends with the connection
         self._fail(ConnectionResetError("the connection closed before the answer"))
 
     # httptools
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+
     def on_message_complete(self) -> None:
         if self.answer is not None and not self.answer.done():
             self.answer.set_result(self.parser.get_status_code())
@@ -57,6 +63,7 @@ class _Exchange(asyncio.Protocol):
     async def exchange(self, request: bytes) -> int:
         assert self.transport is not None
         self.answer = asyncio.get_running_loop().create_future()
+        self.status = None
         self.transport.write(request)
         return await self.answer
 

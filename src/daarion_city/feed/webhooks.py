@@ -109,8 +109,12 @@ class WebhookSender:
             try:
                 await self._send(conn)
             finally:
-                with contextlib.suppress(Exception):
+                try:
                     await store.unlock(conn)
+                except BaseException:  # the pool must not keep a connection that holds it
+                    with contextlib.suppress(Exception):
+                        await conn.invalidate()
+                    raise
         return True
 
     @contextlib.asynccontextmanager
