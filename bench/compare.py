@@ -5,11 +5,14 @@ subscribers in 50 rooms of 20, ``--rate`` posts per second in all).
     .venv/bin/python -m bench.compare --old HEAD~1 --new WORKTREE --rounds 3
     .venv/bin/python -m bench.compare --scenario fanout --rate 75 --old HEAD~1 --new HEAD
     .venv/bin/python -m bench.compare --sqlite --old HEAD~1 --new WORKTREE --rounds 3
+    .venv/bin/python -m bench.compare --old WORKTREE --new WORKTREE \
+        --new-env CITY_WEBHOOK_URL=http://127.0.0.1:9911/ --new-env CITY_WEBHOOK_SECRET=s
 
 Each version is the package source of a git revision (``git archive``), or the working tree for
 ``WORKTREE``; the server of each round imports it through ``PYTHONPATH`` and gets a database of
-its own. The machine drifts by tens of percent over minutes, so only rounds that alternate are
-compared; the summary gives each version's median.
+its own; ``--old-env``/``--new-env KEY=VALUE`` (repeatable) add to a version's environment (the
+same code with a feature on and off, say). The machine drifts by tens of percent over minutes,
+so only rounds that alternate are compared; the summary gives each version's median.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def version_env(space: Scratch, src: Path, data_dir: Path) -> dict[str, str]:
 
 async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str, Any]:
     async with scratch("compare") as space:
-        env = version_env(space, src, OUT / f"compare-{label}")
+        env = version_env(space, src, OUT / f"compare-{label}") | extra_env(args, label)
         if args.sqlite:  # a fresh SQLite file of the round's own instead of PostgreSQL
             env["DATABASE_URL"] = (
                 f"sqlite:///{OUT / f'compare-{label}-{space.redis_prefix[:-1]}.db'}"
@@ -96,6 +99,12 @@ async def one_round(label: str, src: Path, args: argparse.Namespace) -> dict[str
     return result
 
 
+def extra_env(args: argparse.Namespace, label: str) -> dict[str, str]:
+    """The ``--old-env`` or ``--new-env`` settings of a version."""
+    pairs = getattr(args, f"{label}_env") or []
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--old", default="HEAD")
@@ -106,6 +115,8 @@ async def main() -> None:
     parser.add_argument("--scenario", choices=["post", "fanout", "rooms"], default="post")
     parser.add_argument("--rate", type=int, default=75, help="fanout: posts per second")
     parser.add_argument("--sqlite", action="store_true", help="each server on a SQLite file")
+    for label in ("old", "new"):
+        parser.add_argument(f"--{label}-env", action="append", metavar="KEY=VALUE")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -119,7 +130,7 @@ async def main() -> None:
         "fanout": ["deliveries_per_s", "delivery_ratio", "latency_p99_ms", "cpu_us_per_delivery"],
     }[args.scenario if args.scenario == "post" else "fanout"]
     summary = {
-        label: {"rev": getattr(args, label)}
+        label: {"rev": getattr(args, label), "env": extra_env(args, label)}
         | {key: statistics.median(r[key] for r in rs) for key in keys}
         for label, rs in runs.items()
     }

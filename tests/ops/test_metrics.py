@@ -6,18 +6,34 @@ the families come from ``/metrics`` itself, so a new metric that nothing here dr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.feed.receiver import SECRET, Receiver
 from tests.feed.test_feed import sse
-from tests.support import Api, open_socket
+from tests.support import Api, eventually, open_socket
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 # Families that only a peer this test cannot start cheaply would move (a Second Me provider,
 # a Matrix homeserver). Each entry says why; keep it empty whenever the peer can be faked.
 NEEDS_A_PEER: dict[str, str] = {}
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    r = Receiver()
+    async with r.running():
+        yield r
+
+
+@pytest.fixture
+def settings_overrides(receiver: Receiver) -> dict[str, Any]:
+    """Webhooks on, to a receiver on a loopback port (their deliveries are counted too)."""
+    return {"city_webhook_url": receiver.url, "city_webhook_secret": SECRET}
 
 
 async def scrape(api: Api) -> dict[str, Samples]:
@@ -45,7 +61,7 @@ def value(families: dict[str, Samples], name: str, **labels: str) -> float:
     )
 
 
-async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
+async def test_every_exported_metric_moves_with_what_it_names(api: Api, receiver: Receiver) -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")
     await bob.post("/city/rooms/science/join")  # so the room's new messages push his counts
@@ -76,6 +92,7 @@ async def test_every_exported_metric_moves_with_what_it_names(api: Api) -> None:
         for _ in range(30):
             await p.send({"event": "presence.heartbeat"})
         assert (await p.expect("error"))["code"] == "rate_limited"
+        await eventually(lambda: len(receiver.delivered()) >= 3, 10, "no webhook delivered")
         during = await scrape(api)
 
         unmoved = sorted(

@@ -25,6 +25,7 @@ from daarion_city.core.redisutil import open_redis
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
+from daarion_city.feed.webhooks import WebhookSender
 from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.retirements import Retirements
 from daarion_city.identity.suspensions import SUSPENSIONS, Suspensions
@@ -103,6 +104,10 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError(
             f"CITY_DEFAULT_ROOMS: {', '.join(map(repr, bad_slugs))} must match {SLUG_PATTERN}"
         )
+    if bool(settings.city_webhook_url) != bool(settings.city_webhook_secret):
+        raise ConfigurationError("CITY_WEBHOOK_URL and CITY_WEBHOOK_SECRET go together")
+    if settings.webhooks_on and not settings.city_webhook_url.startswith(("http://", "https://")):
+        raise ConfigurationError("CITY_WEBHOOK_URL must be an http:// or https:// URL")
     if settings.city_instances > 1:
         if not settings.redis_url:
             raise ConfigurationError(
@@ -161,9 +166,14 @@ async def open_resources(
                 wait=settings.database_timeout,
             )
         )
-        feed = FeedService(db, bus, pages=snapshots("feed"))
+        feed = FeedService(db, bus, pages=snapshots("feed"), outbox=settings.webhooks_on)
         await feed.start()
         stack.push_async_callback(feed.stop)
+        if settings.webhooks_on and "city" in services:  # the outbox's sender (one per cluster)
+            webhooks = WebhookSender(db, settings, metrics)
+            feed.add_listener(webhooks.wake)
+            await webhooks.start()
+            stack.push_async_callback(webhooks.stop)
         hub = RoomHub(
             bus,
             load_frames=functools.partial(load_frames, db),

@@ -72,6 +72,13 @@ class Metrics:
             ["read", "result"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "city_webhook_deliveries",
+            "Webhook attempts of feed events: delivered (a 2xx), failed (anything else, retried) "
+            "and dropped (given up after CITY_WEBHOOK_RETRY_HOURS)",
+            ["result"],
+            registry=r,
+        )
 
     def add_collector(self, collector: Collector) -> None:
         self._collectors.append(collector)

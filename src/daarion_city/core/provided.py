@@ -2,7 +2,7 @@
 
 The app (``daarion_city.app.wiring``) builds every shared object once in its lifespan and provides
 each under a :class:`Key` declared beside the object's own type (``ROOMS`` in
-``rooms/service.py``, ``SETTINGS`` in ``config.py``, ...). A route or a socket handler asks for
+``rooms/service.py``, ``SETTINGS`` in ``config``, ...). A route or a socket handler asks for
 what it needs with ``provided(request, ROOMS)``: it imports its own domain and the layers below
 it, never the module that knows every service, so no import circle runs through the app (the way
 aiohttp's ``AppKey`` types ``app[key]``).

@@ -65,8 +65,11 @@ class FeedService:
         *,
         max_queue: int = 1000,
         pages: Snapshots | None = None,
+        outbox: bool = False,
     ) -> None:
         self.db = db
+        # Webhooks on: every event written gets its outbox row in its transaction (webhooks.py).
+        self.outbox = outbox
         self.bus = bus
         self.max_queue = max_queue
         self._subscribers: set[_Subscriber] = set()
@@ -114,7 +117,7 @@ class FeedService:
 
     async def write(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[RecordedEvent]:
         """Write rows made by :meth:`rows` in the caller's transaction, in one statement."""
-        return self.recorded(rows, await store.insert_events(conn, rows))
+        return self.recorded(rows, await store.insert_events(conn, rows, outbox=self.outbox))
 
     @staticmethod
     def rows(kind: str, events: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -37,12 +37,12 @@ RESUME_EVERY = 60.0  # seconds between looks for erasures cut short
 
 class YourData:
     def __init__(
-        self, db: Database, retirements: Retirements, limiter: RateLimiter, rate: float
+        self, db: Database, retirements: Retirements, limiter: RateLimiter, per_minute: float
     ) -> None:
         self.db = db
         self.retirements = retirements
         self.limiter = limiter
-        self.rate = rate
+        self.per_minute = per_minute
         self.exporters: list[Exporter] = []
         self.erasers: list[Eraser] = []
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -62,7 +62,7 @@ class YourData:
         await self._tasks.close()
 
     async def _limit(self, user: Principal) -> None:
-        await self.limiter.hit(f"yourdata:{user.user_id}", rate=self.rate, burst=3)
+        await self.limiter.hit(f"yourdata:{user.user_id}", rate=self.per_minute / 60, burst=3)
 
     async def export(self, user: Principal) -> dict[str, Any]:
         await self._limit(user)

@@ -103,7 +103,7 @@ class BatchWriter:
         self.db = db
         self.feed = feed
         self.metrics = metrics
-        self._commit_batches = store.batch_commit(db)
+        self._commit_batches = store.batch_commit(db, outbox=feed.outbox)
         # Group commit across rooms: each room's commit loop makes one batch at a
         # time, and the batches of rooms that become ready while a statement runs share the next.
         self._batches: Batcher[store.RoomBatch, list[int]] = Batcher(
@@ -215,7 +215,9 @@ class BatchWriter:
                 if rows:
                     # The seqs are taken under the room's row lock: commits of a room run one
                     # at a time, in seq order, and a rollback leaves no gap.
-                    (positions,) = await store.insert_batches(conn, [(room_id, rows, event_rows)])
+                    (positions,) = await store.insert_batches(
+                        conn, [(room_id, rows, event_rows)], outbox=self.feed.outbox
+                    )
                     events = self.feed.recorded(event_rows, positions)
         for event, row in zip(events, rows, strict=True):  # as published, with the snippet
             event.wire["payload"] = self.feed.message_payload(row["id"], row["body"], False)

@@ -8,17 +8,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.storage import webhooks
 from daarion_city.storage.tables import feed_events, room_messages
+from daarion_city.storage.webhooks import OUTBOX_CTE as OUTBOX_CTE  # for storage/messages.py
 
 _INSERT = feed_events.insert().returning(feed_events.c.pos, sort_by_parameter_order=True)
 
 
-async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+async def insert_events(
+    conn: AsyncConnection, rows: list[dict[str, Any]], *, outbox: bool = False
+) -> list[int]:
     """Insert events in the caller's transaction; returns their positions (the ordering key),
     in the order of ``rows``. (The statement is built once, as the message path's are in
-    storage/messages.py.)"""
+    storage/messages.py.) With ``outbox`` (webhooks on) their outbox rows too."""
     result = await conn.execute(_INSERT, rows)
-    return [int(pos) for pos in result.scalars()]
+    positions = [int(pos) for pos in result.scalars()]
+    if outbox:
+        await webhooks.add(conn, positions)
+    return positions
 
 
 async def position_of(conn: AsyncConnection, event_id: str) -> int | None:

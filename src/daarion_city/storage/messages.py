@@ -80,7 +80,7 @@ async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> 
 # room in their order, the feed events positioned in the order of the rows. A statement is
 # atomic by itself: a retry among the messages (a unique violation) undoes all of it, seqs
 # included. Each author's read marker moves to their newest message (SPEC 9: posting reads the
-# room up to one's own message).
+# room up to one's own message). With webhooks on, the events' outbox rows too ({outbox}).
 _INSERT_BATCHES_PG = """
 WITH batch AS (
     SELECT * FROM unnest(
@@ -120,40 +120,39 @@ WITH batch AS (
     INSERT INTO city_feed_events (id, kind, room_id, user_id, payload, created_at)
     SELECT event_id, $11, room, author, payload, event_at FROM numbered ORDER BY ord
     RETURNING id, pos
-)
+){outbox}
 SELECT (SELECT array_agg(id) FROM rooms) AS room_ids,
        (SELECT array_agg(base) FROM rooms) AS bases,
        (SELECT array_agg(ordinal_base) FROM rooms) AS ordinal_bases,
        (SELECT array_agg(id) FROM events) AS ids,
        (SELECT array_agg(pos) FROM events) AS positions
 """
-
+_BATCHES_PG = {on: _INSERT_BATCHES_PG.format(outbox=feed_store.OUTBOX_CTE * on) for on in (0, 1)}
 RoomBatch = tuple[str, list[dict[str, Any]], list[dict[str, Any]]]
 """``(room_id, rows, events)``: new messages of users (keyed by column name, without seqs)
 and their feed events (``events[i]`` for ``rows[i]``)."""
-
 
 BatchCommit = Callable[[list[RoomBatch]], Awaitable[Sequence[list[int] | None]]]
 """Stores the batches of one or more rooms (each room once) together, all of them or none
 (``_commit_pg``, ``insert_batches``): the rooms' batches that became ready together."""
 
 
-def batch_commit(db: Database) -> BatchCommit:
+def batch_commit(db: Database, *, outbox: bool = False) -> BatchCommit:
     """This database's commit of the rooms' batches ready together, chosen once from its dialect
     (as mautrix's ``async_db`` picks its implementation by the URL's scheme): one statement on
     an autocommit connection on PostgreSQL, one transaction on SQLite (it holds the database's
     one writer lock)."""
     if db.is_sqlite:
-        return functools.partial(_commit_sqlite, db)
-    return functools.partial(_commit_pg, db)
+        return functools.partial(_commit_sqlite, db, outbox)
+    return functools.partial(_commit_pg, db, _BATCHES_PG[outbox])
 
 
-async def _commit_sqlite(db: Database, batches: list[RoomBatch]) -> list[list[int]]:
+async def _commit_sqlite(db: Database, outbox: bool, batches: list[RoomBatch]) -> list[list[int]]:
     async with db.begin() as conn:
-        return await insert_batches(conn, batches)
+        return await insert_batches(conn, batches, outbox=outbox)
 
 
-async def _commit_pg(db: Database, batches: list[RoomBatch]) -> list[list[int] | None]:
+async def _commit_pg(db: Database, sql: str, batches: list[RoomBatch]) -> list[list[int] | None]:
     """Store the batches of one or more rooms (each room once) in one statement on an
     autocommit connection: all of them, or with ``IntegrityError`` (a retry of a stored
     message) or any other error none. Sets each row's ``seq``; returns each batch's event
@@ -179,7 +178,7 @@ async def _commit_pg(db: Database, batches: list[RoomBatch]) -> list[list[int] |
         [orjson.dumps(row["mentions"]).decode() for _, row, _ in rows],
     )
     async with db.autocommit() as conn:
-        out = (await conn.exec_driver_sql(_INSERT_BATCHES_PG, params)).one()
+        out = (await conn.exec_driver_sql(sql, params)).one()
     base_of = dict(zip(out.room_ids or [], out.bases or [], strict=True))
     ordinal_of = dict(zip(out.room_ids or [], out.ordinal_bases or [], strict=True))
     position_of = dict(zip(out.ids or [], out.positions or [], strict=True))
@@ -204,14 +203,16 @@ class StoredAlready(Exception):
         self.keys = keys
 
 
-async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> list[list[int]]:
-    """Store the batches of one or more rooms (each room once) in the caller's transaction,
-    one room after the other: its seqs reserved under its lock (``reserve_seqs``), its
-    messages, then all the rooms' feed events in one statement. SQLite's commit of the rooms
-    ready together (a transaction holds the database's one writer lock), and either store's
-    careful path; the authors' read markers move to their messages. Sets each row's
-    ``seq``; returns each batch's event positions. Raises :class:`StoredAlready` when
-    messages were retries (the caller rolls back)."""
+async def insert_batches(
+    conn: AsyncConnection, batches: list[RoomBatch], *, outbox: bool = False
+) -> list[list[int]]:
+    """Store the batches of one or more rooms (each room once) in the caller's transaction, one
+    room after the other: its seqs reserved under its lock (``reserve_seqs``), its messages,
+    then all the rooms' feed events in one statement (and their outbox rows with ``outbox``).
+    SQLite's commit of the rooms ready together (a transaction holds the database's one writer
+    lock), and either store's careful path; the authors' read markers move to their messages.
+    Sets each row's ``seq``; returns each batch's event positions. Raises :class:`StoredAlready`
+    when messages were retries (the caller rolls back)."""
     for room_id, rows, _ in batches:
         base, ordinal = await reserve_seqs(conn, room_id, len(rows))
         for offset, row in enumerate(rows, start=1):
@@ -226,7 +227,8 @@ async def insert_batches(conn: AsyncConnection, batches: list[RoomBatch]) -> lis
             conn,
             [(r["author_user_id"], room_id, r["seq"]) for r in rows if r["author_user_id"]],
         )
-    positions = await feed_store.insert_events(conn, [e for _, _, es in batches for e in es])
+    flat = [e for _, _, es in batches for e in es]
+    positions = await feed_store.insert_events(conn, flat, outbox=outbox)
     answers: list[list[int]] = []
     for _, _, events in batches:
         answers.append(positions[: len(events)])

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daarion_city.config.groups import MatrixSettings, SecondMeSettings, WebhookSettings
 from daarion_city.core.logs import MASK, mask_url
 from daarion_city.core.provided import Key
 from daarion_city.core.validation import JsonLimits
@@ -22,8 +23,9 @@ from daarion_city.core.validation import JsonLimits
 ALL_SERVICES = ("city", "secondme", "matrix")
 
 
-class Settings(BaseSettings):
-    """The effective configuration of one process."""
+class Settings(SecondMeSettings, MatrixSettings, WebhookSettings, BaseSettings):
+    """The effective configuration of one process (Second Me's, the Matrix gateway's and the
+    webhooks' settings are declared in ``groups.py``)."""
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
     city_guest_rate: float = Field(0.5, gt=0, description="Guest sign-ups per second per address")
     city_guest_burst: int = Field(20, ge=1)
     city_export_rate: float = Field(
-        1 / 60, gt=0, description="Exports and erasures (/city/me) per second per user"
+        1.0, gt=0, description="Exports and erasures (/city/me) per minute per user (burst 3)"
     )
 
     # --- rooms -------------------------------------------------------------------------------
@@ -169,68 +171,6 @@ class Settings(BaseSettings):
         "times the heartbeat rate, it should stay under PRESENCE_WRITE_RATE",
     )
 
-    # --- second me ---------------------------------------------------------------------------
-    secondme_agent_id: str = "ag_secondme_global"
-    agents_service_url: str = ""
-    secondme_llm_base_url: str = ""
-    secondme_llm_model: str = ""
-    secondme_llm_api_key: SecretStr | None = None
-    secondme_llm_context_tokens: int = Field(
-        0, ge=0, description="The openai model's context window; 0: learnt from its refusals"
-    )
-    secondme_context_messages: int = Field(10, ge=0, le=100)
-    secondme_recall_turns: int = Field(
-        3, ge=0, le=20, description="Older turns matching the prompt added to its context"
-    )
-    secondme_context_tokens: int = Field(1024, ge=64, description="Token budget of the context")
-    # In English: SmolLM2-135M, the embedded default, drifts into Cyrillic gibberish under a
-    # Ukrainian-first prompt even for English questions (bench/secondme_quality.py).
-    secondme_system_prompt: str = (
-        "You are Second Me, the user's personal assistant in DAARION City. "
-        "Answer briefly, in the language of the user's message."
-    )
-    secondme_max_tokens: int = Field(256, ge=1, le=8192)
-    secondme_temperature: float = Field(0.2, ge=0.0, le=2.0)
-    secondme_connect_timeout: float = Field(5.0, gt=0)
-    secondme_first_token_timeout: float = Field(60.0, gt=0)
-    secondme_idle_timeout: float = Field(30.0, gt=0)
-    secondme_daily_tokens: int = Field(200_000, ge=1, description="Per user and UTC day")
-    secondme_token_rate: float = Field(
-        20.0, gt=0, description="Tokens per second per user (prompt + max_tokens per ask)"
-    )
-    secondme_token_burst: int = Field(8192, ge=1)
-    secondme_local_model_path: str = ""
-    secondme_local_context: int = Field(
-        8192, ge=256, description="n_ctx of the local model (SmolLM2's full window)"
-    )
-    secondme_local_repeat_penalty: float = Field(1.1, ge=1.0, le=2.0)
-    secondme_local_threads: int = Field(2, ge=1)
-    secondme_breaker_failures: int = Field(5, ge=1)
-    secondme_breaker_cooldown: float = Field(30.0, gt=0)
-    secondme_breaker_users: int = Field(
-        3, ge=1, description="Distinct failing users before the provider-wide breaker opens"
-    )
-
-    # --- matrix ------------------------------------------------------------------------------
-    matrix_homeserver_url: str = ""
-    matrix_server_name: str = ""
-    matrix_as_token: SecretStr | None = None
-    matrix_hs_token: SecretStr | None = None
-    matrix_as_url: str = ""
-    matrix_gateway_internal_token: SecretStr | None = None
-    matrix_presence_min_interval: float = Field(
-        10.0, gt=0, description="At most one presence write per user this often"
-    )
-    matrix_bridge_rooms: str = Field(
-        "", description="City rooms bridged to Matrix rooms: slugs, comma-separated, or *"
-    )
-    matrix_bridge_backfill: int = Field(
-        20, ge=0, description="Timeline events a newly bridged room sends from before it was"
-    )
-    matrix_bridge_poll: float = Field(
-        1.0, gt=0, description="Seconds between looks for events other instances committed"
-    )
-
     @field_validator("database_url")
     @classmethod
     def _normalise_db_url(cls, value: str) -> str:
@@ -255,6 +195,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def webhooks_on(self) -> bool:
+        return bool(self.city_webhook_url and self.city_webhook_secret)  # an empty one is False
 
     @property
     def default_room_slugs(self) -> list[str]:

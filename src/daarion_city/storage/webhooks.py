@@ -1,0 +1,117 @@
+"""SQL for the webhooks' outbox (``tables_webhooks.py``): written with the feed events
+(``storage/feed.insert_events``, and ``OUTBOX_CTE`` in the rooms' one-statement commit), read in
+feed order with each event as the feed shows it, and emptied as events are delivered."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Row
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daarion_city.storage.tables import feed_events, room_messages
+from daarion_city.storage.tables_webhooks import webhook_outbox
+
+# The sending instance of a cluster holds this PostgreSQL advisory lock ("whk1").
+SENDER_LOCK = 0x77686B31
+
+# A CTE for a PostgreSQL statement whose CTE ``events`` inserts feed events ``RETURNING pos``:
+# their outbox rows in the same statement (storage/messages.py).
+OUTBOX_CTE = """, outbox AS (
+    INSERT INTO city_webhook_outbox (pos) SELECT pos FROM events
+)
+"""
+
+_ADD = webhook_outbox.insert()
+
+
+async def add(conn: AsyncConnection, positions: list[int]) -> None:
+    """The outbox rows of events written in the caller's transaction."""
+    if positions:
+        await conn.execute(_ADD, [{"pos": pos} for pos in positions])
+
+
+def _due() -> sa.Select[Any]:
+    o = webhook_outbox.c
+    # A message's event shows its snippet as the message is now, as GET /city/feed does.
+    message = sa.and_(
+        feed_events.c.kind == "room_message",
+        room_messages.c.id == feed_events.c.payload["message_id"].as_string(),
+    )
+    return (
+        sa.select(
+            o.pos.label("o_pos"),
+            o.attempts,
+            o.first_attempt_at,
+            o.next_attempt_at,
+            feed_events.c.id,
+            feed_events.c.kind,
+            feed_events.c.room_id,
+            feed_events.c.user_id,
+            feed_events.c.agent_id,
+            feed_events.c.payload,
+            feed_events.c.created_at,
+            room_messages.c.body.label("m_body"),
+            room_messages.c.deleted.label("m_deleted"),
+        )
+        .select_from(
+            webhook_outbox.outerjoin(feed_events, feed_events.c.pos == o.pos).outerjoin(
+                room_messages, message
+            )
+        )
+        .order_by(o.pos)
+        .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+_DUE = _due()
+
+
+async def due(conn: AsyncConnection, limit: int) -> list[Row[Any]]:
+    """The first ``limit`` events of the outbox in feed order (``o_pos``), each with its feed
+    event's columns (``id`` None when the event is gone) and its message's (``m_body``,
+    ``m_deleted``)."""
+    return list((await conn.execute(_DUE, {"limit": limit})).all())
+
+
+async def forget(conn: AsyncConnection, positions: list[int]) -> None:
+    """Delivered or given up: out of the outbox (by position: a lower one committed late may
+    still be waiting)."""
+    if positions:
+        await conn.execute(webhook_outbox.delete().where(webhook_outbox.c.pos.in_(positions)))
+
+
+async def failed(conn: AsyncConnection, pos: int, at: datetime, retry_at: datetime) -> None:
+    """An attempt at ``at`` failed: counted, and the next one is at ``retry_at``."""
+    o = webhook_outbox.c
+    await conn.execute(
+        webhook_outbox.update()
+        .where(o.pos == pos)
+        .values(
+            attempts=o.attempts + 1,
+            first_attempt_at=sa.func.coalesce(
+                o.first_attempt_at, sa.bindparam("at", at, type_=o.first_attempt_at.type)
+            ),
+            next_attempt_at=retry_at,
+        )
+    )
+
+
+async def pending(conn: AsyncConnection) -> int:
+    """Events waiting in the outbox."""
+    return int(
+        (await conn.execute(sa.select(sa.func.count()).select_from(webhook_outbox))).scalar_one()
+    )
+
+
+async def try_lock(conn: AsyncConnection) -> bool:
+    """Take the sender's session lock on this connection (PostgreSQL), if nobody holds it."""
+    lock = sa.text("SELECT pg_try_advisory_lock(:key)")
+    return bool((await conn.execute(lock, {"key": SENDER_LOCK})).scalar())
+
+
+async def unlock(conn: AsyncConnection) -> None:
+    """Let the lock go (a pooled connection would keep it)."""
+    await conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": SENDER_LOCK})
