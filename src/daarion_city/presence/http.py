@@ -43,9 +43,11 @@ class HeartbeatBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: Literal["online", "away"] | None = None
-    # JSON true/false and strings are not milliseconds; 5.0 is (JSON Schema's integer)
+    # JSON true/false and strings are not milliseconds; 5.0 is (JSON Schema's integer). The
+    # bounds come before the validator, so the OpenAPI document states them as minimum and
+    # maximum (after it, pydantic writes them as "ge"/"le", which JSON Schema does not know).
     last_active_ago_ms: (
-        Annotated[int, BeforeValidator(whole_number), Field(ge=0, le=MAX_ACTIVE_MS, strict=True)]
+        Annotated[int, Field(ge=0, le=MAX_ACTIVE_MS, strict=True), BeforeValidator(whole_number)]
         | None
     ) = None
 
