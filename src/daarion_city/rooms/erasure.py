@@ -115,7 +115,7 @@ class RoomsData:
 
         async def run() -> ChangeResult:
             async with self.db.begin() as conn:
-                pairs = await store.tombstone(conn, room_id, user.user_id, CHUNK, utcnow())
+                pairs = await store.erase_messages(conn, room_id, user.user_id, CHUNK, utcnow())
                 if not pairs:
                     return ChangeResult({"erased": 0}, None)
                 rows = await timeline_store.messages_at(conn, room_id, [s for _, s in pairs])

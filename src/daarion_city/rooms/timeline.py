@@ -137,16 +137,7 @@ class Timeline:
                     )
                 at = utcnow()
                 event_seq = await store.take_seq(conn, room_id)
-                await store.update_message(
-                    conn,
-                    room_id,
-                    seq,
-                    body="",
-                    mentions=[],
-                    reactions=[],
-                    deleted=True,
-                    deleted_by=deleted_by,
-                )
+                await store.update_message(conn, room_id, seq, **store.tombstone(deleted_by))
                 await store.clear_reactions(conn, room_id, seq)
                 await store.insert_event(
                     conn,

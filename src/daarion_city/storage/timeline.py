@@ -59,6 +59,11 @@ async def insert_events(conn: AsyncConnection, rows: list[dict[str, Any]]) -> No
     await conn.execute(_INSERT_EVENT, rows)
 
 
+def tombstone(deleted_by: str) -> dict[str, Any]:
+    """A deleted message's columns (SPEC 12): no text, mentions or reactions."""
+    return {"body": "", "mentions": [], "reactions": [], "deleted": True, "deleted_by": deleted_by}
+
+
 async def update_message(conn: AsyncConnection, room_id: str, seq: int, **values: Any) -> None:
     await conn.execute(
         room_messages.update()

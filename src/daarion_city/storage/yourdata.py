@@ -30,7 +30,13 @@ from daarion_city.storage.tables import (
     rooms,
     suspensions,
 )
-from daarion_city.storage.timeline import clear_reactions_at, insert_events, lock_room, take_seqs
+from daarion_city.storage.timeline import (
+    clear_reactions_at,
+    insert_events,
+    lock_room,
+    take_seqs,
+    tombstone,
+)
 
 Rows = list[Row[Any]]
 ERASED_NAME = "deleted user"
@@ -116,7 +122,7 @@ async def rooms_with_messages(conn: AsyncConnection, user_id: str) -> list[str]:
     return list((await conn.execute(query.distinct().order_by(m.room_id))).scalars())
 
 
-async def tombstone(
+async def erase_messages(
     conn: AsyncConnection, room_id: str, user_id: str, limit: int, at: datetime
 ) -> list[tuple[int, int]]:
     """Up to ``limit`` of the user's messages in the room become tombstones (``deleted_by``
@@ -137,14 +143,7 @@ async def tombstone(
     await conn.execute(
         room_messages.update()
         .where(m.room_id == room_id, m.seq.in_(seqs))
-        .values(
-            body="",
-            mentions=[],
-            reactions=[],
-            deleted=True,
-            deleted_by="erasure",
-            username=ERASED_NAME,
-        )
+        .values(**tombstone("erasure"), username=ERASED_NAME)
     )
     await clear_reactions_at(conn, room_id, seqs)
     first = await take_seqs(conn, room_id, len(seqs))

@@ -6,7 +6,7 @@ import { t } from "./i18n.js";
 export const QUICK_EMOJI = ["👍", "❤️", "😂", "🎉", "😮", "🙏"];
 const MENTION = /<@([A-Za-z0-9_.=-]{1,80}|@[^\s<>:]+:[^\s<>]+)>/g;
 
-function el(tag, attrs = {}, text) {
+export function el(tag, attrs = {}, text) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
     if (v === undefined || v === null || v === false) continue;

@@ -2,21 +2,10 @@
 // opens its room and shows the message there (app.js: focusMessage).
 import { ApiError } from "./api.js";
 import { currentLang, t } from "./i18n.js";
+import { el } from "./messages.js";
 
 const WORD = /[\p{L}\p{N}]{2,}/u;   // the server searches words of 2 letters or digits or more
 const DELAY_MS = 300;              // typing pauses this long before a search
-
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null) continue;
-    if (k === "class") node.className = v;
-    else if (k.startsWith("data")) node.setAttribute(k.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase()), v);
-    else node.setAttribute(k, v);
-  }
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function when(iso) {
   const d = new Date(iso);
