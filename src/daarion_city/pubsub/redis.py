@@ -1,9 +1,17 @@
 """Redis pub/sub fan-out for several instances.
 
-One subscriber connection per process, read by one owned task. Redis pub/sub is at-most-once:
-while the connection is down, publishes are lost for this subscriber. When the reader reconnects
-it re-subscribes every channel and then runs the reconnect listeners, which heal from the database
+One subscriber connection per process (``pubsub/wire.py``: read with hiredis, every message a
+read completes handled in one go), read by one owned task. Redis pub/sub is at-most-once: while
+the connection is down, publishes are lost for this subscriber. When the reader reconnects it
+re-subscribes every channel and then runs the reconnect listeners, which heal from the database
 (room hubs read every message after the last ``seq`` they delivered).
+
+A process's own publications: Redis delivers a payload to every subscriber of its channel, the
+publisher included. Here the publisher's own handlers get it during ``publish`` (as the
+in-process bus does: at once, and even while Redis is down), and every payload goes out behind
+an 8-byte origin tag of this process, by which the reader drops its own copies unparsed; other
+processes strip the tag. (All instances of one deployment must therefore run a version that
+tags: an instance that does not would misread the others' payloads.)
 
 ``publish_many`` calls made while a pipeline is in flight go together in the next one: the
 commits of many rooms that complete together publish in one round trip, not one each. Items go
@@ -14,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -23,10 +33,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daarion_city.core.redisutil import blocking_client
 from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
+from daarion_city.pubsub.wire import SubscriberConnection
 
 log = logging.getLogger(__name__)
 
 _DOWN = (RedisConnectionError, RedisTimeoutError, OSError, ConnectionError)
+ORIGIN_SIZE = 8
+KEEPALIVE = 10.0  # seconds without a byte from Redis before the reader pings; as long again: lost
 
 
 class RedisPubSub:
@@ -43,11 +56,12 @@ class RedisPubSub:
         self.client: aioredis.Redis = blocking_client(
             url, pool_size=pool_size, wait=timeout, health_check_interval=10
         )
+        self.origin = os.urandom(ORIGIN_SIZE)  # this process's tag on what it publishes
         self._handlers: dict[str, list[Handler]] = {}
+        self._names: dict[bytes, str] = {}  # the subscribed channels by their name in Redis
         self._listeners: list[ReconnectListener] = []
-        self._pubsub: aioredis.client.PubSub | None = None
+        self._sub: SubscriberConnection | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self.connected = False
         self._tasks = TaskSet("redis-pubsub")
         self._publishes: Batcher[list[tuple[str, bytes]], None] = Batcher(
@@ -62,8 +76,7 @@ class RedisPubSub:
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
-        if self._pubsub is not None:
-            await self._close_pubsub()
+        self._close_subscriber()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -74,35 +87,44 @@ class RedisPubSub:
             return False
 
     async def publish(self, channel: str, data: bytes) -> None:
+        self._deliver(channel, data)
         if not self.connected:
             # Known to be down: fail fast; subscribers heal from the database on reconnect.
             raise RedisConnectionError("redis pub/sub is reconnecting")
-        await self.client.publish(self.prefix + channel, data)
+        await self.client.publish(self.prefix + channel, self.origin + data)
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
+        for channel, data in items:
+            self._deliver(channel, data)
         if not self.connected:
             raise RedisConnectionError("redis pub/sub is reconnecting")
         await self._publishes.submit(items)
 
     async def _send(self, calls: list[list[tuple[str, bytes]]]) -> list[BaseException | None]:
         """One pipeline for the items of every call, in the order of the calls."""
+        origin, prefix = self.origin, self.prefix
         async with self.client.pipeline(transaction=False) as pipe:
             for items in calls:
                 for channel, data in items:
-                    pipe.publish(self.prefix + channel, data)
+                    pipe.publish(prefix + channel, origin + data)
             await pipe.execute()
         return [None] * len(calls)
+
+    def _deliver(self, channel: str, data: bytes) -> None:
+        for handler in tuple(self._handlers.get(channel, ())):
+            try:
+                handler(data)
+            except Exception:
+                log.exception("subscriber of %s failed", channel)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])
         handlers.append(handler)
-        if len(handlers) == 1 and self._pubsub is not None and self.connected:
-            try:
-                await self._pubsub.subscribe(self.prefix + channel)
-            except _DOWN:
-                # The reader re-subscribes every channel when it reconnects.
-                log.warning("subscribing %s failed; will retry on reconnect", channel)
-        self._wake.set()
+        if len(handlers) == 1:
+            wire = (self.prefix + channel).encode()
+            self._names[wire] = channel
+            if self._sub is not None:  # else the reader subscribes it when it connects
+                self._sub.subscribe([wire])
 
     async def unsubscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.get(channel)
@@ -112,43 +134,55 @@ class RedisPubSub:
             handlers.remove(handler)
         if not handlers:
             del self._handlers[channel]
-            if self._pubsub is not None and self.connected:
-                try:
-                    await self._pubsub.unsubscribe(self.prefix + channel)
-                except _DOWN:
-                    log.debug("unsubscribe of %s failed while redis is down", channel)
+            wire = (self.prefix + channel).encode()
+            del self._names[wire]
+            if self._sub is not None:
+                self._sub.unsubscribe([wire])
 
     def add_reconnect_listener(self, listener: ReconnectListener) -> None:
         self._listeners.append(listener)
 
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
+    def _close_subscriber(self) -> None:
+        sub, self._sub = self._sub, None
         self.connected = False
-        if pubsub is not None:
-            try:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
-            except (*_DOWN, RedisError):
-                log.debug("closing the redis subscriber failed", exc_info=True)
+        if sub is not None:
+            sub.close()
 
     async def _connect(self) -> None:
-        pubsub = self.client.pubsub(ignore_subscribe_messages=True)
-        channels = [self.prefix + c for c in self._handlers]
+        sub = await SubscriberConnection.open(self.url, within=self.timeout)
+        # Nothing awaited from here on: every channel subscribed so far is in this command,
+        # and any later one is written by ``subscribe`` itself.
         # A keep-alive channel keeps the connection subscribed (and so readable) when idle.
-        await pubsub.subscribe(self.prefix + "city:__alive__", *channels)
-        self._pubsub = pubsub
+        sub.subscribe([(self.prefix + "city:__alive__").encode(), *self._names])
+        self._sub = sub
         self.connected = True
-        # A channel subscribed while the connection was being made (its subscribe saw no
-        # connection yet, and the list above was taken before it) is subscribed now.
-        late = [self.prefix + c for c in self._handlers if self.prefix + c not in channels]
-        if late:
-            await pubsub.subscribe(*late)
+
+    def _dispatch(self, replies: list[Any]) -> None:
+        """Messages to their handlers; this process's own, confirmations and pongs skipped."""
+        origin = self.origin
+        for reply in replies:
+            if type(reply) is not list or reply[0] != b"message":
+                continue  # (p)subscribe confirmations, pongs
+            data = reply[2]
+            if data[:ORIGIN_SIZE] == origin:
+                continue  # published here: its handlers had it during the publish
+            channel = self._names.get(reply[1])
+            if channel is None:
+                continue  # unsubscribed since
+            payload = data[ORIGIN_SIZE:]
+            for handler in tuple(self._handlers.get(channel, ())):
+                try:
+                    handler(payload)
+                except Exception:
+                    log.exception("subscriber of %s failed", channel)
 
     async def _read_loop(self) -> None:
         backoff = 0.1
         first = True
+        pinged = False
         while True:
             try:
-                if self._pubsub is None:
+                if self._sub is None:
                     await self._connect()
                     if not first:
                         log.info("redis pub/sub reconnected; healing from the database")
@@ -156,25 +190,26 @@ class RedisPubSub:
                             await listener()
                     first = False
                     backoff = 0.1
-                assert self._pubsub is not None
-                message = await self._pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=1.0
-                )
-                if message is None or message.get("type") != "message":
+                    pinged = False
+                sub = self._sub
+                assert sub is not None
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        replies = await sub.replies()
+                except TimeoutError:
+                    if pinged:
+                        raise RedisConnectionError("redis did not answer a ping") from None
+                    sub.ping()
+                    pinged = True
                     continue
-                channel = message["channel"].decode()[len(self.prefix) :]
-                data = message["data"]
-                for handler in tuple(self._handlers.get(channel, ())):
-                    try:
-                        handler(data)
-                    except Exception:
-                        log.exception("subscriber of %s failed", channel)
+                pinged = False
+                self._dispatch(replies)
             except asyncio.CancelledError:
                 raise
             except (*_DOWN, RedisError) as exc:
                 if self.connected or first:
                     log.warning("redis pub/sub lost: %r", exc)
-                await self._close_pubsub()
+                self._close_subscriber()
                 first = False if self._listeners else first
                 await asyncio.sleep(backoff)
                 # Capped low: a refused connect costs nothing, and every update published

@@ -8,8 +8,9 @@ no gap:
 - a message with ``seq`` below the next expected one is a repeat and is dropped;
 - one above it is held, and if the missing ones do not arrive within ``gap_grace`` seconds
   (the bus is at-most-once, and concurrent publishers may race) they are read from the database;
-- the messages this instance commits reach its own sockets without the bus (``deliver_local``),
-  and their echo from the bus is a repeat;
+- the messages this instance commits reach its own sockets during their publish, without a trip
+  through Redis (the bus hands a process's own publications to its handlers at once, even while
+  Redis is down, and drops their echo unread: ``pubsub/redis.py``);
 - when the bus reconnects after an outage every channel reads what it missed from the database;
 - a publisher whose publish failed (the bus was down) announces, once the bus is back, the newest
   ``seq`` of each such room with a *heal* envelope, so subscribers that reconnected first still
@@ -135,19 +136,6 @@ class RoomHub:
         if len(items) == 1:
             return self.message_item(room_id, *items[0])
         return channel_name(room_id), batch_envelope(items)
-
-    def deliver_local(self, room_id: str, items: list[tuple[int, str]]) -> None:
-        """Messages this instance has just committed, to its own sockets at once, before they
-        are published: as Socket.IO's Redis adapter broadcasts locally first, a local socket
-        does not wait for the bus to echo the publish back (two more hops, each of which can
-        queue behind a fan-out), and does not miss a message while the bus is down. The echo
-        that follows is a repeat by ``seq`` and is dropped. An in-process bus delivers on
-        publish, so it needs nothing here."""
-        if not self.bus.distributed:
-            return
-        channel = self._channels.get(room_id)
-        if channel is not None:
-            channel.receive(items)
 
     def publish_failed(self, room_id: str, seq: int) -> None:
         """Messages up to ``seq`` may not have reached the bus: announced again on reconnect."""

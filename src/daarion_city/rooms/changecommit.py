@@ -115,7 +115,6 @@ class ChangeCommit:
                 self.notify(room_id, [(message, result.mentioned)])
         if not frames:
             return
-        self.hub.deliver_local(room_id, frames)
         items = [self.hub.messages_item(room_id, frames), (ROOM_NOTICES, room_id.encode())]
         if events := [event for _, result in done for event in result.events]:
             items.append(self.feed.item(events))

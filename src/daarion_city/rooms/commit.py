@@ -231,14 +231,13 @@ class GroupCommit:
         await self._announce(room_id, committed)
 
     async def _announce(self, room_id: str, committed: Committed) -> None:
-        """After the answers: a committed batch to this instance's sockets, then to the bus in
-        one round trip (its messages as one envelope, one write per socket, then their feed
-        events as another). The answers do not wait for the bus: a publish that fails is
-        healed like any lost one (hubs read the gap from the database; feed streams resume
-        with Last-Event-ID). The next batch of the room commits after this one is published,
-        so the bus carries a room's messages in ``seq`` order."""
+        """After the answers: a committed batch to the bus in one round trip (its messages as one
+        envelope, one write per socket, then their feed events as another); this instance's
+        sockets get it during the publish, before the round trip. The answers do not wait for
+        the bus: a publish that fails is healed like any lost one (hubs read the gap from the
+        database; feed streams resume with Last-Event-ID). The next batch of the room commits
+        after this one is published, so the bus carries a room's messages in ``seq`` order."""
         if frames := committed.frames:
-            self.hub.deliver_local(room_id, frames)
             items = [self.hub.messages_item(room_id, frames), self.feed.item(committed.events)]
             try:
                 await self.hub.bus.publish_many(items)
