@@ -12,9 +12,11 @@ Guarantees every implementation keeps:
   published to a channel without subscribers is dropped, nothing is kept for later;
 - ``unsubscribe`` takes one handler off a channel at once (the others stay); a handler that
   raises is logged and the others still run;
-- delivery: in process, during ``publish`` itself; in Redis, later, by the bus's reader task;
+- delivery: to the publishing process's own handlers during ``publish`` itself, once (Redis
+  echoes a payload to its publisher too; that copy is dropped); to other processes, in Redis,
+  later, by their bus's reader task;
 - Redis down: ``publish`` and ``publish_many`` raise (at once while the reader knows the
-  connection is lost); ``subscribe`` and ``unsubscribe`` do not raise for a lost connection:
+  connection is lost), after the process's own handlers had the payload; ``subscribe`` and ``unsubscribe`` do not raise for a lost connection:
   they are remembered and applied when the reader reconnects (backing off from 0.1 s to at
   most 0.5 s between tries); it then subscribes every channel again and runs the reconnect
   listeners, in the order they were added; ``ping`` answers False. In process nothing is
