@@ -315,3 +315,27 @@ async def test_a_subscriber_reads_a_burst_of_large_payloads(bus: PubSub, sender:
     await sender.publish_many([("a", data) for data in sent])
     await eventually(lambda: len(inbox.of("a")) == len(sent), 10, "every payload")
     assert inbox.of("a") == sent
+
+
+async def test_a_joinable_channels_payloads_may_arrive_joined_in_order(
+    bus: PubSub, sender: PubSub
+) -> None:
+    """Payloads of a joinable channel published together reach another instance as their
+    concatenation, in publish order, other channels' payloads untouched; the publisher's own
+    handlers get each as it was published."""
+    for each in {id(bus): bus, id(sender): sender}.values():
+        each.joinable("feed")
+    inbox, own = Inbox(), Inbox()
+    await subscribed(bus, "feed", inbox.on("feed"))
+    await subscribed(bus, "room", inbox.on("room"))
+    await sender.subscribe("feed", own.on("feed"))
+    await asyncio.gather(
+        sender.publish_many([("room", b"r1"), ("feed", b"1\n")]),
+        sender.publish_many([("room", b"r2"), ("feed", b"2\n3\n")]),
+        sender.publish_many([("feed", b"4\n")]),
+    )
+    assert own.of("feed")[-3:] == [b"1\n", b"2\n3\n", b"4\n"]
+    await eventually(lambda: b"".join(inbox.of("feed")) == b"1\n2\n3\n4\n", 5, "the feed")
+    assert inbox.of("room") == [b"r1", b"r2"]
+    if bus.distributed:  # the three calls were queued before their pipeline went: one PUBLISH
+        assert inbox.of("feed") == [b"1\n2\n3\n4\n"]

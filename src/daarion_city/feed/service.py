@@ -82,6 +82,7 @@ class FeedService:
 
     async def start(self) -> None:
         self.bus.add_reconnect_listener(self._after_outage)
+        self.bus.joinable(CHANNEL)  # a bus item is lines of events: items concatenate
         await self.bus.subscribe(CHANNEL, self._on_bus)
 
     async def _after_outage(self) -> None:

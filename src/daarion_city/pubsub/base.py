@@ -16,11 +16,11 @@ Guarantees every implementation keeps:
   echoes a payload to its publisher too; that copy is dropped); to other processes, in Redis,
   later, by their bus's reader task;
 - Redis down: ``publish`` and ``publish_many`` raise (at once while the reader knows the
-  connection is lost), after the process's own handlers had the payload; ``subscribe`` and ``unsubscribe`` do not raise for a lost connection:
-  they are remembered and applied when the reader reconnects (backing off from 0.1 s to at
-  most 0.5 s between tries); it then subscribes every channel again and runs the reconnect
-  listeners, in the order they were added; ``ping`` answers False. In process nothing is
-  lost, and no listener ever runs.
+  connection is lost), after the process's own handlers had the payload; ``subscribe`` and
+  ``unsubscribe`` do not raise for a lost connection: they are remembered and applied when the
+  reader reconnects (backing off from 0.1 s to at most 0.5 s between tries); it then
+  subscribes every channel again and runs the reconnect listeners, in the order they were
+  added; ``ping`` answers False. In process nothing is lost, and no listener ever runs.
 """
 
 from __future__ import annotations
@@ -51,6 +51,14 @@ class PubSub(Protocol):
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
         """Publish several payloads in order, in one round trip where the bus allows it; all
         or, on a failure, possibly only some of them (the caller heals as for ``publish``)."""
+        ...
+
+    def joinable(self, channel: str) -> None:
+        """Declare that ``channel``'s payloads concatenate (the channel's format is a sequence
+        of records): those published in one round trip may reach other processes' handlers as
+        one payload, their concatenation in publish order (Redis: one ``PUBLISH`` for the feed
+        events of every room whose batch shares a pipeline). The publisher's own handlers still
+        get each payload as it was published."""
         ...
 
     async def subscribe(self, channel: str, handler: Handler) -> None: ...

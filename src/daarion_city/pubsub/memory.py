@@ -35,6 +35,9 @@ class MemoryPubSub:
         for channel, data in items:
             await self.publish(channel, data)
 
+    def joinable(self, channel: str) -> None:
+        return None  # every payload is handed over as it was published
+
     async def subscribe(self, channel: str, handler: Handler) -> None:
         self._handlers.setdefault(channel, []).append(handler)
 

@@ -15,7 +15,9 @@ tags: an instance that does not would misread the others' payloads.)
 
 ``publish_many`` calls made while a pipeline is in flight go together in the next one: the
 commits of many rooms that complete together publish in one round trip, not one each. Items go
-out in the order of the calls, so each caller's order holds.
+out in the order of the calls, so each caller's order holds; those of a ``joinable`` channel
+(the feed's) go as one payload, so the other instances read one message for the feed events of
+all those rooms, not one per room.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class RedisPubSub:
         self.origin = os.urandom(ORIGIN_SIZE)  # this process's tag on what it publishes
         self._handlers: dict[str, list[Handler]] = {}
         self._names: dict[bytes, str] = {}  # the subscribed channels by their name in Redis
+        self._joinable: set[str] = set()
         self._listeners: list[ReconnectListener] = []
         self._sub: SubscriberConnection | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -101,12 +104,23 @@ class RedisPubSub:
         await self._publishes.submit(items)
 
     async def _send(self, calls: list[list[tuple[str, bytes]]]) -> list[BaseException | None]:
-        """One pipeline for the items of every call, in the order of the calls."""
-        origin, prefix = self.origin, self.prefix
+        """One pipeline for the items of every call, in the order of the calls; the items of
+        a joinable channel as one ``PUBLISH``, where its first one was."""
+        origin, prefix, joinable = self.origin, self.prefix, self._joinable
+        out: list[tuple[str, list[bytes]]] = []
+        joined: dict[str, list[bytes]] = {}
+        for items in calls:
+            for channel, data in items:
+                if channel not in joinable:
+                    out.append((channel, [origin, data]))
+                elif (parts := joined.get(channel)) is not None:
+                    parts.append(data)
+                else:
+                    joined[channel] = parts = [origin, data]
+                    out.append((channel, parts))
         async with self.client.pipeline(transaction=False) as pipe:
-            for items in calls:
-                for channel, data in items:
-                    pipe.publish(prefix + channel, origin + data)
+            for channel, parts in out:
+                pipe.publish(prefix + channel, b"".join(parts))
             await pipe.execute()
         return [None] * len(calls)
 
@@ -116,6 +130,9 @@ class RedisPubSub:
                 handler(data)
             except Exception:
                 log.exception("subscriber of %s failed", channel)
+
+    def joinable(self, channel: str) -> None:
+        self._joinable.add(channel)
 
     async def subscribe(self, channel: str, handler: Handler) -> None:
         handlers = self._handlers.setdefault(channel, [])
