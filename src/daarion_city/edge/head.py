@@ -34,6 +34,8 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from daarion_city.edge.cork import HeadCork
+
 log = logging.getLogger(__name__)
 LINGER = 2.0
 
@@ -170,6 +172,9 @@ class CityHttpProtocol(HttpToolsProtocol):
         self._head_pending = self._head_waiting = False
         self._heads += 1
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:  # uvicorn's new cycle
+            cycle.transport = HeadCork(self.transport, cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

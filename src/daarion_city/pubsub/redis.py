@@ -27,6 +27,7 @@ import logging
 import os
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -35,7 +36,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daarion_city.core.redisutil import blocking_client
 from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
-from daarion_city.pubsub.wire import SubscriberConnection
+from daarion_city.pubsub.wire import RespConnection, command
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ class RedisPubSub:
         self._names: dict[bytes, str] = {}  # the subscribed channels by their name in Redis
         self._joinable: set[str] = set()
         self._listeners: list[ReconnectListener] = []
-        self._sub: SubscriberConnection | None = None
+        self._sub: RespConnection | None = None
+        self._pub: RespConnection | None = None  # the publisher's connection, opened on use
         self._reader: asyncio.Task[None] | None = None
         self.connected = False
         self._tasks = TaskSet("redis-pubsub")
@@ -80,6 +82,8 @@ class RedisPubSub:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         self._close_subscriber()
+        if self._pub is not None:
+            self._pub.close()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -94,7 +98,7 @@ class RedisPubSub:
         if not self.connected:
             # Known to be down: fail fast; subscribers heal from the database on reconnect.
             raise RedisConnectionError("redis pub/sub is reconnecting")
-        await self.client.publish(self.prefix + channel, self.origin + data)
+        await self._publishes.submit([(channel, data)])
 
     async def publish_many(self, items: list[tuple[str, bytes]]) -> None:
         for channel, data in items:
@@ -118,10 +122,24 @@ class RedisPubSub:
                 else:
                     joined[channel] = parts = [origin, data]
                     out.append((channel, parts))
-        async with self.client.pipeline(transaction=False) as pipe:
-            for channel, parts in out:
-                pipe.publish(prefix + channel, b"".join(parts))
-            await pipe.execute()
+        commands = [command(b"PUBLISH", (prefix + ch).encode(), b"".join(p)) for ch, p in out]
+        try:
+            async with asyncio.timeout(self.timeout):
+                if self._pub is None:
+                    self._pub = await RespConnection.open(self.url, within=self.timeout)
+                replies = await self._pub.pipeline(commands)
+        except BaseException as exc:
+            pub, self._pub = self._pub, None  # its replies may be out of step now: a new one
+            if pub is not None:
+                pub.close()
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError("redis did not answer a publish in time") from exc
+            if isinstance(exc, OSError):
+                raise RedisConnectionError(f"publishing failed: {exc!r}") from exc
+            raise
+        for reply in replies:
+            if isinstance(reply, hiredis.ReplyError):
+                raise RedisError(f"redis refused a publish: {reply}")
         return [None] * len(calls)
 
     def _deliver(self, channel: str, data: bytes) -> None:
@@ -166,7 +184,7 @@ class RedisPubSub:
             sub.close()
 
     async def _connect(self) -> None:
-        sub = await SubscriberConnection.open(self.url, within=self.timeout)
+        sub = await RespConnection.open(self.url, within=self.timeout)
         # Nothing awaited from here on: every channel subscribed so far is in this command,
         # and any later one is written by ``subscribe`` itself.
         # A keep-alive channel keeps the connection subscribed (and so readable) when idle.

@@ -1,13 +1,15 @@
-"""The bus's subscriber connection to Redis, read without redis-py's per-message layers.
+"""The bus's connections to Redis, read without redis-py's per-message layers.
 
 redis-py's ``PubSub.get_message`` costs a timeout context, a parse call and a dict per message
 (11% of the service's time in the many-rooms profile, bench/RESULTS.md issue 26). Here one
 ``read`` of the socket is fed to hiredis (C) and every reply it completes is handed back at once:
 a burst of bus messages costs one await and a few Python operations each.
 
-Only what a subscriber needs: connect (TCP or a Unix socket, TLS for ``rediss://``, ``AUTH``),
-``SUBSCRIBE``/``UNSUBSCRIBE``/``PING`` written without waiting for their confirmations (Redis
-answers them in order on the same connection, and the reader skips them), and ``replies``.
+Only what the bus needs: connect (TCP or a Unix socket, TLS for ``rediss://``, ``AUTH``);
+for the subscriber, ``SUBSCRIBE``/``UNSUBSCRIBE``/``PING`` written without waiting for their
+confirmations (Redis answers them in order on the same connection, and the reader skips them)
+and ``replies``; for the publisher, ``pipeline``: commands packed by hand, written at once, and
+their replies read back in order (redis-py's pipeline spent more per command than Redis did).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ def command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
-class SubscriberConnection:
-    """One Redis connection in pub/sub mode."""
+class RespConnection:
+    """One Redis connection: the bus's subscriber (in pub/sub mode) or its publisher."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._reader = reader
@@ -37,7 +39,7 @@ class SubscriberConnection:
         self._parser = hiredis.Reader()
 
     @classmethod
-    async def open(cls, url: str, *, within: float) -> SubscriberConnection:
+    async def open(cls, url: str, *, within: float) -> RespConnection:
         """Connect (in ``within`` seconds) and authenticate as the URL says."""
         options: dict[str, Any] = {**parse_url(url)}
         async with asyncio.timeout(within):
@@ -97,6 +99,16 @@ class SubscriberConnection:
                     got.append(reply)
             except hiredis.ProtocolError as exc:
                 raise RedisConnectionError(f"unreadable reply from redis: {exc}") from exc
+        return got
+
+    async def pipeline(self, commands: list[bytes]) -> list[Any]:
+        """Send ``commands`` (each packed by :func:`command`) at once and read their replies,
+        in order; an error reply is returned as it is (``hiredis.ReplyError``)."""
+        self.write(b"".join(commands))
+        await self._writer.drain()
+        got: list[Any] = []
+        while len(got) < len(commands):
+            got += await self.replies()
         return got
 
     def close(self) -> None:
