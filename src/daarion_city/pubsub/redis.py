@@ -1,10 +1,12 @@
 """Redis pub/sub fan-out for several instances.
 
 One subscriber connection per process (``pubsub/wire.py``: read with hiredis, every message a
-read completes handled in one go), read by one owned task. Redis pub/sub is at-most-once: while
-the connection is down, publishes are lost for this subscriber. When the reader reconnects it
-re-subscribes every channel and then runs the reconnect listeners, which heal from the database
-(room hubs read every message after the last ``seq`` they delivered).
+read completes handled in one go), read by one owned task, and one publisher connection, used by
+one pipeline at a time (its commands packed by hand, its replies read with hiredis). Redis
+pub/sub is at-most-once: while the connection is down, publishes are lost for this subscriber.
+When the reader reconnects it re-subscribes every channel and then runs the reconnect
+listeners, which heal from the database (room hubs read every message after the last ``seq``
+they delivered).
 
 A process's own publications: Redis delivers a payload to every subscriber of its channel, the
 publisher included. Here the publisher's own handlers get it during ``publish`` (as the
@@ -66,6 +68,7 @@ class RedisPubSub:
         self._listeners: list[ReconnectListener] = []
         self._sub: RespConnection | None = None
         self._pub: RespConnection | None = None  # the publisher's connection, opened on use
+        self._pub_used = 0.0
         self._reader: asyncio.Task[None] | None = None
         self.connected = False
         self._tasks = TaskSet("redis-pubsub")
@@ -123,6 +126,13 @@ class RedisPubSub:
                     joined[channel] = parts = [origin, data]
                     out.append((channel, parts))
         commands = [command(b"PUBLISH", (prefix + ch).encode(), b"".join(p)) for ch, p in out]
+        now = asyncio.get_running_loop().time()
+        if self._pub is not None and now - self._pub_used > KEEPALIVE:
+            # Idle for long: a new connection rather than one a middlebox may have dropped
+            # (redis-py's pool checks such a connection with a PING first).
+            self._pub.close()
+            self._pub = None
+        self._pub_used = now
         try:
             async with asyncio.timeout(self.timeout):
                 if self._pub is None:
