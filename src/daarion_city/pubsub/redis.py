@@ -38,7 +38,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from daarion_city.core.redisutil import blocking_client
 from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
-from daarion_city.pubsub.wire import RespConnection, command
+from daarion_city.pubsub.wire import RespConnection, publish_command
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ class RedisPubSub:
                 else:
                     joined[channel] = parts = [origin, data]
                     out.append((channel, parts))
-        commands = [command(b"PUBLISH", (prefix + ch).encode(), b"".join(p)) for ch, p in out]
+        commands = [publish_command((prefix + ch).encode(), b"".join(p)) for ch, p in out]
         now = asyncio.get_running_loop().time()
         if self._pub is not None and now - self._pub_used > KEEPALIVE:
             # Idle for long: a new connection rather than one a middlebox may have dropped

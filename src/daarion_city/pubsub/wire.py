@@ -30,6 +30,16 @@ def command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%b\r\n" % (len(a), a) for a in args)
 
 
+def publish_command(channel: bytes, data: bytes) -> bytes:
+    """``PUBLISH channel data`` in RESP, in one step (it is packed once per room batch)."""
+    return b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
+        len(channel),
+        channel,
+        len(data),
+        data,
+    )
+
+
 class RespConnection:
     """One Redis connection: the bus's subscriber (in pub/sub mode) or its publisher."""
 
