@@ -8,7 +8,8 @@ A round: one `daarion-city serve` with webhooks on, pointed at a port nobody lis
 post for ``--seconds`` (bench.loadgen post), which fills the outbox; then the receiver (a plain
 asyncio HTTP/1.1 server in this process that checks every signature) starts on that port, and
 the deliveries per second are (N - 1) / (the last arrival - the first), N the events waiting.
-Every event must arrive, once, signed. The service's CPU per delivery is read from /proc.
+Every event must arrive, once, signed. The CPU per delivery of the instance and of its sender
+process (PostgreSQL: CITY_WEBHOOK_SENDER=auto) is read from /proc.
 
 ``serve`` runs the same receiver until interrupted (200 to every POST; no signature check) for
 ``bench.compare --new-env CITY_WEBHOOK_URL=http://127.0.0.1:9911/ ...``.
@@ -94,9 +95,20 @@ async def listen(sink: Sink, port: int) -> asyncio.Server:
     return await loop.create_server(lambda: Receiver(sink), "127.0.0.1", port)
 
 
-def cpu_ms(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / TICKS
+def cpu_ms(pid: int) -> tuple[float, float]:
+    """CPU ms of the process and of its living children (the webhook sender's process)."""
+    own, children = 0.0, 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        ms = (int(fields[11]) + int(fields[12])) * 1000 / TICKS
+        if stat.parent.name == str(pid):
+            own += ms
+        elif fields[1] == str(pid):
+            children += ms
+    return own, children
 
 
 async def one_round(store: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -140,7 +152,8 @@ async def one_round(store: str, args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.wait_for(sink.done.wait(), args.timeout)
                 finally:
                     server.close()
-                spent = cpu_ms(service.proc.pid) - before
+                after = cpu_ms(service.proc.pid)
+                spent, sender = after[0] - before[0], after[1] - before[1]
             finally:
                 await asyncio.to_thread(service.stop)
     span = sink.times[-1] - sink.times[0]
@@ -150,6 +163,7 @@ async def one_round(store: str, args: argparse.Namespace) -> dict[str, Any]:
         "posts_per_s": posts.get("commits_per_s"),
         "deliveries_per_s": round((len(sink.ids) - 1) / span, 1) if span > 0 else None,
         "server_cpu_us_per_delivery": round(spent * 1000 / max(1, len(sink.ids)), 1),
+        "sender_process_cpu_us_per_delivery": round(sender * 1000 / max(1, len(sink.ids)), 1),
         "duplicates": len(sink.ids) - len(set(sink.ids)),
         "bad_signatures": sink.bad,
     }

@@ -117,6 +117,17 @@ def _admin(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _send_webhooks(_: argparse.Namespace, settings: Settings) -> int:
+    """The webhook sender on its own (``feed/webhookproc.py``): an instance starts it."""
+    from daarion_city.feed.webhookproc import run_child
+
+    if not settings.webhooks_on:
+        print("daarion-city: set CITY_WEBHOOK_URL and CITY_WEBHOOK_SECRET", file=sys.stderr)
+        return 2
+    asyncio.run(run_child(settings))
+    return 0
+
+
 def _check_config(_: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app.wiring import ConfigurationError, check_settings
     from daarion_city.identity.tokens import describe_secret
@@ -173,6 +184,7 @@ COMMANDS = {
     "check-config": "print and check the configuration, secrets masked",
     "matrix-registration": "print the Matrix appservice registration YAML",
     "admin": "suspend or unsuspend a user everywhere (audited)",
+    "send-webhooks": "send the feed's webhooks (each instance runs this as its child process)",
 }
 
 
@@ -228,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin.set_defaults(func=_admin)
 
     command("check-config").set_defaults(func=_check_config)
+    command("send-webhooks").set_defaults(func=_send_webhooks)
     command("matrix-registration").set_defaults(func=_matrix_registration)
     return parser
 

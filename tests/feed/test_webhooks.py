@@ -7,13 +7,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from daarion_city.app.wiring import ConfigurationError, check_settings
 from daarion_city.config import Settings
 from daarion_city.feed.signing import sign, verify
+from daarion_city.feed.webhookproc import WebhookProcess, child_env
 from daarion_city.storage import webhooks as outbox
 from tests.feed.receiver import SECRET, Receiver
 from tests.ops.test_metrics import scrape, value
@@ -75,6 +82,17 @@ def check_order(receiver: Receiver, events: list[dict[str, Any]]) -> None:
         assert r.event["id"] == r.event_id
 
 
+async def counted(api: Api, result: str, n: int, at_least: bool = False) -> None:
+    """``city_webhook_deliveries{result}`` reaches ``n`` (a sender in its own process tells
+    the instance its counts a moment after the receiver saw the requests)."""
+
+    async def reached() -> bool:
+        got = value(await scrape(api), "city_webhook_deliveries", result=result)
+        return got >= n if at_least else got == n
+
+    await eventually(reached, 10, f"{result} never counted {n}")
+
+
 async def activity(api: Api, slug: str = "garden") -> None:
     alice = await api.guest("Alice")
     bob = await api.guest("Bob")
@@ -103,9 +121,8 @@ async def test_every_event_arrives_in_order_as_the_feed_shows_it(
     check_order(receiver, events)
     for request, event in zip(receiver.requests, events, strict=True):
         assert request.event == event  # the body is the feed's JSON of the event
-    metrics = await scrape(api)
-    assert value(metrics, "city_webhook_deliveries", result="delivered") == len(events)
-    assert value(metrics, "city_webhook_deliveries", result="failed") == 0
+    await counted(api, "delivered", len(events))
+    assert value(await scrape(api), "city_webhook_deliveries", result="failed") == 0
     db = api.server.resources.db
     async with db.read() as conn:
         assert await outbox.pending(conn) == 0
@@ -129,10 +146,9 @@ async def test_a_failing_hanging_and_closed_receiver_gets_everything_once_it_rec
         events = await all_arrived(api, receiver)
     check_order(receiver, events)
     assert not any(r.delivered for r in receiver.requests[:3])
-    metrics = await scrape(api)
-    assert value(metrics, "city_webhook_deliveries", result="delivered") == len(events)
-    assert value(metrics, "city_webhook_deliveries", result="failed") >= 4
-    assert value(metrics, "city_webhook_deliveries", result="dropped") == 0
+    await counted(api, "delivered", len(events))
+    await counted(api, "failed", 4, at_least=True)
+    assert value(await scrape(api), "city_webhook_deliveries", result="dropped") == 0
 
 
 async def test_a_restart_loses_nothing(settings: Settings, receiver: Receiver) -> None:
@@ -264,10 +280,18 @@ async def test_one_sender_in_a_cluster_and_another_takes_over(
             await users[i % 2].say("science", f"m{i}")
         events = await all_arrived(a, receiver)
         check_order(receiver, events)
-        counts = [
-            value(await scrape(api), "city_webhook_deliveries", result="delivered")
-            for api in (a, b)
-        ]
+
+        async def delivered() -> list[float]:
+            return [
+                value(await scrape(api), "city_webhook_deliveries", result="delivered")
+                for api in (a, b)
+            ]
+
+        async def all_counted() -> bool:
+            return sum(await delivered()) == len(events)
+
+        await eventually(all_counted, 10, "deliveries not counted")
+        counts = await delivered()
         assert sorted(counts) == [0, len(events)]
         leader, other = (a, b) if counts[0] else (b, a)
         await leader.server.uvicorn.shutdown()  # its lifespan ends: the lock is let go
@@ -277,19 +301,64 @@ async def test_one_sender_in_a_cluster_and_another_takes_over(
         check_order(receiver, events)
 
 
+async def test_the_sender_is_a_process_of_its_own_restarted_when_killed(
+    backend: str, settings: Settings, receiver: Receiver
+) -> None:
+    """PostgreSQL: the sender runs as the instance's child process; killed (kill -9), it is
+    started again and sends what was written meanwhile; it stops with the instance."""
+    if backend != "postgresql":
+        pytest.skip("SQLite's sender runs in the instance (one writer)")
+    async with run_server(settings) as server, receiver.running():
+        api = Api(server)
+        try:
+            sender = server.resources.webhooks
+            assert isinstance(sender, WebhookProcess)
+            await activity(api, "one")
+            before = await all_arrived(api, receiver)
+
+            async def sent_and_forgotten() -> bool:  # else a new child sends some again
+                async with server.resources.db.read() as conn:
+                    return await outbox.pending(conn) == 0
+
+            await eventually(sent_and_forgotten, 10, "the outbox not emptied")
+            await counted(api, "delivered", len(before))  # told within COUNT_EVERY (0.2 s)
+            pid = sender.pid
+            assert pid is not None
+            assert pid != os.getpid()
+            os.kill(pid, signal.SIGKILL)
+            await activity(api, "two")  # written while no sender runs
+            events = await all_arrived(api, receiver, timeout=30)
+            assert sender.pid != pid
+            assert sender.starts == 2
+            check_order(receiver, events)
+            await counted(api, "delivered", len(events))
+            last = sender.pid
+        finally:
+            await api.aclose()
+    assert last is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(last, 0)  # stopped and reaped with the instance
+
+
 def test_settings_go_together_and_the_secret_is_masked(tmp_path: Any) -> None:
     base = {"city_data_dir": tmp_path, "city_jwt_secret": "x" * 40}
     for bad in (
         {"city_webhook_url": "http://127.0.0.1:9/h"},
         {"city_webhook_secret": "s"},
         {"city_webhook_url": "ftp://example.org/h", "city_webhook_secret": "s"},
+        {"city_webhook_sender": "process"},  # SQLite (the default database)
+        {"city_webhook_sender": "elsewhere"},
     ):
-        with pytest.raises(ConfigurationError):
+        with pytest.raises((ConfigurationError, ValidationError)):
             check_settings(Settings(**base, **bad))
     good = Settings(**base, city_webhook_url="https://example.org/h", city_webhook_secret="s3")
     check_settings(good)
     assert good.webhooks_on
     assert not Settings(**base).webhooks_on
+    assert not good.webhook_process  # SQLite: inline
+    on_pg = Settings(**base, database_url="postgresql://127.0.0.1/x")
+    assert on_pg.webhook_process
+    assert not on_pg.model_copy(update={"city_webhook_sender": "inline"}).webhook_process
     shown = good.masked()
     assert shown["city_webhook_secret"] == "********"
     assert shown["city_webhook_retry_hours"] == 24
@@ -308,3 +377,32 @@ def test_signatures_verify_and_refuse_what_they_should() -> None:
         assert not verify("k", broken, body, now=1_000_000)
     rotated = header + ",v1=" + "0" * 64
     assert verify("k", rotated, body, now=1_000_000)
+
+
+def test_the_sender_process_is_given_the_instances_settings(tmp_path: Any) -> None:
+    """The child builds ``Settings()`` from the environment it is given: the same settings as
+    the instance's, whatever the instance read them from (here: arguments, not the env)."""
+    settings = Settings(
+        city_data_dir=tmp_path,
+        city_jwt_secret="j" * 40,
+        database_url="postgresql://127.0.0.1:5432/somewhere",
+        city_webhook_url="http://127.0.0.1:9/h",
+        city_webhook_secret="s3cret",
+        city_webhook_batch=7,
+        city_webhook_order_wait=0.5,
+        city_default_rooms="general,science",
+        log_level="warning",
+    )
+    code = (
+        "from daarion_city.config import Settings; s = Settings(); "
+        "print(s.model_dump_json()); print(s.city_webhook_secret.get_secret_value())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=child_env(settings),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert orjson.loads(out[0]) == orjson.loads(settings.model_dump_json())
+    assert out[1] == "s3cret"

@@ -93,6 +93,11 @@ async def test_every_exported_metric_moves_with_what_it_names(api: Api, receiver
             await p.send({"event": "presence.heartbeat"})
         assert (await p.expect("error"))["code"] == "rate_limited"
         await eventually(lambda: len(receiver.delivered()) >= 3, 10, "no webhook delivered")
+
+        async def hooks_counted() -> bool:  # the sender's process tells its counts in 0.2 s
+            return value(await scrape(api), "city_webhook_deliveries", result="delivered") >= 3
+
+        await eventually(hooks_counted, 10, "webhook deliveries not counted")
         during = await scrape(api)
 
         unmoved = sorted(

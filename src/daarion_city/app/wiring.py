@@ -25,6 +25,7 @@ from daarion_city.core.redisutil import open_redis
 from daarion_city.core.snapshots import Snapshots
 from daarion_city.core.validation import SLUG_PATTERN, is_slug
 from daarion_city.feed.service import FEED, FeedService
+from daarion_city.feed.webhookproc import WebhookProcess
 from daarion_city.feed.webhooks import WebhookSender
 from daarion_city.identity.known import KnownUsers
 from daarion_city.identity.retirements import Retirements
@@ -71,6 +72,7 @@ class Resources:
     suspensions: Suspensions
     yourdata: YourData
     services: frozenset[str] = field(default_factory=frozenset)
+    webhooks: WebhookSender | WebhookProcess | None = None
 
     def provided(self) -> Provided:
         return Provided(
@@ -108,6 +110,10 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError("CITY_WEBHOOK_URL and CITY_WEBHOOK_SECRET go together")
     if settings.webhooks_on and not settings.city_webhook_url.startswith(("http://", "https://")):
         raise ConfigurationError("CITY_WEBHOOK_URL must be an http:// or https:// URL")
+    if settings.city_webhook_sender == "process" and settings.is_sqlite:
+        raise ConfigurationError(
+            "CITY_WEBHOOK_SENDER=process needs PostgreSQL (SQLite's writer is one process)"
+        )
     if settings.city_instances > 1:
         if not settings.redis_url:
             raise ConfigurationError(
@@ -169,8 +175,12 @@ async def open_resources(
         feed = FeedService(db, bus, pages=snapshots("feed"), outbox=settings.webhooks_on)
         await feed.start()
         stack.push_async_callback(feed.stop)
+        webhooks: WebhookSender | WebhookProcess | None = None
         if settings.webhooks_on and "city" in services:  # the outbox's sender (one per cluster)
-            webhooks = WebhookSender(db, settings, metrics)
+            if settings.webhook_process:
+                webhooks = WebhookProcess(settings, metrics)
+            else:
+                webhooks = WebhookSender(db, settings, metrics.count_webhook)
             feed.add_listener(webhooks.wake)
             await webhooks.start()
             stack.push_async_callback(webhooks.stop)
@@ -272,4 +282,5 @@ async def open_resources(
             matrix=matrix,
             instance_id=instance_id,
             services=services,
+            webhooks=webhooks,
         )

@@ -201,6 +201,12 @@ class Settings(SecondMeSettings, MatrixSettings, WebhookSettings, BaseSettings):
         return bool(self.city_webhook_url and self.city_webhook_secret)  # an empty one is False
 
     @property
+    def webhook_process(self) -> bool:
+        """Whether the webhook sender runs in a child process (CITY_WEBHOOK_SENDER)."""
+        mode = self.city_webhook_sender
+        return mode == "process" or (mode == "auto" and not self.is_sqlite)
+
+    @property
     def default_room_slugs(self) -> list[str]:
         return [s.strip() for s in self.city_default_rooms.split(",") if s.strip()]
 

@@ -3,6 +3,8 @@ fields only, read from the environment with the root's configuration."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings
 
@@ -86,3 +88,6 @@ class WebhookSettings(BaseSettings):
     city_webhook_batch: int = Field(100, ge=1, le=10_000)
     city_webhook_poll: float = Field(1.0, gt=0)
     city_webhook_order_wait: float = Field(2.0, ge=0)
+    # Where the sender runs: "process" (a child process of each instance; PostgreSQL),
+    # "inline" (the instance's event loop), "auto" (process on PostgreSQL, inline on SQLite).
+    city_webhook_sender: Literal["auto", "process", "inline"] = "auto"

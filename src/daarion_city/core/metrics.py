@@ -80,6 +80,9 @@ class Metrics:
             registry=r,
         )
 
+    def count_webhook(self, result: str, n: int = 1) -> None:
+        self.webhook_deliveries.labels(result).inc(n)
+
     def add_collector(self, collector: Collector) -> None:
         self._collectors.append(collector)
 

@@ -25,7 +25,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +35,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from daarion_city.config import Settings
 from daarion_city.core.clock import as_utc, utcnow
 from daarion_city.core.logs import mask_url
-from daarion_city.core.metrics import Metrics
 from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.hookclient import HookClient, HookError
 from daarion_city.feed.schemas import event_wire
@@ -53,7 +52,8 @@ LINGER = 0.05
 
 
 class WebhookSender:
-    def __init__(self, db: Database, settings: Settings, metrics: Metrics) -> None:
+    def __init__(self, db: Database, settings: Settings, count: Callable[[str], None]) -> None:
+        """``count`` is called with each attempt's result: delivered, failed or dropped."""
         assert settings.city_webhook_secret is not None
         self.db = db
         self.url = settings.city_webhook_url
@@ -64,8 +64,7 @@ class WebhookSender:
         self.batch = settings.city_webhook_batch
         self.poll = settings.city_webhook_poll
         self.order_wait = 0.0 if db.is_sqlite else settings.city_webhook_order_wait
-        self._counted = {r: metrics.webhook_deliveries.labels(r) for r in ("delivered", "failed")}
-        self._dropped = metrics.webhook_deliveries.labels("dropped")
+        self._count = count
         self._wake = asyncio.Event()
         self._tasks = TaskSet("webhooks")
         self._client = HookClient(self.url)
@@ -200,7 +199,7 @@ class WebhookSender:
         except Exception as exc:  # a bug must not stop the queue: counted as a failure
             log.exception("webhook attempt of %s failed", row.id)
             outcome, ok = type(exc).__name__, False
-        self._counted["delivered" if ok else "failed"].inc()
+        self._count("delivered" if ok else "failed")
         if not ok:
             log.warning("webhook of feed event %s not delivered (%s)", row.id, outcome)
         return ok
@@ -213,7 +212,7 @@ class WebhookSender:
         first: datetime = at if row.first_attempt_at is None else as_utc(row.first_attempt_at)
         deadline = first + self.window
         if at >= deadline:
-            self._dropped.inc()
+            self._count("dropped")
             log.error(
                 "webhook of feed event %s dropped after %d attempts since %s",
                 row.id,
