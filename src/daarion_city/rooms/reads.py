@@ -26,6 +26,7 @@ one statement for a page.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -56,6 +57,15 @@ ROOM_KINDS = frozenset(
 )
 LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    """Who is online in a room: the exact ``count``, the mode, the (bounded) ``members``."""
+
+    count: int
+    large: bool
+    members: list[dict[str, str]]
 
 
 async def all_online(user_ids: list[str]) -> dict[str, str]:
@@ -139,24 +149,30 @@ class RoomReads:
             async with self.db.read() as conn:
                 return await store.room_with_newest(conn, room_id, DETAIL_MESSAGES)
 
-        rows, online = await asyncio.gather(newest(), self.online_members(room_id))
+        rows, online = await asyncio.gather(newest(), self.online(room_id))
         if not rows:
             raise NotFound(f"no room {room_id!r}", code="room_not_found")
         wires = [w for r in rows if (w := last_message_wire(r, store.LAST_PREFIX)) is not None]
         room = room_wire(
-            rows[0], members_online=len(online), last_message=wires[-1] if wires else None
+            rows[0], members_online=online.count, last_message=wires[-1] if wires else None
         )
         room["messages"] = wires
-        room["online_members"] = online
+        room["online_members"] = online.members
         return room
 
-    async def online_members(self, room_id: str) -> list[dict[str, str]]:
-        members = await self.occupancy.members(room_id)
-        statuses = await self.status_of(list(members))
-        return [
+    async def online(self, room_id: str) -> Online:
+        """The room's exact count of online users, its mode and at most
+        ``CITY_LARGE_ROOM_LIST`` of them with their statuses: by name in a small room, the
+        most recently active first in a large one (SPEC 2b)."""
+        roster = await self.occupancy.roster(room_id, self.settings.city_large_room_list)
+        statuses = await self.status_of([uid for uid, _ in roster.members])
+        members = [
             {"user_id": uid, "name": name, "status": statuses.get(uid, "online")}
-            for uid, name in sorted(members.items(), key=lambda kv: kv[1].lower())
+            for uid, name in roster.members
         ]
+        if not roster.large:
+            members.sort(key=lambda m: m["name"].lower())
+        return Online(roster.online, roster.large, members)
 
     # --- changes --------------------------------------------------------------------------------
     def changed(self, room_id: str) -> None:
