@@ -303,6 +303,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         for i in range(args.procs)
     ]
     procs, offset = [], 0
+    storm_began = time.time()
     for n in per:
         p = ctx.Process(
             target=_subscriber_proc,
@@ -313,6 +314,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         offset += n
     for _ in range(args.subscribers):
         await asyncio.to_thread(ready.get, True, 120)
+    storm_ended = time.time()  # every subscriber has its room.state (bench/storm.py)
     paths = [
         f"/city/rooms/{name}/messages" if args.target == "service" else f"/publish/{name}"
         for name in rooms
@@ -385,6 +387,8 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
             "latency_p99_ms": round(pct(latencies, 0.99), 2),
             "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 2),
             "cpu_kernel_share": round(sys_share, 2),
+            "storm_began": round(storm_began, 3),
+            "storm_s": round(storm_ended - storm_began, 2),
         }
     ]
 

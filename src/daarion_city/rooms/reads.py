@@ -26,8 +26,8 @@ one statement for a page.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from daarion_city.config import Settings
