@@ -13,10 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
 
 from daarion_city.config import Settings
+from daarion_city.rooms.occupancy.redis import RedisRoomOccupancy
+from tests.cluster import RedisServer
 from tests.conftest import REDIS_URL, make_settings
-from tests.support import Api, Socket, User, eventually, two_instances
+from tests.support import Api, Socket, User, eventually, run_server, two_instances
 
 LARGE = 5  # large above 5 users online, small again below 3.75
 Frame = dict[str, Any]
@@ -238,3 +241,61 @@ async def test_a_storm_of_sockets_into_one_room_costs_linear_frames(api: Api) ->
     ticks = took / api.server.settings.city_room_online_interval + 2
     assert seen["room.online"] <= (STORM + 1) * ticks, (seen, took)
     assert set(seen) <= {"room.join", "room.state", "room.online", "room.message"}, seen
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+async def test_occupancy_heals_after_redis_calls_fail(
+    database_url: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """Sockets close while Redis does not answer writes (CLIENT PAUSE on a Redis of the test's
+    own): every removal fails (the calls time out). Once Redis answers again the users who left
+    are no longer counted nor listed, within seconds, without any socket doing anything."""
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        redis_url=redis_server.url,
+        city_large_room=LARGE,
+        city_room_online_interval=0.2,
+        database_timeout=0.5,  # bounds each Redis call too
+    )
+    async with run_server(settings) as server, contextlib.AsyncExitStack() as stack:
+        api = Api(server)
+        stack.push_async_callback(api.aclose)
+        occupancy = server.resources.rooms.occupancy
+        assert isinstance(occupancy, RedisRoomOccupancy)
+        observer = api.user("olga", "Olga")
+        o = await stack.enter_async_context(observer.socket("general"))
+        await o.expect("room.state")
+        sockets: list[contextlib.AsyncExitStack] = []
+
+        async def open_(i: int) -> None:
+            inner = contextlib.AsyncExitStack()
+            ws = await inner.enter_async_context(api.user(f"h_{i}", f"H{i}").socket("general"))
+            await ws.expect("room.state")
+            sockets.append(inner)
+
+        await asyncio.gather(*(open_(i) for i in range(40)))
+        await until(o, is_count(41))
+        admin = aioredis.Redis.from_url(redis_server.url)
+        stack.push_async_callback(admin.aclose)
+        await admin.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+        try:
+            await asyncio.gather(*(s.aclose() for s in sockets[:30]))
+
+            async def all_failed() -> bool:
+                return occupancy.pending_removals == 30
+
+            await eventually(all_failed, 15, "the removals did not fail")
+        finally:
+            await admin.execute_command("CLIENT", "UNPAUSE")
+
+        async def healed() -> bool:
+            detail = (await api.http.get("/city/rooms/general")).json()
+            listed = {m["user_id"] for m in detail["online_members"]}
+            return detail["members_online"] == 11 and len(listed) == 11
+
+        await eventually(healed, 10, "the failed removals left users counted")
+        assert occupancy.pending_removals == 0
+        await until(o, is_count(11), timeout=5)
+        for inner in sockets[30:]:
+            await inner.aclose()

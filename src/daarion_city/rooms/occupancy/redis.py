@@ -69,6 +69,11 @@ class RedisRoomOccupancy:
         self._clock = 0.0  # the latest activity time written
         self.healed = 0  # entries removed by heal or maintain after a failed call
 
+    @property
+    def pending_removals(self) -> int:
+        """Sockets whose removal failed and waits for ``heal``."""
+        return len(self._unremoved)
+
     async def _pipeline(self, calls: list[Call]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
             for script, keys, args in calls:
