@@ -103,13 +103,17 @@ class Connection:
         self._inflight = False
 
     # --- queueing (never awaits) ---------------------------------------------------------------
-    def send_snapshot(self, frame: str) -> None:
+    def send_snapshot(self, frame: str, wire: bytes | None = None) -> None:
         """Queue a frame of the opening snapshot (while catching up): written before anything
-        live, and not counted against ``max_queue``."""
+        live, and not counted against ``max_queue``. With ``wire`` (the frame already built,
+        as one ``room.state`` is for every socket that opens in the same moment) and nothing
+        of the snapshot waiting, it is written straight to the transport."""
         if not self.catching_up:
             self.send(frame)
             return
         if self._closing:
+            return
+        if wire is not None and self._snapshot is None and self._write_direct(wire):
             return
         if self._snapshot is None:
             self._snapshot = deque()

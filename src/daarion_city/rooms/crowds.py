@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from daarion_city.config import Settings
@@ -28,15 +29,19 @@ from daarion_city.rooms.commit import publish_quietly
 from daarion_city.rooms.reads import Online, RoomReads
 
 CROSSINGS = "city:crowd"  # a room crossed the large-room threshold (either way)
+STATE_SPACING = 0.05  # seconds between two reads of one room's room.state, at least
+CHUNK = 500  # sockets told in one go before the loop serves others
 
 
 @dataclass(frozen=True, slots=True)
 class State:
-    """A room's ``room.state`` as sent: the channel position it was read at, and the frame."""
+    """A room's ``room.state`` as sent: the channel position it was read at, and the frame
+    (as text, and as the WebSocket frame every opener's transport is given)."""
 
     last_seq: int
     online: Online
     frame: str
+    wire: bytes
 
     def at(self, room_id: str, last_seq: int) -> str:
         """The same frame at another position (a resuming socket's)."""
@@ -66,6 +71,7 @@ class Local:
     large: bool = False  # the mode its sockets were last told
     told: int = -1  # the count they were last told (room.state or room.online); -1: not yet
     refreshing: bool = False  # a fresh room.state is on its way to them
+    unexplained: bool = False  # the last tick read a mode they were not told of
 
 
 class Crowds:
@@ -79,7 +85,7 @@ class Crowds:
         self.settings = settings
         self._tasks = tasks
         self._rooms: dict[str, Local] = {}
-        self._states: FreshFlight[str, State] = FreshFlight(self._read_state)
+        self._states: FreshFlight[str, State] = FreshFlight(self._read_state, spacing=STATE_SPACING)
 
     async def start(self) -> None:
         await self.bus.subscribe(CROSSINGS, self._on_crossing)
@@ -99,10 +105,6 @@ class Crowds:
             if local.sockets <= 0:
                 del self._rooms[room_id]
 
-    def is_large(self, room_id: str) -> bool:
-        local = self._rooms.get(room_id)
-        return local is not None and local.large
-
     async def state(self, room_id: str) -> State:
         """The room's ``room.state``, read after the call (shared by concurrent callers)."""
         state = await self._states.get(room_id)
@@ -117,7 +119,8 @@ class Crowds:
             last = self.hub.position(room_id)  # read now: what is delivered after is newer
         except KeyError:  # no socket of the room left here
             last = 0
-        return State(last, online, state_frame(room_id, last, online))
+        frame = state_frame(room_id, last, online)
+        return State(last, online, frame, text_frame(frame.encode()))
 
     # --- crossings and counts -------------------------------------------------------------------
     async def crossed(self, room_id: str) -> None:
@@ -141,17 +144,21 @@ class Crowds:
         finally:
             local.refreshing = False
         local.large = state.online.large
-        self._tell(room_id, state.frame, state.online.count)
+        await self._tell(room_id, state.frame, state.online.count, state.wire)
 
-    def _tell(self, room_id: str, frame: str, count: int) -> None:
+    async def _tell(self, room_id: str, frame: str, count: int, wire: bytes) -> None:
+        """``frame`` to every socket of the room here, ``CHUNK`` at a time (10,000 sockets
+        would otherwise hold the loop for tens of milliseconds)."""
         local = self._rooms.get(room_id)
         if local is None:
             return
         local.told = count
-        conns = self.hub.connections(room_id)
-        wire = text_frame(frame.encode()) if len(conns) > 1 else None
-        for conn in conns:
-            conn.send_event(frame, wire)
+        conns = list(self.hub.connections(room_id))
+        for start in range(0, len(conns), CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            for conn in conns[start : start + CHUNK]:
+                conn.send_event(frame, wire)
 
     async def tick(self) -> None:
         """Each room's count and mode: ``room.online`` to a large room's sockets when the count
@@ -166,9 +173,15 @@ class Crowds:
             if local.refreshing or local.told < 0:
                 continue
             if crowd.large != local.large:
-                self._refresh_soon(room_id)  # a crossing whose notice did not come
-            elif crowd.large and crowd.online != local.told:
+                # Twice in a row: a crossing whose notice did not come (once: it may be on
+                # its way).
+                if local.unexplained:
+                    self._refresh_soon(room_id)
+                local.unexplained = not local.unexplained
+                continue
+            local.unexplained = False
+            if crowd.large and crowd.online != local.told:
                 frame = encode(
                     {"event": "room.online", "room_id": room_id, "members_online": crowd.online}
                 )
-                self._tell(room_id, frame, crowd.online)
+                await self._tell(room_id, frame, crowd.online, text_frame(frame.encode()))

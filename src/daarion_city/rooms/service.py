@@ -84,6 +84,7 @@ class RoomService:
             settings=settings,
             snapshots=snapshots,
             resolve=self.resolve,
+            tasks=self._tasks,
             status_of=status_of,
         )
         self.search = MessageSearch(db, settings, limiter, self.resolve)

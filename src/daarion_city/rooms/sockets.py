@@ -89,8 +89,9 @@ class RoomSockets:
     async def _changed(
         self, room_id: str, occupied: Occupied, event: str, user_id: str, name: str
     ) -> None:
-        """After an add or a remove: the reads are dropped, and the others are told of a join
-        or leave (small room), or of the crossing of the threshold (a fresh ``room.state``)."""
+        """After an add or a remove: the room's reads are dropped, here and there, and the
+        others are told of a join or leave (small room), or of the crossing of the threshold
+        (a fresh ``room.state``)."""
         if occupied.changed or occupied.crossed:
             await self._occupancy_changed(room_id)
         if occupied.crossed:
@@ -116,9 +117,9 @@ class RoomSockets:
         occupied = await self.occupancy.add(
             room_id, user.user_id, user.name, self._socket_key(conn)
         )
-        if occupied.changed or occupied.crossed:
-            # the room's online members changed: its reads are dropped, here and there
-            await self._occupancy_changed(room_id)
+        # Told at once, before this socket's own room.state is read: a join counted while the
+        # room was small reaches the others before the crossing that follows it.
+        await self._changed(room_id, occupied, "room.join", user.user_id, user.name)
         state = await self.crowds.state(room_id)  # one read and frame for all who open now
         last = state.last_seq
         replay: list[tuple[int, str]] = []
@@ -132,7 +133,7 @@ class RoomSockets:
                 replay = await timeline_frames(
                     self.db, room_id, since_seq, self.settings.city_resume_limit
                 )
-        conn.send_snapshot(state.at(room_id, last))
+        conn.send_snapshot(state.at(room_id, last), state.wire if last == state.last_seq else None)
         if resync:
             conn.send_snapshot(
                 error_frame(
@@ -146,10 +147,6 @@ class RoomSockets:
             top = max(top, seq)
         conn.go_live(top)
         conn.start()
-        if occupied.crossed:
-            await self.crowds.crossed(room_id)
-        elif occupied.changed and not occupied.large:
-            await self._announce_presence_in_room("room.join", room_id, user)
 
     def expel(self, room_id: str, user_id: str, code: str) -> None:
         """Close the user's sockets of the room here: an ``error`` ``code`` (``banned``,
