@@ -105,9 +105,7 @@ class Connection:
     # --- queueing (never awaits) ---------------------------------------------------------------
     def send_snapshot(self, frame: str, wire: bytes | None = None) -> None:
         """Queue a frame of the opening snapshot (while catching up): written before anything
-        live, and not counted against ``max_queue``. With ``wire`` (the frame already built,
-        as one ``room.state`` is for every socket that opens in the same moment) and nothing
-        of the snapshot waiting, it is written straight to the transport."""
+        live, not counted against ``max_queue``; straight to the transport given ``wire``."""
         if not self.catching_up:
             self.send(frame)
             return
