@@ -109,9 +109,7 @@ class Connection:
         if not self.catching_up:
             self.send(frame)
             return
-        if self._closing:
-            return
-        if wire is not None and self._snapshot is None and self._write_direct(wire):
+        if self._closing or (wire is not None and not self._snapshot and self._write_direct(wire)):
             return
         if self._snapshot is None:
             self._snapshot = deque()
