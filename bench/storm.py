@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -30,14 +31,17 @@ import httpx
 from tests.cluster import Instance
 
 from bench.common import REDIS, SECRET, UNLIMITED, pct, scratch
-from bench.loadgen import RawHttp
+from bench.loadgen import RawHttp, cpu_seconds
 from bench.suite import OUT, loadgen
 
 SRC = str(Path("src").resolve())  # this checkout's package, for the service
 
 
-async def probe(base: str, stop: asyncio.Event, samples: list[tuple[float, float]]) -> None:
-    """``GET /healthz`` every 20 ms: ``(when, ms)``; a failed probe counts as 10 s."""
+async def probe(
+    base: str, pid: int, stop: asyncio.Event, samples: list[tuple[float, float, float]]
+) -> None:
+    """``GET /healthz`` every 20 ms: ``(when, ms, the server's CPU seconds so far)``; a failed
+    probe counts as 10 s."""
     http = RawHttp(base)
     try:
         while not stop.is_set():
@@ -49,7 +53,7 @@ async def probe(base: str, stop: asyncio.Event, samples: list[tuple[float, float
                 await http.close()
                 http = RawHttp(base)
                 ms = 10_000.0
-            samples.append((began, ms))
+            samples.append((began, ms, cpu_seconds(pid)))
             await asyncio.sleep(0.02)
     finally:
         await http.close()
@@ -68,9 +72,9 @@ async def emptied(base: str, within: float = 120.0) -> int:
 
 async def step(service: Instance, rate: int, args: argparse.Namespace) -> dict[str, Any]:
     assert service.proc is not None
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, float, float]] = []
     stop = asyncio.Event()
-    prober = asyncio.create_task(probe(service.base_url, stop, samples))
+    prober = asyncio.create_task(probe(service.base_url, service.proc.pid, stop, samples))
     try:
         (line,) = await asyncio.to_thread(
             loadgen,
@@ -94,7 +98,9 @@ async def step(service: Instance, rate: int, args: argparse.Namespace) -> dict[s
         stop.set()
         await prober
     began, ended = line["storm_began"], line["storm_began"] + line["storm_s"]
-    during = [ms for when, ms in samples if began <= when <= ended]
+    window = [(ms, cpu) for when, ms, cpu in samples if began <= when <= ended]
+    during = [ms for ms, _ in window]
+    cpu = window[-1][1] - window[0][1] if len(window) > 1 else float("nan")
     return {
         "rate": rate,
         "subscribers": args.subscribers,
@@ -103,6 +109,10 @@ async def step(service: Instance, rate: int, args: argparse.Namespace) -> dict[s
         "healthz_p50_ms": round(statistics.median(during), 1) if during else None,
         "healthz_p99_ms": round(pct(during, 0.99), 1),
         "healthz_max_ms": round(max(during), 1) if during else None,
+        # the server's CPU during the storm: per socket, and its share of one core
+        "storm_cpu_ms_per_socket": round(cpu * 1000 / args.subscribers, 2),
+        "storm_cpu_share": round(cpu / line["storm_s"], 2),
+        "machine_load": round(os.getloadavg()[0], 1),
         "delivery_ratio": line["delivery_ratio"],
         "deliveries_per_s": line["deliveries_per_s"],
         "latency_p50_ms": line["latency_p50_ms"],
@@ -116,7 +126,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--procs", type=int, default=4, help="load generator processes")
-    parser.add_argument("--rates", default="5,10,20", help="posts per second, one step each")
+    parser.add_argument("--rates", default="5,10,15,20", help="posts per second, one step each")
     parser.add_argument("--seconds", type=float, default=5.0, help="of posts per step")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
