@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from daarion_city.config import Settings
 from daarion_city.core.tasks import FreshFlight, TaskSet
@@ -67,7 +67,7 @@ def state_frame(room_id: str, last_seq: int, online: Online) -> str:
 class Local:
     """What this instance knows of a room it has sockets in."""
 
-    sockets: int = 0
+    sockets: set[int] = field(default_factory=set)  # the ids of its connections here
     large: bool = False  # the mode its sockets were last told
     told: int = -1  # the count they were last told (room.state or room.online); -1: not yet
     refreshing: bool = False  # a fresh room.state is on its way to them
@@ -95,14 +95,15 @@ class Crowds:
         await self.bus.unsubscribe(CROSSINGS, self._on_crossing)
 
     # --- sockets --------------------------------------------------------------------------------
-    def opened(self, room_id: str) -> None:
-        self._rooms.setdefault(room_id, Local()).sockets += 1
+    def opened(self, room_id: str, conn_id: int) -> None:
+        self._rooms.setdefault(room_id, Local()).sockets.add(conn_id)
 
-    def closed(self, room_id: str) -> None:
+    def closed(self, room_id: str, conn_id: int) -> None:
+        """(Also for a socket that failed to open before :meth:`opened`: nothing to forget.)"""
         local = self._rooms.get(room_id)
         if local is not None:
-            local.sockets -= 1
-            if local.sockets <= 0:
+            local.sockets.discard(conn_id)
+            if not local.sockets:
                 del self._rooms[room_id]
 
     async def state(self, room_id: str) -> State:

@@ -113,7 +113,7 @@ class RoomSockets:
         """Attach a socket: ``room.state``, the ``since_seq`` replay, then live delivery."""
         room_id, user = conn.room_id, conn.user
         await self.hub.attach(conn)
-        self.crowds.opened(room_id)
+        self.crowds.opened(room_id, conn.id)
         occupied = await self.occupancy.add(
             room_id, user.user_id, user.name, self._socket_key(conn)
         )
@@ -166,7 +166,7 @@ class RoomSockets:
     async def close_socket(self, conn: Connection) -> None:
         room_id, user = conn.room_id, conn.user
         self.hub.detach(conn)
-        self.crowds.closed(room_id)
+        self.crowds.closed(room_id, conn.id)
         occupied = await self.occupancy.remove(room_id, user.user_id, self._socket_key(conn))
         if occupied.changed:
             self.typing.clear(room_id, user)
