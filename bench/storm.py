@@ -148,7 +148,10 @@ async def main() -> None:
             await asyncio.to_thread(service.start)
             try:
                 for rate in (int(r) for r in args.rates.split(",")):
-                    result = await step(service, rate, args)
+                    try:
+                        result = await step(service, rate, args)
+                    except RuntimeError as exc:  # the load generator failed: said, not hidden
+                        result = {"rate": rate, "error": str(exc)[-500:]}
                     result["left_online"] = await emptied(service.base_url)
                     print(json.dumps(result), flush=True)
                     results.append(result)
