@@ -303,6 +303,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         for i in range(args.procs)
     ]
     procs, offset = [], 0
+    storm_began = time.time()
     for n in per:
         p = ctx.Process(
             target=_subscriber_proc,
@@ -313,6 +314,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
         offset += n
     for _ in range(args.subscribers):
         await asyncio.to_thread(ready.get, True, 120)
+    storm_ended = time.time()  # every subscriber has its room.state (bench/storm.py)
     paths = [
         f"/city/rooms/{name}/messages" if args.target == "service" else f"/publish/{name}"
         for name in rooms
@@ -385,6 +387,8 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
             "latency_p99_ms": round(pct(latencies, 0.99), 2),
             "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 2),
             "cpu_kernel_share": round(sys_share, 2),
+            "storm_began": round(storm_began, 3),
+            "storm_s": round(storm_ended - storm_began, 2),
         }
     ]
 
@@ -411,14 +415,25 @@ class RawHttp:
     async def request(
         self, method: str, path: str, body: bytes, headers: dict[str, str], head: str = ""
     ) -> int:
-        """One request on the kept-alive connection; its status (the body is read and dropped)."""
+        """One request on the kept-alive connection; its status (the body is read and dropped).
+        A kept-alive connection the server closed meanwhile (its idle timeout, while a long
+        warm-up was read) is opened again once."""
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        wire = f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\n{head}\r\n".encode() + body
+        reused = self.writer is not None
+        try:
+            return await self._exchange(wire)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            await self.close()
+            if not reused:
+                raise
+        return await self._exchange(wire)
+
+    async def _exchange(self, wire: bytes) -> int:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(
-            f"{method} {path} HTTP/1.1\r\nhost: {self.host}\r\n{head}\r\n".encode() + body
-        )
+        self.writer.write(wire)
         status_line = await self.reader.readuntil(b"\r\n")
         length = 0
         while (line := await self.reader.readuntil(b"\r\n")) != b"\r\n":
@@ -430,6 +445,7 @@ class RawHttp:
     async def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        self.reader = self.writer = None
 
 
 async def post(args: argparse.Namespace) -> list[dict[str, Any]]:

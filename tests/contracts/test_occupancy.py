@@ -10,9 +10,11 @@ import redis.asyncio as aioredis
 
 from daarion_city.core.errors import Unavailable
 from daarion_city.rooms.occupancy import (
+    Crowd,
     Departure,
     MemoryRoomOccupancy,
     RoomOccupancy,
+    Roster,
     create_occupancy,
 )
 from daarion_city.rooms.occupancy.redis import RedisRoomOccupancy
@@ -21,6 +23,7 @@ from tests.conftest import REDIS_URL
 from tests.support import eventually
 
 TTL = 30.0
+LARGE = 4  # large above 4 users, small again below 3
 
 
 @pytest.fixture
@@ -37,7 +40,9 @@ async def occupancy(
     request: pytest.FixtureRequest, client: aioredis.Redis, redis_prefix: str
 ) -> AsyncIterator[RoomOccupancy]:
     redis = client if request.param == "redis" else None
-    occupancy = create_occupancy(redis, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    occupancy = create_occupancy(
+        redis, instance_id="i_1", ttl=TTL, prefix=redis_prefix, large_room=LARGE
+    )
     assert isinstance(occupancy, RedisRoomOccupancy if redis else MemoryRoomOccupancy)
     try:
         yield occupancy
@@ -46,15 +51,17 @@ async def occupancy(
 
 
 async def test_first_and_last_socket_of_a_user(occupancy: RoomOccupancy) -> None:
-    assert await occupancy.add("r1", "u_a", "Alice", "s1") is True
-    assert await occupancy.add("r1", "u_a", "Alice", "s2") is False  # a second tab
-    assert await occupancy.add("r1", "u_a", "Alice", "s1") is False  # the same socket again
-    assert await occupancy.add("r2", "u_a", "Alice", "s3") is True  # another room
-    assert await occupancy.remove("r1", "u_a", "s1") is False
-    assert await occupancy.remove("r1", "u_a", "s9") is False  # unknown socket
-    assert await occupancy.remove("r1", "u_b", "s1") is False  # unknown user
-    assert await occupancy.remove("r1", "u_a", "s2") is True  # the last one: a leave
-    assert await occupancy.remove("r1", "u_a", "s2") is False
+    assert (await occupancy.add("r1", "u_a", "Alice", "s1")).changed is True
+    assert (await occupancy.add("r1", "u_a", "Alice", "s2")).changed is False  # a second tab
+    assert (
+        await occupancy.add("r1", "u_a", "Alice", "s1")
+    ).changed is False  # the same socket again
+    assert (await occupancy.add("r2", "u_a", "Alice", "s3")).changed is True  # another room
+    assert (await occupancy.remove("r1", "u_a", "s1")).changed is False
+    assert (await occupancy.remove("r1", "u_a", "s9")).changed is False  # unknown socket
+    assert (await occupancy.remove("r1", "u_b", "s1")).changed is False  # unknown user
+    assert (await occupancy.remove("r1", "u_a", "s2")).changed is True  # the last one: a leave
+    assert (await occupancy.remove("r1", "u_a", "s2")).changed is False
     assert await occupancy.members("r1") == {}
     assert await occupancy.rooms_of("u_a") == ["r2"]
 
@@ -78,11 +85,55 @@ async def test_members_counts_and_rooms_count_users(occupancy: RoomOccupancy) ->
 
 
 async def test_concurrent_sockets_join_once_and_leave_once(occupancy: RoomOccupancy) -> None:
-    added = await asyncio.gather(*(occupancy.add("r1", "u_a", "A", f"s{i}") for i in range(20)))
+    added = [
+        o.changed
+        for o in await asyncio.gather(
+            *(occupancy.add("r1", "u_a", "A", f"s{i}") for i in range(20))
+        )
+    ]
     assert sum(added) == 1
     removed = await asyncio.gather(*(occupancy.remove("r1", "u_a", f"s{i}") for i in range(20)))
-    assert sum(removed) == 1
+    assert sum(o.changed for o in removed) == 1
     assert await occupancy.members("r1") == {}
+
+
+async def test_the_mode_crosses_once_each_way_with_hysteresis(occupancy: RoomOccupancy) -> None:
+    """Large above N users, small again below 3N/4: exactly the call that crosses says so; the
+    count and mode come with every answer and from ``crowds`` and ``roster``."""
+    seen = [await occupancy.add("r1", f"u_{i}", f"U{i}", f"s{i}") for i in range(6)]
+    assert [(o.online, o.large, o.crossed) for o in seen] == [
+        (1, False, False),
+        (2, False, False),
+        (3, False, False),
+        (4, False, False),
+        (5, True, True),
+        (6, True, False),
+    ]
+    assert (await occupancy.add("r1", "u_5", "U5", "s5b")).online == 6  # a second tab
+    gone = [await occupancy.remove("r1", f"u_{i}", f"s{i}") for i in range(5, 1, -1)]
+    # u_5 still has a tab: 6, then 5, 4 (still large: not below 3), 3... 2 is below 3N/4 = 3
+    assert [(o.changed, o.online, o.large, o.crossed) for o in gone] == [
+        (False, 6, True, False),
+        (True, 5, True, False),
+        (True, 4, True, False),
+        (True, 3, True, False),
+    ]
+    last = await occupancy.remove("r1", "u_5", "s5b")
+    assert (last.online, last.large, last.crossed) == (2, False, True)
+    assert await occupancy.crowds(["r1", "none"]) == {
+        "r1": Crowd(2, False),
+        "none": Crowd(0, False),
+    }
+    assert (await occupancy.add("r1", "u_7", "U7", "s7")).crossed is False  # 3: small
+
+
+async def test_the_roster_is_bounded_and_most_recent_first(occupancy: RoomOccupancy) -> None:
+    for i in range(6):
+        await occupancy.add("r1", f"u_{i}", f"U{i}", f"s{i}")
+    await occupancy.add("r1", "u_1", "U1", "s1b")  # active again
+    roster = await occupancy.roster("r1", 3)
+    assert roster == Roster(6, True, [("u_1", "U1"), ("u_5", "U5"), ("u_4", "U4")])
+    assert await occupancy.roster("empty", 3) == Roster(0, False, [])
 
 
 async def test_maintain_alone_finds_nobody_gone(occupancy: RoomOccupancy) -> None:

@@ -15,6 +15,13 @@ from tests.realtime.asyncapi_check import Checked, Frames
 from tests.support import Api, open_socket
 
 PLAZA = "/city/rooms/plaza"
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"city_large_room": 2, "city_room_online_interval": 0.2}
+
+
 SOCKET = "/ws/city/rooms/plaza"
 
 
@@ -134,6 +141,19 @@ async def test_every_frame_both_ways_matches_the_document(api: Api) -> None:
         assert (await api.http.delete("/city/me", headers=erin.headers)).status_code == 202
         for ws in (room, presence):
             await ws.expect("error", code="unauthorized")
+
+    # A large room (above CITY_LARGE_ROOM = 2 here): a fresh room.state at the crossing, then the
+    # count as room.online.
+    carol, dave, finn = await api.guest("Carol"), await api.guest("Dave"), await api.guest("Finn")
+    async with open_socket(server, SOCKET, token=alice.token) as raw:
+        ws = Checked(raw, frames, "room")
+        await ws.expect("room.state", large=False, members_online=1)
+        async with open_socket(server, SOCKET, token=carol.token):
+            await ws.expect("room.join", user_id=carol.user_id)
+            async with open_socket(server, SOCKET, token=dave.token):
+                await ws.expect("room.state", large=True, members_online=3)
+                async with open_socket(server, SOCKET, token=finn.token):
+                    await ws.expect("room.online", members_online=4)
 
     assert frames.unseen() == []
 

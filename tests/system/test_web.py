@@ -6,6 +6,7 @@ scripts/screenshots.sh sets to docs/screenshots to refresh the README's pictures
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -23,7 +24,8 @@ from playwright.async_api import (
     expect,
 )
 
-from tests.support import Server, eventually
+from tests.conftest import make_settings
+from tests.support import Api, Server, eventually, run_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -716,3 +718,42 @@ async def test_search_finds_messages_and_opens_one_in_its_room(
     assert await csp_violations(page) == []
     assert page.errors == []  # type: ignore[attr-defined]
     await ctx.close()
+
+
+async def test_a_large_room_shows_its_count_and_the_most_active_members(
+    browser: Browser, database_url: str, tmp_path: Path
+) -> None:
+    """Above CITY_LARGE_ROOM (3 here) the people panel shows the exact count ("N online"), kept
+    by room.online, and the bounded list of the most recently active (2 here); below 3/4 of
+    it, the whole list and per-user changes again."""
+    settings = make_settings(
+        database_url,
+        tmp_path / "data",
+        city_large_room=3,
+        city_large_room_list=2,
+        city_room_online_interval=0.2,
+    )
+    async with run_server(settings) as server, contextlib.AsyncExitStack() as stack:
+        api = Api(server)
+        stack.push_async_callback(api.aclose)
+        ctx, page, _ = await sign_in(browser, server, "Alice")
+        stack.push_async_callback(ctx.close)
+        await open_room(page, "general")
+        count = page.get_by_test_id("people-count")
+        await expect(count).to_have_text("1 online")
+        others = [
+            await stack.enter_async_context(api.user(f"big_{i}", f"Big {i}").socket("general"))
+            for i in range(5)
+        ]
+        await expect(count).to_have_attribute("data-large", "true")
+        await expect(count).to_have_text("6 online · most active first")
+        # The list is the crossing's room.state: the 2 most recently active, not all 6.
+        await expect(page.get_by_test_id("member")).to_have_count(2)
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(SCREENSHOTS / "large-room-desktop.png"))
+        for ws in others[:4]:
+            await ws.ws.close()
+        await expect(count).to_have_attribute("data-large", "false")
+        await expect(count).to_have_text("2 online")
+        await expect(page.locator("[data-testid=member][data-in-room=true]")).to_have_count(2)
+        assert page.errors == []  # type: ignore[attr-defined]

@@ -193,7 +193,13 @@ async def open_resources(
         stack.push_async_callback(hub.close)
         limiter = create_rate_limiter(redis, prefix=prefix)
         stack.push_async_callback(limiter.close)
-        occupancy = create_occupancy(redis, instance_id=instance_id, ttl=ttl, prefix=prefix)
+        occupancy = create_occupancy(
+            redis,
+            instance_id=instance_id,
+            ttl=ttl,
+            prefix=prefix,
+            large_room=settings.city_large_room,
+        )
         presence_store = create_presence_store(redis, ttl=ttl, prefix=prefix)
         stack.push_async_callback(occupancy.close)
         presence = PresenceService(

@@ -108,6 +108,19 @@ class Settings(SecondMeSettings, MatrixSettings, WebhookSettings, BaseSettings):
         "before its connection is aborted",
     )
     city_ws_max_per_user: int = Field(20, ge=1)
+    city_large_room: int = Field(
+        200,
+        ge=1,
+        description="Above this many users online in a room its sockets get a coalesced "
+        "room.online count instead of per-user room.join/room.leave (SPEC 2b); below 3/4 of "
+        "it they resume",
+    )
+    city_large_room_list: int = Field(
+        200, ge=1, le=5000, description="Online members listed by room.state and a room's detail"
+    )
+    city_room_online_interval: float = Field(
+        1.0, gt=0, description="Seconds between room.online counts of a large room (at most)"
+    )
     city_typing_timeout: float = Field(
         10.0, gt=0, description="Seconds a typing notice lasts after the last true"
     )

@@ -81,12 +81,21 @@ class FreshFlight(Generic[K, V]):
     Plain single-flight would hand a caller a read that started before its own write (a socket
     opening must see itself in the room's member list). Here a caller waits for the next read
     to start: while one read runs, every caller that arrives shares the one that starts when it
-    ends. A thousand sockets opening into one room cost a few dozen reads, not a thousand."""
+    ends. A thousand sockets opening into one room cost a few dozen reads, not a thousand.
 
-    def __init__(self, read: Callable[[K], Awaitable[V]]) -> None:
+    With ``spacing``, reads of one key start at least that many seconds apart: under a steady
+    stream of callers (a join storm) reads would otherwise run back to back, one per round
+    trip; spaced, each serves everyone who asked during the spacing too (a caller waits at
+    most ``spacing`` longer, and still gets a read that started after it asked)."""
+
+    def __init__(self, read: Callable[[K], Awaitable[V]], *, spacing: float = 0.0) -> None:
         self._read = read
-        self._running: set[K] = set()
+        self._spacing = spacing
+        self._running: set[K] = set()  # keys with a read running or about to start
         self._next: dict[K, asyncio.Future[V]] = {}
+        # When the latest read of each key started (kept while idle: one float per key, the
+        # rooms' ids here).
+        self._started: dict[K, float] = {}
 
     async def get(self, key: K) -> V:
         future = self._next.get(key)
@@ -94,12 +103,21 @@ class FreshFlight(Generic[K, V]):
             future = asyncio.get_running_loop().create_future()
             self._next[key] = future
             if key not in self._running:
-                self._start(key)
+                self._launch(key)
         return await asyncio.shield(future)
+
+    def _launch(self, key: K) -> None:
+        self._running.add(key)
+        loop = asyncio.get_running_loop()
+        wait = self._started.get(key, -self._spacing) + self._spacing - loop.time()
+        if wait > 0:
+            loop.call_later(wait, self._start, key)
+        else:
+            self._start(key)
 
     def _start(self, key: K) -> None:
         future = self._next.pop(key)
-        self._running.add(key)
+        self._started[key] = asyncio.get_running_loop().time()
         task = asyncio.ensure_future(self._read(key))
 
         def done(t: asyncio.Future[V]) -> None:
@@ -112,7 +130,7 @@ class FreshFlight(Generic[K, V]):
                 else:
                     future.set_result(t.result())
             if key in self._next:
-                self._start(key)
+                self._launch(key)
 
         task.add_done_callback(done)
 

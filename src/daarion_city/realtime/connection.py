@@ -103,13 +103,13 @@ class Connection:
         self._inflight = False
 
     # --- queueing (never awaits) ---------------------------------------------------------------
-    def send_snapshot(self, frame: str) -> None:
+    def send_snapshot(self, frame: str, wire: bytes | None = None) -> None:
         """Queue a frame of the opening snapshot (while catching up): written before anything
-        live, and not counted against ``max_queue``."""
+        live, not counted against ``max_queue``; straight to the transport given ``wire``."""
         if not self.catching_up:
             self.send(frame)
             return
-        if self._closing:
+        if self._closing or (wire is not None and not self._snapshot and self._write_direct(wire)):
             return
         if self._snapshot is None:
             self._snapshot = deque()

@@ -106,12 +106,33 @@ def reaction_frame(
 
 class RoomState(ServerFrame):
     """The first frame of every socket: the room's newest timeline ``seq`` and who has a
-    socket in it now (this user included)."""
+    socket in it now (this user included). Sent again, fresh, to every socket of the room when
+    it crosses the large-room threshold either way (SPEC 2b, §12)."""
 
     event: Literal["room.state"]
     room_id: str
     last_seq: int
-    online_members: list[OnlineMember]
+    members_online: int = Field(
+        ge=0, description="distinct users with a socket open to the room, on every instance"
+    )
+    large: bool = Field(
+        description="large-room mode: above CITY_LARGE_ROOM users online (until below 3/4 of "
+        "it): no room.join/room.leave and no presence.update on the room's sockets, "
+        "room.online instead"
+    )
+    online_members: list[OnlineMember] = Field(
+        description="at most CITY_LARGE_ROOM_LIST (200) of them: by name in a small room, the "
+        "most recently active first in a large one"
+    )
+
+
+class RoomOnline(ServerFrame):
+    """A large room's count of online users, at most once per ``CITY_ROOM_ONLINE_INTERVAL``
+    (1 s) while it changes (instead of per-user ``room.join`` / ``room.leave``)."""
+
+    event: Literal["room.online"]
+    room_id: str
+    members_online: int = Field(ge=0)
 
 
 class RoomMessage(ServerFrame):
@@ -188,6 +209,7 @@ class MemberChange(ServerFrame):
 ROOM_CLIENT_FRAMES: tuple[type[Frame], ...] = (MessageSend, Typing, Ping, LegacyMembership)
 ROOM_SERVER_FRAMES: tuple[type[ServerFrame], ...] = (
     RoomState,
+    RoomOnline,
     RoomMessage,
     MessageChange,
     ReactionChange,

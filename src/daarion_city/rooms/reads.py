@@ -12,7 +12,8 @@ A snapshot is dropped by every change to what it shows, on every instance:
   (``room_message``, ``message_deleted``, ``room_created``, ``member_joined`` and
   ``member_left`` name their room, ``on_feed``), the rooms' notices of the changes no feed
   event tells (edits, reactions: ``RoomService``), the occupancy notices of channel
-  ``city:occupancy`` (published with each ``room.join`` and ``room.leave``), and presence
+  ``city:occupancy`` (after each user's first socket into a room and last one out, the rooms
+  of 50 ms in one notice), and presence
   updates, which change the statuses of a detail's online members (``on_presence``, wired by
   the app, as is ``presence_changed`` on the instance that announces one);
 - after a bus outage, everything (what was missed cannot be known).
@@ -27,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from daarion_city.config import Settings
 from daarion_city.core.answers import Encoded
 from daarion_city.core.errors import NotFound
 from daarion_city.core.snapshots import Snapshots
+from daarion_city.core.tasks import TaskSet
 from daarion_city.feed.service import RecordedEvent
 from daarion_city.pubsub import PubSub
 from daarion_city.rooms.commit import publish_quietly
@@ -44,6 +47,7 @@ from daarion_city.storage.database import Database
 
 DETAIL_MESSAGES = 50
 OCCUPANCY = "city:occupancy"  # a user's first socket into a room opened, or the last closed
+NOTICE_DELAY = 0.05  # seconds an occupancy notice waits for others to go with it
 ROOM_KINDS = frozenset(
     {
         "room_message",
@@ -56,6 +60,15 @@ ROOM_KINDS = frozenset(
 )
 LISTS = ""  # the one group of the room list's snapshots (one per limit and offset)
 StatusLookup = Callable[[list[str]], Awaitable[dict[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Online:
+    """Who is online in a room: the exact ``count``, the mode, the (bounded) ``members``."""
+
+    count: int
+    large: bool
+    members: list[dict[str, str]]
 
 
 async def all_online(user_ids: list[str]) -> dict[str, str]:
@@ -72,9 +85,13 @@ class RoomReads:
         settings: Settings,
         snapshots: Callable[[str], Snapshots],
         resolve: Callable[[str], Awaitable[str]],
+        tasks: TaskSet,
         status_of: StatusLookup = all_online,
     ) -> None:
         self.db = db
+        self._tasks = tasks
+        self._unannounced: set[str] = set()  # rooms whose occupancy notice is to go out
+        self._announcing = False
         self.bus = bus
         self.occupancy = occupancy
         self.settings = settings
@@ -139,24 +156,30 @@ class RoomReads:
             async with self.db.read() as conn:
                 return await store.room_with_newest(conn, room_id, DETAIL_MESSAGES)
 
-        rows, online = await asyncio.gather(newest(), self.online_members(room_id))
+        rows, online = await asyncio.gather(newest(), self.online(room_id))
         if not rows:
             raise NotFound(f"no room {room_id!r}", code="room_not_found")
         wires = [w for r in rows if (w := last_message_wire(r, store.LAST_PREFIX)) is not None]
         room = room_wire(
-            rows[0], members_online=len(online), last_message=wires[-1] if wires else None
+            rows[0], members_online=online.count, last_message=wires[-1] if wires else None
         )
         room["messages"] = wires
-        room["online_members"] = online
+        room["online_members"] = online.members
         return room
 
-    async def online_members(self, room_id: str) -> list[dict[str, str]]:
-        members = await self.occupancy.members(room_id)
-        statuses = await self.status_of(list(members))
-        return [
+    async def online(self, room_id: str) -> Online:
+        """The room's exact count of online users, its mode and at most
+        ``CITY_LARGE_ROOM_LIST`` of them with their statuses: by name in a small room, the
+        most recently active first in a large one (SPEC 2b)."""
+        roster = await self.occupancy.roster(room_id, self.settings.city_large_room_list)
+        statuses = await self.status_of([uid for uid, _ in roster.members])
+        members = [
             {"user_id": uid, "name": name, "status": statuses.get(uid, "online")}
-            for uid, name in sorted(members.items(), key=lambda kv: kv[1].lower())
+            for uid, name in roster.members
         ]
+        if not roster.large:
+            members.sort(key=lambda m: m["name"].lower())
+        return Online(roster.online, roster.large, members)
 
     # --- changes --------------------------------------------------------------------------------
     def changed(self, room_id: str) -> None:
@@ -167,9 +190,22 @@ class RoomReads:
 
     async def occupancy_changed(self, room_id: str) -> None:
         """A user's first socket into the room opened, or their last one closed (here): its
-        online counts and members, here and, by a notice, on the other instances."""
+        online counts and members, here at once and, by a notice, on the other instances.
+        The notices of ``NOTICE_DELAY`` seconds go out together, each room once (a join
+        storm would otherwise publish one per socket)."""
         self._on_occupancy(room_id.encode())
-        await publish_quietly(self.bus.publish(OCCUPANCY, room_id.encode()))
+        self._unannounced.add(room_id)
+        if not self._announcing:
+            self._announcing = True
+            self._tasks.spawn(self._announce(), name="occupancy-notices")
+
+    async def _announce(self) -> None:
+        try:
+            await asyncio.sleep(NOTICE_DELAY)
+        finally:
+            self._announcing = False
+        rooms, self._unannounced = self._unannounced, set()
+        await publish_quietly(self.bus.publish(OCCUPANCY, "\n".join(sorted(rooms)).encode()))
 
     def on_feed(self, events: list[RecordedEvent]) -> None:
         """The feed events of one bus item (a batch of posts is one item): each room once."""
@@ -187,7 +223,8 @@ class RoomReads:
 
     def _on_occupancy(self, data: bytes) -> None:
         self._lists.invalidate(LISTS)
-        self._details.invalidate(data.decode())
+        for room_id in data.decode().split("\n"):
+            self._details.invalidate(room_id)
 
     async def _after_outage(self) -> None:
         self._lists.invalidate_all()

@@ -84,6 +84,7 @@ class RoomService:
             settings=settings,
             snapshots=snapshots,
             resolve=self.resolve,
+            tasks=self._tasks,
             status_of=status_of,
         )
         self.search = MessageSearch(db, settings, limiter, self.resolve)
@@ -94,8 +95,7 @@ class RoomService:
             settings=settings,
             instance_id=instance_id,
             tasks=self._tasks,
-            online_members=self.reads.online_members,
-            occupancy_changed=self.reads.occupancy_changed,
+            reads=self.reads,
         )
         self.unread = Unread(
             db=db,
@@ -194,7 +194,7 @@ class RoomService:
         await self.sockets.start()
 
     async def stop(self) -> None:
-        self.sockets.stop()
+        await self.sockets.stop()
         await self.hub.bus.unsubscribe(ROOM_NOTICES, self._on_notice)
         await self.policies.stop()
         await self.reads.stop()

@@ -28,6 +28,7 @@ const state = {
   oldestSeq: null,
   hasMore: false,
   members: new Map(),    // user_id -> {name, inRoom}
+  crowd: { online: 0, large: false },  // the open room's exact online count and mode (SPEC 2b)
   typing: new Map(),     // user_id -> {name, timer}
   typingSent: 0,
   typingStop: null,
@@ -261,6 +262,7 @@ async function openRoom(slug) {
   state.oldestSeq = room.messages.length ? room.messages[0].seq : null;
   state.hasMore = state.oldestSeq !== null && state.oldestSeq > 1;
   for (const m of room.online_members) state.members.set(m.user_id, { name: m.name, inRoom: true });
+  state.crowd = { online: room.members_online, large: room.members_online > room.online_members.length };
   renderPeople();
   scrollToEnd();
   seenNewest();
@@ -279,11 +281,19 @@ async function openRoom(slug) {
         $("room-offline").textContent = f.code === 4403 ? state.expelled || t("banned") : t("reconnecting");
       },
       "room.state": (f) => {
-        for (const m of f.online_members) {
-          const known = state.members.get(m.user_id);
-          state.members.set(m.user_id, { name: m.name, inRoom: true, ...(known ? { name: m.name } : {}) });
-        }
+        // A large room lists only its most recently active members: the list is replaced by
+        // them; a small room's is complete, and whoever it leaves out is no longer here.
+        if (f.large) state.members.clear();
+        const listed = new Set(f.online_members.map((m) => m.user_id));
+        for (const [id, m] of state.members) if (!listed.has(id)) m.inRoom = false;
+        for (const m of f.online_members) state.members.set(m.user_id, { name: m.name, inRoom: true });
+        state.crowd = { online: f.members_online, large: f.large };
         renderPeople();
+      },
+      "room.online": (f) => {
+        state.crowd.online = f.members_online;
+        renderPeople();
+        refreshRoomsSoon();
       },
       "room.message": (f) => { addMessage(f.message); scrollToEnd(); seenNewest(); },
       "room.message.ack": (f) => addMessage(f.message),
@@ -294,11 +304,13 @@ async function openRoom(slug) {
         if (known) applyChange(f.seq, { ...known, reactions: f.reactions });
       },
       "room.join": (f) => {
+        if (!(state.members.get(f.user_id) || {}).inRoom) state.crowd.online += 1;
         state.members.set(f.user_id, { name: f.name, inRoom: true });
         renderPeople();
         refreshRoomsSoon();
       },
       "room.leave": (f) => {
+        if ((state.members.get(f.user_id) || {}).inRoom) state.crowd.online = Math.max(0, state.crowd.online - 1);
         state.members.set(f.user_id, { name: f.name, inRoom: false });
         renderPeople();
         refreshRoomsSoon();
@@ -642,7 +654,17 @@ function renderPresence() {
 
 function renderPeople() {
   const list = $("people");
-  const people = [...state.members.entries()].sort((a, b) => a[1].name.localeCompare(b[1].name));
+  const count = $("people-count");
+  count.hidden = !state.room;
+  count.dataset.large = String(state.crowd.large);
+  count.dataset.online = String(state.crowd.online);
+  count.textContent = state.crowd.large
+    ? `${state.crowd.online} ${t("online")} · ${t("mostActive")}`
+    : `${state.crowd.online} ${t("online")}`;
+  // A large room shows its most recently active members in that order (as room.state lists
+  // them); a small room's people by name.
+  const people = [...state.members.entries()];
+  if (!state.crowd.large) people.sort((a, b) => a[1].name.localeCompare(b[1].name));
   list.replaceChildren(...people.map(([userId, m]) => {
     const status = !m.inRoom && !state.presence?.statuses.has(userId) ? "offline"
       : state.presence ? state.presence.statusOf(userId) : "online";

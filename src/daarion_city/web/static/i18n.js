@@ -4,7 +4,7 @@ const LABELS = {
     welcome: "Вітаємо в DAARION City", yourName: "Ваше ім'я", enter: "Увійти", signOut: "Вийти",
     rooms: "Кімнати", create: "Створити", people: "Люди", feed: "Стрічка міста", send: "Надіслати",
     ask: "Запитати", clear: "Очистити історію", reconnecting: "Немає з'єднання — відновлюємо…",
-    online: "онлайн", typing: "друкує…", roomName: "Назва кімнати", offline: "Немає з'єднання",
+    online: "онлайн", mostActive: "спершу найактивніші", typing: "друкує…", roomName: "Назва кімнати", offline: "Немає з'єднання",
     thinking: "Second Me думає…", city: "Місто", members: "учасників",
     answeredBy: "Відповідає модель", embeddedModel: "(вбудована)", agentsModel: "агент DAARION",
     embeddedModelNote: "Маленька модель на цьому сервері: англійською відповідає сяк-так, " +
@@ -38,7 +38,7 @@ const LABELS = {
     welcome: "Welcome to DAARION City", yourName: "Your name", enter: "Enter", signOut: "Sign out",
     rooms: "Rooms", create: "Create", people: "People", feed: "City feed", send: "Send",
     ask: "Ask", clear: "Clear history", reconnecting: "Connection lost — reconnecting…",
-    online: "online", typing: "is typing…", roomName: "Room name", offline: "Offline",
+    online: "online", mostActive: "most active first", typing: "is typing…", roomName: "Room name", offline: "Offline",
     thinking: "Second Me is thinking…", city: "The city", members: "members",
     answeredBy: "Answered by", embeddedModel: "(embedded)", agentsModel: "the DAARION agent",
     embeddedModelNote: "A small model on this server: fair in English, poor in Ukrainian " +
