@@ -8,18 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 
-from daarion_city.config import Settings
 from daarion_city.rooms.occupancy.redis import RedisRoomOccupancy
 from tests.cluster import RedisServer
 from tests.conftest import REDIS_URL, make_settings
-from tests.support import Api, Socket, User, eventually, run_server, two_instances
+from tests.rooms.test_snapshots import cluster as snapshots_cluster
+from tests.support import Api, Socket, User, eventually, run_server
 
 LARGE = 5  # large above 5 users online, small again below 3.75
 Frame = dict[str, Any]
@@ -135,21 +135,10 @@ def _who(user: User) -> dict[str, str]:
     return {"user_id": user.user_id, "name": user.name}
 
 
-@contextlib.asynccontextmanager
-async def cluster(database_url: str, tmp_path: Path, prefix: str) -> AsyncIterator[tuple[Api, Api]]:
-    def settings(name: str) -> Settings:
-        return make_settings(
-            database_url,
-            tmp_path / name,
-            redis_url=REDIS_URL,
-            city_redis_prefix=prefix,
-            city_instances=2,
-            city_large_room=LARGE,
-            city_room_online_interval=0.2,
-        )
-
-    async with two_instances(settings) as pair:
-        yield pair
+def cluster(database_url: str, tmp_path: Path, prefix: str) -> Any:
+    return snapshots_cluster(
+        database_url, tmp_path, prefix, city_large_room=LARGE, city_room_online_interval=0.2
+    )
 
 
 @pytest.mark.parametrize("backend", ["postgresql"])

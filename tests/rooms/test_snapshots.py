@@ -129,8 +129,9 @@ async def _online_is(api: Api, count: int) -> bool:
 # --- a cluster: PostgreSQL and Redis shared by two instances ---------------------------------
 
 
-def cluster(database_url: str, tmp_path: Path, prefix: str) -> Any:
-    """Two instances sharing PostgreSQL and Redis, their snapshots kept for an hour."""
+def cluster(database_url: str, tmp_path: Path, prefix: str, **overrides: Any) -> Any:
+    """Two instances sharing PostgreSQL and Redis, their snapshots kept for an hour (and the
+    caller's ``overrides`` of the settings)."""
 
     def settings(name: str) -> Settings:
         return make_settings(
@@ -139,7 +140,7 @@ def cluster(database_url: str, tmp_path: Path, prefix: str) -> Any:
             redis_url=REDIS_URL,
             city_redis_prefix=prefix,
             city_instances=2,
-            city_read_snapshot_max_age=3600.0,
+            **{"city_read_snapshot_max_age": 3600.0, **overrides},
         )
 
     return two_instances(settings)
