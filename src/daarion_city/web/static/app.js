@@ -13,6 +13,9 @@ import { Search } from "./search.js";
 
 const $ = (id) => document.getElementById(id);
 const api = new Api();
+const CATCHUP_GRACE = 2000;  // ms a room opened with unread messages keeps its read marker
+const CATCHUP_HOLD = 120000;  // ms at most a catch-up keeps it (released when it ends)
+
 const state = {
   config: null,
   me: null,
@@ -140,7 +143,12 @@ function enterCity(me) {
     if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); askSecondMe(e); }
   });
   $("secondme-clear").onclick = clearSecondMe;
-  $("secondme-catchup").onclick = () => { if (state.room) catchUp(api, state.room); };
+  $("secondme-catchup").onclick = async () => {
+    const room = state.room;
+    if (!room) return;
+    state.unread?.hold(room.id, CATCHUP_HOLD);  // summarised from the marker: it stays meanwhile
+    try { await catchUp(api, room); } finally { state.unread?.release(); seenNewest(); }
+  };
   state.memory = new MemoryEditor(api);
   state.yourData = new YourData(api, me.user_id, signOut);
   state.memory.load();
@@ -265,6 +273,8 @@ async function openRoom(slug) {
   state.crowd = { online: room.members_online, large: room.members_online > room.online_members.length };
   renderPeople();
   scrollToEnd();
+  // Opened with unread messages: their marker stays a moment, for "What did I miss?".
+  if (state.unread?.of(room.id).unread_count) state.unread.hold(room.id, CATCHUP_GRACE);
   seenNewest();
   focusMessage();
   const lastSeq = room.messages.length ? room.messages[room.messages.length - 1].seq : room.last_message ? room.last_message.seq : 0;

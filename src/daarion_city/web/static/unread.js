@@ -4,7 +4,9 @@
 // - notifications: GET /city/me/notifications, then each `notification` event, newest first;
 //   an entry is read once the room's marker passes its message;
 // - reading: the open room's newest message is marked read (POST .../read) while the page is
-//   visible, at most every `delay` ms.
+//   visible, at most every `delay` ms; a room's marker can be held (`hold`): "What did I miss?"
+//   summarises what is after the marker, so a room opened with unread messages keeps it for a
+//   few seconds, and a catch-up keeps it until it is done.
 export class Unread {
   constructor({ api, onChange, delay = 400 }) {
     this.api = api;
@@ -14,6 +16,19 @@ export class Unread {
     this.notifications = [];        // newest first
     this.pendingRead = null;        // {room, seq} to send
     this.readTimer = null;
+    this.held = null;               // {roomId, until}: that room's marker stays until then
+  }
+
+  hold(roomId, ms) {
+    this.held = { roomId, until: Date.now() + ms };
+  }
+
+  release() {
+    this.held = null;
+    if (this.pendingRead) {
+      clearTimeout(this.readTimer);
+      this.readTimer = setTimeout(() => this.flush(), this.delay);
+    }
   }
 
   async load() {
@@ -68,6 +83,11 @@ export class Unread {
 
   async flush() {
     this.readTimer = null;
+    const held = this.held;
+    if (held && this.pendingRead?.roomId === held.roomId && Date.now() < held.until) {
+      this.readTimer = setTimeout(() => this.flush(), held.until - Date.now());
+      return;
+    }
     const pending = this.pendingRead;
     this.pendingRead = null;
     if (!pending) return;
