@@ -33,6 +33,20 @@ async def add(conn: AsyncConnection, positions: list[int]) -> None:
         await conn.execute(_ADD, [{"pos": pos} for pos in positions])
 
 
+def _columns(o: Any, e: Any, m: Any) -> list[Any]:
+    """A due row: its outbox columns (``o``), its feed event's (``e``), its message's (``m``)."""
+    event = (e.id, e.kind, e.room_id, e.user_id, e.agent_id, e.payload, e.created_at)
+    return [
+        o.pos.label("o_pos"),
+        o.attempts,
+        o.first_attempt_at,
+        o.next_attempt_at,
+        *event,
+        m.body.label("m_body"),
+        m.deleted.label("m_deleted"),
+    ]
+
+
 def _due() -> sa.Select[Any]:
     o = webhook_outbox.c
     # A message's event shows its snippet as the message is now, as GET /city/feed does.
@@ -41,21 +55,7 @@ def _due() -> sa.Select[Any]:
         room_messages.c.id == feed_events.c.payload["message_id"].as_string(),
     )
     return (
-        sa.select(
-            o.pos.label("o_pos"),
-            o.attempts,
-            o.first_attempt_at,
-            o.next_attempt_at,
-            feed_events.c.id,
-            feed_events.c.kind,
-            feed_events.c.room_id,
-            feed_events.c.user_id,
-            feed_events.c.agent_id,
-            feed_events.c.payload,
-            feed_events.c.created_at,
-            room_messages.c.body.label("m_body"),
-            room_messages.c.deleted.label("m_deleted"),
-        )
+        sa.select(*_columns(webhook_outbox.c, feed_events.c, room_messages.c))
         .select_from(
             webhook_outbox.outerjoin(feed_events, feed_events.c.pos == o.pos).outerjoin(
                 room_messages, message
@@ -89,21 +89,7 @@ def _due_pg() -> sa.Select[Any]:
         .lateral("m")
     )
     return (
-        sa.select(
-            head.c.pos.label("o_pos"),
-            head.c.attempts,
-            head.c.first_attempt_at,
-            head.c.next_attempt_at,
-            event.c.id,
-            event.c.kind,
-            event.c.room_id,
-            event.c.user_id,
-            event.c.agent_id,
-            event.c.payload,
-            event.c.created_at,
-            message.c.body.label("m_body"),
-            message.c.deleted.label("m_deleted"),
-        )
+        sa.select(*_columns(head.c, event.c, message.c))
         .select_from(head.outerjoin(event, sa.true()).outerjoin(message, sa.true()))
         .order_by(head.c.pos)
     )
