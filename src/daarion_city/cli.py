@@ -17,6 +17,7 @@ MAX_TOKEN_TTL = 10 * 365 * 24 * 3600  # ten years
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from daarion_city.app import create_app
     from daarion_city.app.wiring import ConfigurationError
+    from daarion_city.core.collector import FullCollections
     from daarion_city.core.logs import setup_logging
     from daarion_city.edge.server import CityServer, server_config
 
@@ -38,7 +39,15 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # second and paused the loop 75-106 ms each, the posts' p99 (bench/RESULTS.md).
     gc.collect()
     gc.freeze()
-    CityServer(config, app).run()
+    # Full collections on the server's schedule, not in the middle of a join storm
+    # (core/collector.py).
+    collections = FullCollections(settings.city_gc_interval)
+    if settings.city_gc_interval > 0:
+        collections.start()
+    try:
+        CityServer(config, app).run()
+    finally:
+        collections.stop()
     return 0
 
 
