@@ -214,3 +214,25 @@ async def test_a_redis_that_is_down_is_unavailable() -> None:
                 await call
     finally:
         await client.aclose()
+
+
+async def test_joins_and_leaves_still_count_after_redis_forgot_its_scripts(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    try:
+        await occupancy.add("r1", "u_a", "Alice", "s1")
+        # Redis forgot its scripts (a restart, SCRIPT FLUSH): concurrent calls, sent in one
+        # pipeline, get NOSCRIPT; they are sent again once the scripts are loaded.
+        await client.script_flush()
+        joined = await asyncio.gather(
+            *(occupancy.add("r1", f"u_{i}", f"User {i}", f"s_{i}") for i in range(10))
+        )
+        assert [o.changed for o in joined] == [True] * 10
+        assert [o.online for o in joined][-1] >= 10
+        await client.script_flush()
+        left = await occupancy.remove("r1", "u_a", "s1")
+        assert left.changed is True and left.online == 10
+        assert (await occupancy.counts(["r1"])) == {"r1": 10}
+    finally:
+        await occupancy.close()
