@@ -103,12 +103,13 @@ def _subscriber_proc(
     results: Any,
     stop: Any,
     client: str,
+    dialing: int,
 ) -> None:
     with contextlib.suppress(ImportError):
         import uvloop
 
         uvloop.install()
-    asyncio.run(_subscribers(ws_base, rooms, count, offset, ready, results, stop, client))
+    asyncio.run(_subscribers(ws_base, rooms, count, offset, ready, results, stop, client, dialing))
 
 
 class RawSubscriber(asyncio.Protocol):
@@ -253,10 +254,13 @@ async def _subscribers(
     results: Any,
     stop: Any,
     client: str = "raw",
+    dialing: int = 25,
 ) -> None:
     latencies: list[float] = []
     received = [0]
-    opening = asyncio.Semaphore(25)  # connect like clients arriving, not all in one instant
+    # Connect like clients arriving, not all in one instant: at most ``dialing`` sockets of
+    # this process between their dial and their room.state.
+    opening = asyncio.Semaphore(dialing)
     tally = Tally(ready)
 
     def frame_handler(sample: bool, first: asyncio.Future[None]) -> Callable[[bytes], None]:
@@ -353,7 +357,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
     for n in per:
         p = ctx.Process(
             target=_subscriber_proc,
-            args=(args.ws, rooms, n, offset, ready, results, stop, args.client),
+            args=(args.ws, rooms, n, offset, ready, results, stop, args.client, args.dialing),
         )
         p.start()
         procs.append(p)
@@ -638,6 +642,12 @@ def main() -> None:
     parser.add_argument("--room", default="general")
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument(
+        "--dialing",
+        type=int,
+        default=25,
+        help="fanout/rooms: sockets each process has between dial and room.state, at most",
+    )
     parser.add_argument("--rooms", type=int, default=50, help="rooms: how many")
     parser.add_argument(
         "--client",

@@ -107,6 +107,8 @@ async def step(target: Target, rate: int, args: argparse.Namespace) -> dict[str,
             str(args.subscribers),
             "--procs",
             str(args.procs),
+            "--dialing",
+            str(args.dialing),
             "--rate",
             str(rate),
             "--seconds",
@@ -125,6 +127,7 @@ async def step(target: Target, rate: int, args: argparse.Namespace) -> dict[str,
         "target": target.name,
         "rate": rate,
         "subscribers": args.subscribers,
+        "dialing": args.procs * args.dialing,
         "storm_s": line["storm_s"],
         "healthz_probes": len(during),
         "healthz_p50_ms": round(statistics.median(during), 1) if during else None,
@@ -162,6 +165,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--procs", type=int, default=4, help="load generator processes")
+    parser.add_argument(
+        "--dialing",
+        type=int,
+        default=25,
+        help="sockets each load generator process has between dial and room.state, at most",
+    )
     parser.add_argument("--rates", default="5,10,15,20", help="posts per second, one step each")
     parser.add_argument("--seconds", type=float, default=5.0, help="of posts per step")
     parser.add_argument(
