@@ -40,14 +40,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     gc.collect()
     gc.freeze()
     # Full collections on the server's schedule, not in the middle of a join storm
-    # (core/collector.py).
-    collections = FullCollections(settings.city_gc_interval)
-    if settings.city_gc_interval > 0:
-        collections.start()
-    try:
-        CityServer(config, app).run()
-    finally:
-        collections.stop()
+    # (core/collector.py; the server runs them on its loop).
+    collections = FullCollections(settings.city_gc_interval) if settings.city_gc_interval else None
+    CityServer(config, app, collections=collections).run()
     return 0
 
 

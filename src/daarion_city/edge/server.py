@@ -21,6 +21,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from daarion_city.config import Settings
+from daarion_city.core.collector import FullCollections
 from daarion_city.core.provided import Provided
 from daarion_city.edge.head import HeadLimits, protocol_class
 from daarion_city.edge.headers import SECURITY_HEADERS
@@ -80,9 +81,22 @@ async def going_away(values: Provided) -> None:
 
 
 class CityServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+    """uvicorn's server with the shutdown above, and the full garbage collections on its loop
+    when given ``collections`` (``core/collector.py``)."""
+
+    def __init__(
+        self, config: uvicorn.Config, app: FastAPI, *, collections: FullCollections | None = None
+    ) -> None:
         super().__init__(config)
         self._city_app = app
+        self._collections = collections
+        self._collecting: asyncio.Task[None] | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._collections is not None:
+            self._collections.take_over()
+            self._collecting = asyncio.create_task(self._collections.run(), name="full-gc")
+        await super().startup(sockets)
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
@@ -94,3 +108,8 @@ class CityServer(uvicorn.Server):
             except Exception:
                 log.exception("closing sockets for the shutdown failed")
         await super().shutdown(sockets)
+        if self._collecting is not None:
+            self._collecting.cancel()
+            self._collecting = None
+        if self._collections is not None:
+            self._collections.give_back()
