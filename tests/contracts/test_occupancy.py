@@ -171,6 +171,37 @@ async def test_a_dead_instance_is_cleared_by_exactly_one_other(
     assert await b.maintain(0.0) == []
 
 
+async def test_maintain_removes_the_entries_its_instance_no_longer_has(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """Entries under this instance's id that its record lacks (written by a second object
+    under the same id, as an add that failed after Redis ran it would leave) are removed, with
+    the departures they make; the instance's own sockets stay."""
+    occupancy = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    ghost = RedisRoomOccupancy(client, instance_id="i_1", ttl=TTL, prefix=redis_prefix)
+    for i in range(300):
+        await occupancy.add("r1", f"u_{i}", f"User {i}", f"s{i}")
+    await ghost.add("r1", "u_b", "Bob", "g1")
+    await ghost.add("r2", "u_0", "User 0", "g2")
+    await ghost.add("r1", "u_1", "User 1", "g3")  # u_1 keeps a socket of the instance's own
+    try:
+        departures = await occupancy.maintain(0.0)
+        assert sorted(departures, key=lambda d: d.room_id) == [
+            Departure("r1", "u_b", "Bob"),
+            Departure("r2", "u_0", "User 0"),
+        ]
+        assert occupancy.healed == 3
+        members = await occupancy.members("r1")
+        assert len(members) == 300
+        assert "u_b" not in members
+        assert await occupancy.members("r2") == {}
+        assert await client.scard(f"{redis_prefix}occ:inst:i_1") == 300
+        assert await occupancy.maintain(0.0) == []
+    finally:
+        await ghost.close()
+        await occupancy.close()
+
+
 async def test_an_instance_writes_its_sockets_again_when_redis_lost_them(
     client: aioredis.Redis, redis_prefix: str
 ) -> None:

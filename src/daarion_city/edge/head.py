@@ -32,9 +32,11 @@ from typing import Any, ClassVar
 
 import httptools
 import orjson
+from uvicorn.logging import TRACE_LOG_LEVEL
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from daarion_city.edge.cork import HeadCork
+from daarion_city.edge.protocol import CityWebSocketProtocol
 
 log = logging.getLogger(__name__)
 LINGER = 2.0
@@ -97,8 +99,29 @@ class CityHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def handle_websocket_upgrade(self) -> None:
+        """uvicorn's (0.54), but the socket's protocol takes the head as parsed here, not
+        written out again for websockets to parse (``CityWebSocketProtocol.open_handshake``)."""
         self._cancel_timer()  # the socket's protocol takes the transport over
-        super().handle_websocket_upgrade()
+        ws_class = self.ws_protocol_class
+        if not (isinstance(ws_class, type) and issubclass(ws_class, CityWebSocketProtocol)):
+            super().handle_websocket_upgrade()
+            return
+        if self.logger.level <= TRACE_LOG_LEVEL:
+            prefix = f"{self.client[0]}:{self.client[1]} - " if self.client else ""
+            self.logger.log(TRACE_LOG_LEVEL, "%sUpgrading to WebSocket", prefix)
+        self.connections.discard(self)
+        method, headers = self.scope["method"].encode(), self.headers  # the scope's
+        protocol = ws_class(
+            config=self.config, server_state=self.server_state, app_state=self.app_state
+        )
+        protocol.connection_made(self.transport)
+        if not protocol.open_handshake(method, self.url, headers):
+            output = [method, b" ", self.url, b" HTTP/1.1\r\n"]
+            for name, value in headers:
+                output += [name, b": ", value, b"\r\n"]
+            output.append(b"\r\n")
+            protocol.data_received(b"".join(output))
+        self.transport.set_protocol(protocol)
 
     def data_received(self, data: bytes | memoryview) -> None:
         if self._refused:

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from daarion_city.core.clock import as_utc
 from daarion_city.storage.database import insert_for
 from daarion_city.storage.tables import known_users, notifications, read_markers, room_messages
 
@@ -136,8 +137,23 @@ async def advance_markers(conn: AsyncConnection, moves: list[tuple[str, str, int
 
 
 # --- known users ----------------------------------------------------------------------------------
+# PostgreSQL: a batch of users in one statement (two arrays), not one row per execution: a join
+# storm of thousands of new users is one round trip and one plan.
+_ADD_KNOWN_PG = """
+INSERT INTO city_users (user_id, name, first_seen)
+SELECT u, n, $3 FROM unnest($1::varchar[], $2::varchar[]) AS k(u, n)
+ON CONFLICT DO NOTHING
+"""
+
+
 async def add_known(conn: AsyncConnection, users: list[tuple[str, str]], at: datetime) -> None:
     """Record users ``(user_id, name)`` as seen (the first sighting is kept)."""
+    if not users:
+        return
+    if conn.dialect.name == "postgresql":
+        ids, names = [u for u, _ in users], [n[:100] for _, n in users]
+        await conn.exec_driver_sql(_ADD_KNOWN_PG, (ids, names, as_utc(at)))
+        return
     rows = [{"user_id": u, "name": n[:100], "first_seen": at} for u, n in users]
     statement = insert_for(conn.dialect.name)(known_users).on_conflict_do_nothing()
     await conn.execute(statement, rows)
