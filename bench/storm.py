@@ -179,7 +179,7 @@ async def main() -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a setting of the service (repeatable), e.g. CITY_FANOUT_THREADS=1",
+        help="a setting of the service (repeatable), e.g. CITY_GC_INTERVAL=0",
     )
     parser.add_argument(
         "--baseline",
