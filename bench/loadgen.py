@@ -386,16 +386,25 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
     rate = args.rate
     # The publisher's connections (keep-alive, one post in flight each): httpx would cost more
     # CPU per post than the servers at the rates of many small rooms, on the same two cores.
+    # At most --publishers posts are in flight; a post due while all are busy waits for one
+    # (counted in ``posts_waited``: its delivery latency includes the wait).
     idle_http: asyncio.Queue[RawHttp] = asyncio.Queue()
-    for _ in range(20):
+    for _ in range(args.publishers):
         idle_http.put_nowait(RawHttp(args.http))
     wire_headers = {"authorization": headers["Authorization"]}
+    answer_ms: list[float] = []
+    waited = 0
 
     async def publish(path: str, body: dict[str, str]) -> int:
+        nonlocal waited
+        if idle_http.empty():
+            waited += 1
         http = await idle_http.get()
+        began = time.perf_counter()
         try:
             return await http.post(path, orjson.dumps(body), wire_headers)
         finally:
+            answer_ms.append((time.perf_counter() - began) * 1000)
             idle_http.put_nowait(http)
 
     try:
@@ -419,6 +428,7 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
                 sent += 1
             await asyncio.sleep(0.002)
         answers = await asyncio.gather(*pending)
+        answered = answer_ms[len(paths) :]  # not the warm-up posts
         wall = time.perf_counter() - started
         await asyncio.sleep(1.0)
         split1 = cpu_split(args.pid) if args.pid else (0.0, 0.0)
@@ -448,6 +458,9 @@ async def fanout(args: argparse.Namespace) -> list[dict[str, Any]]:
             "delivery_ratio": round(received / expected, 4) if expected else None,
             "latency_p50_ms": round(statistics.median(latencies), 2) if latencies else None,
             "latency_p99_ms": round(pct(latencies, 0.99), 2),
+            "answer_p50_ms": round(statistics.median(answered), 2) if answered else None,
+            "answer_p99_ms": round(pct(answered, 0.99), 2),
+            "posts_waited": waited,
             "cpu_us_per_delivery": round(cpu / max(received, 1) * 1e6, 2),
             "cpu_kernel_share": round(sys_share, 2),
             "storm_began": round(storm_began, 3),
@@ -672,6 +685,12 @@ def main() -> None:
         help="fanout subscribers: a minimal frame counter, or the websockets client",
     )
     parser.add_argument("--rate", type=float, default=100.0, help="posts per second")
+    parser.add_argument(
+        "--publishers",
+        type=int,
+        default=20,
+        help="fanout/rooms: the publisher's keep-alive connections (posts in flight at most)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--sockets", type=int, default=2000)

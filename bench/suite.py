@@ -109,6 +109,8 @@ def fanout_step(
         str(seconds),
         "--pid",
         str(pid),
+        "--publishers",  # posts in flight at most (BENCH_PUBLISHERS, 20 by default)
+        os.environ.get("BENCH_PUBLISHERS", "20"),
     )
     print(json.dumps(line), flush=True)
     return line

@@ -24,6 +24,7 @@ def settings_overrides(request: pytest.FixtureRequest, redis_prefix: str) -> dic
         "presence_sweep_interval": 0.2,
         "presence_write_rate": 1000.0,  # the limits have their own tests
         "presence_write_burst": 1000,
+        "city_ws_auth_timeout": 1.0,  # a socket without a token: 4401 after 1 s, not 10
     }
     if request.param == "redis":
         values.update(redis_url=REDIS_URL, city_redis_prefix=redis_prefix)

@@ -252,6 +252,8 @@ async def test_bad_frames_get_typed_errors_and_the_socket_stays_usable(
     ] == "still here"
 
 
+# A socket without a token waits CITY_WS_AUTH_TIMEOUT (10 s) for an auth frame before its 4401.
+@pytest.mark.parametrize("settings_overrides", [{"city_ws_auth_timeout": 1.0}])
 async def test_close_codes(api: Api) -> None:
     alice = await api.guest("Alice")
     async with open_socket(api.server, "/ws/city/rooms/general") as ws:
