@@ -109,8 +109,8 @@ def fanout_step(
         str(seconds),
         "--pid",
         str(pid),
-        "--publishers",  # posts in flight at most (BENCH_PUBLISHERS, 20 by default)
-        os.environ.get("BENCH_PUBLISHERS", "20"),
+        "--publishers",  # posts in flight at most (BENCH_PUBLISHERS, 200 by default)
+        os.environ.get("BENCH_PUBLISHERS", "200"),
     )
     print(json.dumps(line), flush=True)
     return line
