@@ -22,6 +22,7 @@ class Recorder:
     seqs: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
     writes: list[list[int]] = field(default_factory=list)  # the seqs of each write
+    direct: None = None  # no transport: the channel's fast list never takes it (fast.py)
 
     def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> None:
         self.seqs.append(seq)

@@ -5,7 +5,8 @@ write flow control in a :class:`~daarion_city.realtime.transport.Flag` (no deque
 about 3.8 KB per socket less, bench/RESULTS.md), and closes a socket the server gives up on
 without waiting for the peer to read (:meth:`CityWebSocketProtocol.close_now`, which
 ``realtime/closes.py`` calls for a reader too slow to keep up and at shutdown). The fan-out
-writes straight to its transport (``realtime/transport.DirectWriter``).
+writes straight to its transport (``realtime/transport.DirectWriter``), and learns of its
+close frame from ``close_sent`` (``realtime/transport.CloseWatch``).
 
 Its handshake starts from the request head the HTTP protocol parsed (:meth:`open_handshake`,
 ``edge/head.py``): uvicorn writes the head out again for websockets to parse it a second time,
@@ -21,10 +22,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import MAX_LINE_LENGTH, MAX_NUM_HEADERS, Request, _token_re, _value_re
 from websockets.protocol import CONNECTING, Protocol
 
-from daarion_city.realtime.transport import Flag, Inbox
+from daarion_city.realtime.transport import CloseWatch, Flag, Inbox
 
 
-class CityWebSocketProtocol(WebSocketsSansIOProtocol):
+class CityWebSocketProtocol(CloseWatch, WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol with the light queue and flag above, and a close
     that does not wait for the peer to read."""
 

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.fast import FastList
 from daarion_city.realtime.transport import DirectWriter, text_frame
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,16 @@ class RoomChannel:
         self._draining = False
         self._heal_task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.fast = FastList()  # realtime/fast.py
+
+    # --- sockets ------------------------------------------------------------------------------
+    def add(self, conn: Connection) -> None:
+        self.connections.add(conn)
+        self.fast.drop()
+
+    def discard(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        self.fast.drop()
 
     # --- bus input --------------------------------------------------------------------------
     def on_bus(self, data: bytes) -> None:
@@ -173,15 +184,19 @@ class RoomChannel:
 
     def _write(self, run: list[tuple[int, str]]) -> None:
         """Consecutive messages to every socket: each framed once, and all of them written to
-        each socket as one buffer."""
+        each socket as one buffer; through the channel's fast list when it holds
+        (``realtime/fast.py``), else socket by socket."""
         wires = [text_frame(frame.encode()) for _, frame in run]
         joined = wires[0] if len(wires) == 1 else b"".join(wires)
+        self.hub.delivered += len(self.connections) * len(run)
+        if self.fast.write(run[0][0], run[-1][0], joined):
+            return
         direct = 0
         for conn in self.connections:
             if conn.send_run(run, wires, joined):
                 direct += 1
-        self.hub.delivered += len(self.connections) * len(run)
         DirectWriter.writes += direct
+        self.fast.after_pass(self.connections, direct, run[-1][0])
 
     def _release_held(self) -> None:
         held = self._held
@@ -238,6 +253,7 @@ class RoomChannel:
         self.hub.healed += 1
 
     def close(self) -> None:
+        self.fast.drop()
         self._inbox.clear()
         if self._heal_task is not None:
             self._heal_task.cancel()

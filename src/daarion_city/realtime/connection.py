@@ -51,7 +51,6 @@ class Connection:
 
     __slots__ = (
         "_closing",
-        "_direct",
         "_held",
         "_inflight",
         "_queue",
@@ -60,6 +59,8 @@ class Connection:
         "_writer",
         "catching_up",
         "close_timeout",
+        "direct",
+        "fast_drop",
         "going_away",
         "id",
         "last_seq",
@@ -99,8 +100,9 @@ class Connection:
         self._started = False
         self._closing = False
         self._writer: asyncio.Task[None] | None = None
-        self._direct = direct
+        self.direct = direct
         self._inflight = False
+        self.fast_drop: Callable[[], None] | None = None  # ends its fast list (realtime/fast.py)
 
     # --- queueing (never awaits) ---------------------------------------------------------------
     def send_snapshot(self, frame: str, wire: bytes | None = None) -> None:
@@ -118,6 +120,8 @@ class Connection:
 
     def send(self, frame: str) -> None:
         """Queue a live frame; on overflow close the connection with 4408."""
+        if self.fast_drop is not None:
+            self.fast_drop()  # a queued frame: out of the direct state (realtime/fast.py)
         if self._closing:
             return
         queue = self._queue
@@ -140,11 +144,11 @@ class Connection:
     def _write_direct(self, wire: bytes) -> bool:
         """Straight to the transport when nothing is queued or in flight (order is kept)."""
         return (
-            self._direct is not None
+            self.direct is not None
             and not self._queue
             and not self._inflight
             and not self._closing
-            and self._direct.write(wire)
+            and self.direct.write(wire)
         )
 
     def send_message(self, seq: int, frame: str, wire: bytes | None = None) -> bool:
@@ -168,10 +172,9 @@ class Connection:
         live, has nothing queued or in flight and is just before the first of them; otherwise
         each goes through :meth:`send_message`. True when the buffer was written.
 
-        This is the hub's per-socket path for every room message, so the direct write is kept
-        inline here (each call and attribute chain costs about a microsecond per delivery) and
-        counted by the caller."""
-        direct = self._direct
+        The hub's per-socket path for room messages: the direct write is inline (a call costs
+        about a microsecond per delivery), counted by the caller; ``realtime/fast.py`` skips it."""
+        direct = self.direct
         if (
             direct is not None
             and not self.catching_up
@@ -204,10 +207,6 @@ class Connection:
                 self.send(frame)
             else:
                 self.send_message(seq, frame)
-
-    @property
-    def queued(self) -> int:
-        return len(self._queue or ()) + len(self._snapshot or ())
 
     @property
     def closing(self) -> bool:
@@ -254,7 +253,7 @@ class Connection:
         )
         self._queue = self._snapshot = None
         self._held.clear()
-        self._closing = True
+        self._closing = True  # (a socket of a fast list left it in send or was never in one)
         if self.on_overflow is not None:
             self.on_overflow(self)
         if self._writer is not None:
@@ -287,6 +286,8 @@ class Connection:
     async def stop(self, flush_timeout: float = 1.0) -> None:
         """Flush what is queued (bounded in time), then stop the writer."""
         self._closing = True
+        if self.fast_drop is not None:
+            self.fast_drop()
         task = self._writer
         if task is None or task.done():
             return

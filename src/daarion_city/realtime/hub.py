@@ -81,6 +81,11 @@ class RoomHub:
         assert channel.expected is not None
         return channel.expected - 1
 
+    def fast_sockets(self, room_id: str) -> int:
+        """How many sockets the room's fast list holds (``realtime/fast.py``; 0: none)."""
+        channel = self._channels.get(room_id)
+        return len(channel.fast.conns) if channel is not None else 0
+
     def all_connections(self) -> list[Connection]:
         return [conn for ch in self._channels.values() for conn in ch.connections]
 
@@ -94,7 +99,7 @@ class RoomHub:
         if channel is None:
             channel = RoomChannel(self, conn.room_id)
             self._channels[conn.room_id] = channel
-            channel.connections.add(conn)
+            channel.add(conn)
             try:
                 await self.bus.subscribe(channel_name(conn.room_id), channel.on_bus)
                 channel.initialise(await self.load_last_seq(conn.room_id))
@@ -103,17 +108,17 @@ class RoomHub:
                 channel.ready.set()
                 raise
         else:
-            channel.connections.add(conn)
+            channel.add(conn)
             await channel.ready.wait()
             if self._channels.get(conn.room_id) is not channel:
-                channel.connections.discard(conn)
+                channel.discard(conn)
                 raise Unavailable("the room channel could not be opened")
 
     def detach(self, conn: Connection) -> None:
         channel = self._channels.get(conn.room_id)
         if channel is None:
             return
-        channel.connections.discard(conn)
+        channel.discard(conn)
         if not channel.connections and channel.ready.is_set():
             self._drop_channel(channel)
 

@@ -15,7 +15,7 @@ Also here, below the edge that uses them: how the edge hands the server's protoc
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -33,6 +33,28 @@ def remember_protocol(scope: MutableMapping[str, Any], send: Any) -> None:
     proto = getattr(send, "__self__", None)
     if isinstance(proto, WebSocketsSansIOProtocol):
         scope[SCOPE_KEY] = proto
+
+
+class CloseWatch:
+    """For the server's protocol (``edge/protocol.py``): ``close_sent`` as a property that calls
+    ``on_close_sent`` once when it turns true, so a room's list of sockets in the direct state
+    (``realtime/channel.py``) learns that a socket has sent its close frame without asking each
+    socket's protocol on every message."""
+
+    _close_sent = False
+    on_close_sent: Callable[[], None] | None = None
+
+    @property
+    def close_sent(self) -> bool:
+        return self._close_sent
+
+    @close_sent.setter
+    def close_sent(self, value: bool) -> None:
+        self._close_sent = value
+        hook = self.on_close_sent
+        if value and hook is not None:
+            self.on_close_sent = None
+            hook()
 
 
 class DirectWriter:

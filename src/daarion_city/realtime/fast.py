@@ -1,0 +1,122 @@
+"""A room channel's fast list: the transports of its sockets, written to without asking each
+socket's state.
+
+The per-socket path of a room message (``Connection.send_run``) checks, for every socket, that
+it is live, caught up, has nothing queued or in flight and is not closing, and that its
+protocol has not sent a close frame and its transport is writable: five objects per socket, and
+for a room of 10,000 spread over a large heap, a quarter of a fan-out pass went to reading them
+(bench/RESULTS.md). Once ``FAST_AFTER`` passes in a row found every socket of a channel in that
+direct state, the channel keeps the list of their transports, and the next passes write to that
+list alone, checking only each transport's own buffer and closing state (:func:`write_all`).
+
+The list holds while nothing can have taken a socket out of the direct state; everything that
+could drops it (:meth:`FastList.drop`): a socket joining or leaving the channel, queueing a
+frame (``Connection.send``: flow control, a frame that could not go straight out), closing
+(``Connection.stop``, an overflow), or its protocol sending a close frame
+(``realtime/transport.CloseWatch``). A transport with bytes still buffered or closing stops a
+fast pass where it is: the list is dropped and the rest of the sockets go the per-socket way,
+which knows what to do with them. The sockets of the list are all written the messages up to
+``seq``; their own ``last_seq`` is brought up to it when the list is dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from daarion_city.realtime.connection import Connection
+from daarion_city.realtime.transport import CloseWatch, DirectWriter
+
+FAST_AFTER = 2  # passes in a row with every socket direct before the list is kept
+
+
+def join(conn: Connection, drop: Callable[[], None]) -> Any | None:
+    """``conn`` into a fast list, which ``drop`` ends: its transport, or None when its protocol
+    cannot tell of its close frame."""
+    proto: Any = conn.direct.proto if conn.direct is not None else None
+    if not isinstance(proto, CloseWatch) or proto.close_sent:
+        return None
+    conn.fast_drop = proto.on_close_sent = drop
+    return conn.direct.proto.transport if conn.direct is not None else None
+
+
+def leave(conn: Connection, seq: int) -> None:
+    """``conn`` out of its fast list, which wrote it the messages up to ``seq``."""
+    conn.fast_drop = None
+    conn.last_seq = max(conn.last_seq, seq)
+    if conn.direct is not None and isinstance(conn.direct.proto, CloseWatch):
+        conn.direct.proto.on_close_sent = None
+
+
+def write_all(transports: list[Any], data: bytes) -> int:
+    """``data`` to each transport in turn, stopping before the first with bytes still buffered
+    (a reader falling behind: flow control is the per-socket path's) or closing; how many
+    were written."""
+    written = 0
+    for transport in transports:
+        if transport.get_write_buffer_size() or transport.is_closing():
+            break
+        transport.write(data)
+        written += 1
+    return written
+
+
+class FastList:
+    """One channel's list (see the module); empty until a pass builds it."""
+
+    __slots__ = ("conns", "passes", "seq", "transports")
+
+    def __init__(self) -> None:
+        self.transports: list[Any] | None = None
+        self.conns: list[Connection] = []
+        self.seq = 0  # every socket of the list has the messages up to here
+        self.passes = 0  # per-socket passes in a row that found every socket direct
+
+    def drop(self) -> None:
+        self.passes = 0
+        if self.transports is None:
+            return
+        conns, seq = self.conns, self.seq
+        self.transports, self.conns = None, []
+        for conn in conns:
+            leave(conn, seq)
+
+    def write(self, first: int, last: int, data: bytes) -> bool:
+        """The messages ``first``..``last`` (framed as ``data``) to every socket of the list:
+        True when all of them got it. False when there is no list, or a transport stopped the
+        pass: the list is then dropped, and the sockets that got the run know it."""
+        transports = self.transports
+        if transports is None:
+            return False
+        if self.seq == first - 1:
+            written = write_all(transports, data)
+            DirectWriter.writes += written
+            if written == len(transports):
+                self.seq = last
+                return True
+            for conn in self.conns[:written]:
+                conn.last_seq = last
+        self.drop()
+        return False
+
+    def after_pass(self, conns: set[Connection], direct: int, last: int) -> None:
+        """After a per-socket pass that wrote ``direct`` of ``conns`` straight to their
+        transports, up to message ``last``: the list is kept once ``FAST_AFTER`` passes in a
+        row wrote to every socket."""
+        if not conns or direct < len(conns):
+            self.passes = 0
+            return
+        self.passes += 1
+        if self.passes < FAST_AFTER:
+            return
+        members = list(conns)
+        transports: list[Any] = []
+        for conn in members:
+            transport = join(conn, self.drop)
+            if transport is None:  # a protocol that cannot tell of its close frame
+                for joined in members[: len(transports)]:
+                    leave(joined, last)
+                self.passes = 0
+                return
+            transports.append(transport)
+        self.transports, self.conns, self.seq = transports, members, last
