@@ -8,10 +8,19 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from daarion_city.realtime.closes import close_now
-from tests.realtime.test_slow_readers import ROOM, ROOM_ID, Collector, server_side
+from tests.realtime.test_slow_readers import (
+    BODY,
+    ROOM,
+    ROOM_ID,
+    SLOW,
+    Collector,
+    server_side,
+    stopped_reader,
+)
 from tests.support import Api, User, eventually
 
 
@@ -70,3 +79,25 @@ async def test_the_fast_list_delivers_everything_once_as_sockets_come_and_go(api
         assert await a.wait_for(14) == first + second + third + fourth
         assert b.seqs == first + second + third  # nothing after its close frame
         assert c.seqs == first + second
+
+
+@pytest.mark.parametrize("settings_overrides", [SLOW])
+async def test_a_reader_falling_behind_leaves_the_list_and_the_others_keep_it(api: Api) -> None:
+    hub = api.server.resources.hub
+    alice, carol, sloth = [await api.guest(n) for n in ("Alice", "Carol", "Sloth")]
+    async with reader(api, alice) as a, reader(api, carol) as c, stopped_reader(api.server, sloth):
+        await eventually(
+            lambda: sum(not x.catching_up for x in hub.connections(ROOM_ID)) == 3, 10, "3 live"
+        )
+        posted = await post(alice, 3)
+        assert hub.fast_sockets(ROOM_ID) == 3
+        slow = server_side(api.server, sloth)
+        sizes = set()
+        while not slow.closing:  # large messages, until the stopped reader is given up on
+            assert len(posted) < 300, "the stopped reader was never closed"
+            posted.append(int((await alice.say(ROOM, BODY))["seq"]))
+            sizes.add(hub.fast_sockets(ROOM_ID))
+        # Its transport's backlog took the stopped reader out of the list, not the others.
+        assert 2 in sizes
+        for got in (a, c):
+            assert await got.wait_for(len(posted)) == posted

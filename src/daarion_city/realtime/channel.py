@@ -189,14 +189,14 @@ class RoomChannel:
         wires = [text_frame(frame.encode()) for _, frame in run]
         joined = wires[0] if len(wires) == 1 else b"".join(wires)
         self.hub.delivered += len(self.connections) * len(run)
-        if self.fast.write(run[0][0], run[-1][0], joined):
-            return
+        outside = self.fast.write(run[0][0], run[-1][0], joined)
         direct = 0
-        for conn in self.connections:
+        for conn in self.connections if outside is None else outside:
             if conn.send_run(run, wires, joined):
                 direct += 1
         DirectWriter.writes += direct
-        self.fast.after_pass(self.connections, direct, run[-1][0])
+        if outside is None:
+            self.fast.after_pass(self.connections, direct, run[-1][0])
 
     def _release_held(self) -> None:
         held = self._held

@@ -13,10 +13,11 @@ The list holds while nothing can have taken a socket out of the direct state; ev
 could drops it (:meth:`FastList.drop`): a socket joining or leaving the channel, queueing a
 frame (``Connection.send``: flow control, a frame that could not go straight out), closing
 (``Connection.stop``, an overflow), or its protocol sending a close frame
-(``realtime/transport.CloseWatch``). A transport with bytes still buffered or closing stops a
-fast pass where it is: the list is dropped and the rest of the sockets go the per-socket way,
-which knows what to do with them. The sockets of the list are all written the messages up to
-``seq``; their own ``last_seq`` is brought up to it when the list is dropped.
+(``realtime/transport.CloseWatch``). A socket whose transport has bytes still buffered or is
+closing leaves the list alone, and is served the per-socket way (which knows what to do with
+it) while the list holds for the others; more than a third of them outside drops the list. The
+sockets of the list are all written the messages up to ``seq``; their own ``last_seq`` is
+brought up to it when they leave.
 """
 
 from __future__ import annotations
@@ -48,27 +49,27 @@ def leave(conn: Connection, seq: int) -> None:
         conn.direct.proto.on_close_sent = None
 
 
-def write_all(transports: list[Any], data: bytes) -> int:
-    """``data`` to each transport in turn, stopping before the first with bytes still buffered
-    (a reader falling behind: flow control is the per-socket path's) or closing; how many
-    were written."""
-    written = 0
+def write_all(transports: list[Any], data: bytes) -> list[Any]:
+    """``data`` to each transport, but those with bytes still buffered (a reader falling
+    behind: flow control is the per-socket path's) or closing: those are returned."""
+    skipped = []
     for transport in transports:
         if transport.get_write_buffer_size() or transport.is_closing():
-            break
-        transport.write(data)
-        written += 1
-    return written
+            skipped.append(transport)
+        else:
+            transport.write(data)
+    return skipped
 
 
 class FastList:
     """One channel's list (see the module); empty until a pass builds it."""
 
-    __slots__ = ("conns", "passes", "seq", "transports")
+    __slots__ = ("conns", "outside", "passes", "seq", "transports")
 
     def __init__(self) -> None:
         self.transports: list[Any] | None = None
-        self.conns: list[Connection] = []
+        self.conns: list[Connection] = []  # the sockets of the transports, in their order
+        self.outside: list[Connection] = []  # left the list while it holds: served per socket
         self.seq = 0  # every socket of the list has the messages up to here
         self.passes = 0  # per-socket passes in a row that found every socket direct
 
@@ -77,27 +78,31 @@ class FastList:
         if self.transports is None:
             return
         conns, seq = self.conns, self.seq
-        self.transports, self.conns = None, []
+        self.transports, self.conns, self.outside = None, [], []
         for conn in conns:
             leave(conn, seq)
 
-    def write(self, first: int, last: int, data: bytes) -> bool:
-        """The messages ``first``..``last`` (framed as ``data``) to every socket of the list:
-        True when all of them got it. False when there is no list, or a transport stopped the
-        pass: the list is then dropped, and the sockets that got the run know it."""
+    def write(self, first: int, last: int, data: bytes) -> list[Connection] | None:
+        """The messages ``first``..``last`` (framed as ``data``) to the sockets of the list; the
+        sockets the caller must still serve the per-socket way (those a transport's buffer or
+        closing took out of the list, now or before), or None when there is no list (all)."""
         transports = self.transports
         if transports is None:
-            return False
-        if self.seq == first - 1:
-            written = write_all(transports, data)
-            DirectWriter.writes += written
-            if written == len(transports):
-                self.seq = last
-                return True
-            for conn in self.conns[:written]:
-                conn.last_seq = last
-        self.drop()
-        return False
+            return None
+        if self.seq != first - 1 or len(self.outside) * 2 > len(transports):
+            self.drop()
+            return None
+        for transport in write_all(transports, data):
+            at = transports.index(transport)  # rare: swap it out of both lists
+            conn = self.conns[at]
+            transports[at], self.conns[at] = transports[-1], self.conns[-1]
+            transports.pop()
+            self.conns.pop()
+            leave(conn, self.seq)  # it has the messages before this run
+            self.outside.append(conn)
+        DirectWriter.writes += len(transports)
+        self.seq = last
+        return self.outside
 
     def after_pass(self, conns: set[Connection], direct: int, last: int) -> None:
         """After a per-socket pass that wrote ``direct`` of ``conns`` straight to their
