@@ -103,11 +103,12 @@ class RoomChannel:
     # --- sockets ------------------------------------------------------------------------------
     def add(self, conn: Connection) -> None:
         self.connections.add(conn)
-        self.fast.drop()
+        self.fast.admit(conn)
 
     def discard(self, conn: Connection) -> None:
-        self.connections.discard(conn)
-        self.fast.drop()
+        if conn in self.connections:
+            self.connections.discard(conn)
+            self.fast.remove(conn)
 
     # --- bus input --------------------------------------------------------------------------
     def on_bus(self, data: bytes) -> None:

@@ -60,7 +60,7 @@ class Connection:
         "catching_up",
         "close_timeout",
         "direct",
-        "fast_drop",
+        "fast_out",
         "going_away",
         "id",
         "last_seq",
@@ -102,7 +102,7 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self.direct = direct
         self._inflight = False
-        self.fast_drop: Callable[[], None] | None = None  # ends its fast list (realtime/fast.py)
+        self.fast_out: Callable[[Connection], None] | None = None  # realtime/fast.py
 
     # --- queueing (never awaits) ---------------------------------------------------------------
     def send_snapshot(self, frame: str, wire: bytes | None = None) -> None:
@@ -120,8 +120,8 @@ class Connection:
 
     def send(self, frame: str) -> None:
         """Queue a live frame; on overflow close the connection with 4408."""
-        if self.fast_drop is not None:
-            self.fast_drop()  # a queued frame: out of the direct state (realtime/fast.py)
+        if self.fast_out is not None:
+            self.fast_out(self)  # a queued frame: out of the direct state
         if self._closing:
             return
         queue = self._queue
@@ -286,8 +286,8 @@ class Connection:
     async def stop(self, flush_timeout: float = 1.0) -> None:
         """Flush what is queued (bounded in time), then stop the writer."""
         self._closing = True
-        if self.fast_drop is not None:
-            self.fast_drop()
+        if self.fast_out is not None:
+            self.fast_out(self)
         task = self._writer
         if task is None or task.done():
             return

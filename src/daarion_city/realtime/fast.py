@@ -9,20 +9,22 @@ for a room of 10,000 spread over a large heap, a quarter of a fan-out pass went 
 direct state, the channel keeps the list of their transports, and the next passes write to that
 list alone, checking only each transport's own buffer and closing state (:func:`write_all`).
 
-The list holds while nothing can have taken a socket out of the direct state; everything that
-could drops it (:meth:`FastList.drop`): a socket joining or leaving the channel, queueing a
-frame (``Connection.send``: flow control, a frame that could not go straight out), closing
-(``Connection.stop``, an overflow), or its protocol sending a close frame
-(``realtime/transport.CloseWatch``). A socket whose transport has bytes still buffered or is
-closing leaves the list alone, and is served the per-socket way (which knows what to do with
-it) while the list holds for the others; more than a third of them outside drops the list. The
-sockets of the list are all written the messages up to ``seq``; their own ``last_seq`` is
-brought up to it when they leave.
+The list holds its sockets while nothing can have taken them out of the direct state. A socket
+that could be is taken out of the list alone and served the per-socket way (which knows what
+to do with it) while the list holds for the others (:meth:`FastList.eject`): one that queues a
+frame (``Connection.send``: flow control, a frame that could not go straight out) or closes
+(``Connection.stop``), and one whose transport has bytes still buffered or is closing when a
+pass comes to it. A socket joining the channel is served per socket too (it is catching up), a
+socket leaving is taken out; a protocol sending a close frame (``realtime/transport.CloseWatch``)
+drops the whole list (:meth:`FastList.drop`), and so do more than a third of the sockets
+outside it: two clean passes later it is built again with everyone. The sockets of the list
+are all written the messages up to ``seq``; their own ``last_seq`` is brought up to it as they
+leave it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from typing import Any
 
 from daarion_city.realtime.connection import Connection
@@ -31,19 +33,20 @@ from daarion_city.realtime.transport import CloseWatch, DirectWriter
 FAST_AFTER = 2  # passes in a row with every socket direct before the list is kept
 
 
-def join(conn: Connection, drop: Callable[[], None]) -> Any | None:
-    """``conn`` into a fast list, which ``drop`` ends: its transport, or None when its protocol
-    cannot tell of its close frame."""
+def join(conn: Connection, fast: FastList) -> Any | None:
+    """``conn`` into the list ``fast``: its transport, or None when its protocol cannot tell of
+    its close frame."""
     proto: Any = conn.direct.proto if conn.direct is not None else None
     if not isinstance(proto, CloseWatch) or proto.close_sent:
         return None
-    conn.fast_drop = proto.on_close_sent = drop
+    conn.fast_out = fast.eject
+    proto.on_close_sent = fast.drop
     return conn.direct.proto.transport if conn.direct is not None else None
 
 
 def leave(conn: Connection, seq: int) -> None:
     """``conn`` out of its fast list, which wrote it the messages up to ``seq``."""
-    conn.fast_drop = None
+    conn.fast_out = None
     conn.last_seq = max(conn.last_seq, seq)
     if conn.direct is not None and isinstance(conn.direct.proto, CloseWatch):
         conn.direct.proto.on_close_sent = None
@@ -92,17 +95,43 @@ class FastList:
         if self.seq != first - 1 or len(self.outside) * 2 > len(transports):
             self.drop()
             return None
-        for transport in write_all(transports, data):
-            at = transports.index(transport)  # rare: swap it out of both lists
-            conn = self.conns[at]
-            transports[at], self.conns[at] = transports[-1], self.conns[-1]
-            transports.pop()
-            self.conns.pop()
-            leave(conn, self.seq)  # it has the messages before this run
-            self.outside.append(conn)
+        for transport in write_all(transports, data):  # rare: out of the list, served per socket
+            self.eject(self.conns[transports.index(transport)])
         DirectWriter.writes += len(transports)
         self.seq = last
         return self.outside
+
+    def admit(self, conn: Connection) -> None:
+        """A socket joined the channel: served per socket while the list holds."""
+        if self.transports is None:
+            self.passes = 0
+        else:
+            self.outside.append(conn)
+
+    def remove(self, conn: Connection) -> None:
+        """A socket left the channel."""
+        if self.transports is None:
+            self.passes = 0
+        elif conn.fast_out is None:
+            with contextlib.suppress(ValueError):
+                self.outside.remove(conn)
+        else:
+            self._take_out(conn)
+
+    def eject(self, conn: Connection) -> None:
+        """A socket of the list left the direct state (a frame queued, a backlog, closing): it
+        is served per socket from now on, with the messages up to ``seq``."""
+        if self.transports is not None:
+            self._take_out(conn)
+            self.outside.append(conn)
+
+    def _take_out(self, conn: Connection) -> None:
+        assert self.transports is not None
+        at, conns, transports = self.conns.index(conn), self.conns, self.transports
+        conns[at], transports[at] = conns[-1], transports[-1]  # the order does not matter
+        conns.pop()
+        transports.pop()
+        leave(conn, self.seq)
 
     def after_pass(self, conns: set[Connection], direct: int, last: int) -> None:
         """After a per-socket pass that wrote ``direct`` of ``conns`` straight to their
@@ -117,11 +146,11 @@ class FastList:
         members = list(conns)
         transports: list[Any] = []
         for conn in members:
-            transport = join(conn, self.drop)
+            transport = join(conn, self)
             if transport is None:  # a protocol that cannot tell of its close frame
                 for joined in members[: len(transports)]:
                     leave(joined, last)
                 self.passes = 0
                 return
             transports.append(transport)
-        self.transports, self.conns, self.seq = transports, members, last
+        self.transports, self.conns, self.outside, self.seq = transports, members, [], last
