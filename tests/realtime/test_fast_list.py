@@ -101,7 +101,8 @@ async def test_a_reader_falling_behind_leaves_the_list_and_the_others_keep_it(ap
             assert len(posted) < 300, "the stopped reader was never closed"
             posted.append(int((await alice.say(ROOM, BODY))["seq"]))
             sizes.add(hub.fast_sockets(ROOM_ID))
-        # Its transport's backlog took the stopped reader out of the list, not the others.
+        # Falling behind (its transport's backlog, then its queue) took the stopped reader out
+        # of the list, and only it.
         assert 2 in sizes
         for got in (a, c):
             assert await got.wait_for(len(posted)) == posted

@@ -253,7 +253,7 @@ class Connection:
         )
         self._queue = self._snapshot = None
         self._held.clear()
-        self._closing = True  # (a socket of a fast list left it in send or was never in one)
+        self._closing = True  # out of any fast list already: by send(), or never in one
         if self.on_overflow is not None:
             self.on_overflow(self)
         if self._writer is not None:

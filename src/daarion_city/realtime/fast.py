@@ -25,7 +25,7 @@ leave it.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 from daarion_city.realtime.connection import Connection
 from daarion_city.realtime.transport import CloseWatch, DirectWriter
@@ -36,12 +36,12 @@ FAST_AFTER = 2  # passes in a row with every socket direct before the list is ke
 def join(conn: Connection, fast: FastList) -> Any | None:
     """``conn`` into the list ``fast``: its transport, or None when its protocol cannot tell of
     its close frame."""
-    proto: Any = conn.direct.proto if conn.direct is not None else None
+    proto = conn.direct.proto if conn.direct is not None else None
     if not isinstance(proto, CloseWatch) or proto.close_sent:
         return None
     conn.fast_out = fast.eject
     proto.on_close_sent = fast.drop
-    return conn.direct.proto.transport if conn.direct is not None else None
+    return cast(Any, proto).transport  # the server's protocol (edge/protocol.py)
 
 
 def leave(conn: Connection, seq: int) -> None:
