@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 from collections import defaultdict
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
@@ -29,6 +30,28 @@ ROOMS: dict[str, set[ServerConnection]] = defaultdict(set)
 def frame_bytes(payload: bytes) -> bytes:
     """A server-to-client text frame (unmasked), ready to write to any transport."""
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+
+
+def message_of(room: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
+    """A Message of the service's shape (SPEC 2 and 5b: every field, v2's included), so a
+    delivery carries as many bytes as the service's; ``body`` holds the post's fields."""
+    return {
+        "id": f"m_{seq:020d}",
+        "room_id": f"room_city_{room}",
+        "seq": seq,
+        "author_user_id": "u_publisher",
+        "author_agent_id": None,
+        "username": "u_publisher",
+        **body,
+        "client_msg_id": None,
+        "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "reply_to_seq": None,
+        "mentions": [],
+        "edited_at": None,
+        "deleted": False,
+        "deleted_by": None,
+        "reactions": [],
+    }
 
 
 async def handler(ws: ServerConnection) -> None:
@@ -61,18 +84,7 @@ async def publish_server(port: int) -> asyncio.Server:
                         length = int(line.split(":", 1)[1])
                 body = orjson.loads(await reader.readexactly(length)) if length else {}
                 seq[room] += 1
-                # The same shape (and so the same bytes per delivery) as the service's Message.
-                message = {
-                    "id": f"m_{seq[room]:020d}",
-                    "room_id": f"room_city_{room}",
-                    "seq": seq[room],
-                    "author_user_id": "u_publisher",
-                    "author_agent_id": None,
-                    "username": "u_publisher",
-                    **body,
-                    "client_msg_id": None,
-                    "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                }
+                message = message_of(room, seq[room], body)
                 data = frame_bytes(
                     orjson.dumps({"event": "room.message", "room_id": room, "message": message})
                 )

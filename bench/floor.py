@@ -44,6 +44,12 @@ def message(n: int, room: str, who: Principal, body: MessageCreate) -> dict[str,
         "body": body.body,
         "client_msg_id": body.client_msg_id,
         "created_at": iso(utcnow()),
+        "reply_to_seq": None,
+        "mentions": [],
+        "edited_at": None,
+        "deleted": False,
+        "deleted_by": None,
+        "reactions": [],
     }
 
 
