@@ -88,7 +88,9 @@ def fanout_step(
     subs: int,
     seconds: float,
     scenario: str = "fanout",
+    label: str | None = None,
 ) -> dict[str, Any]:
+    """One step; ``label`` names the target in the printed line (default ``target``)."""
     (line,) = loadgen(
         scenario,
         "--rooms",
@@ -112,6 +114,7 @@ def fanout_step(
         "--publishers",  # posts in flight at most (BENCH_PUBLISHERS, 200 by default)
         os.environ.get("BENCH_PUBLISHERS", "200"),
     )
+    line["target"] = label or target
     print(json.dumps(line), flush=True)
     return line
 

@@ -6,6 +6,8 @@ post scenario failed). Real processes, started as ``bench.suite`` starts them.""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import orjson
 import pytest
@@ -55,6 +57,31 @@ async def test_the_floors_answer_a_post_with_the_services_message_shape(kind: st
         message = answer.json()
         assert (message["body"], message["client_msg_id"]) == ("hello", "c1")
         assert_message_shape(message)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_the_rooms_floor_fans_a_post_out_to_its_rooms_sockets_only() -> None:
+    proc, port = start_floor("rooms")
+    try:
+        base = f"ws://127.0.0.1:{port}/ws/city/rooms"
+        async with connect(f"{base}/plaza") as here, connect(f"{base}/garden") as there:
+            for ws in (here, there):
+                assert orjson.loads(await ws.recv())["event"] == "room.state"
+            async with httpx.AsyncClient() as http:
+                answer = await http.post(
+                    f"http://127.0.0.1:{port}/city/rooms/plaza/messages",
+                    json={"body": "hello"},
+                    headers={"Authorization": f"Bearer {token('u_poster')}"},
+                )
+            assert answer.status_code == 201, answer.text
+            frame = orjson.loads(await here.recv())
+            assert frame["event"] == "room.message"
+            assert frame["message"] == answer.json()
+            assert_message_shape(frame["message"])
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(there.recv(), 0.3)
     finally:
         proc.terminate()
         proc.wait(10)
