@@ -32,6 +32,17 @@ def frame_bytes(payload: bytes) -> bytes:
     return Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
 
 
+# A new message's v2 fields (SPEC 5b), as the service sends them; the floors use them too.
+V2_FIELDS: dict[str, Any] = {
+    "reply_to_seq": None,
+    "mentions": [],
+    "edited_at": None,
+    "deleted": False,
+    "deleted_by": None,
+    "reactions": [],
+}
+
+
 def message_of(room: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
     """A Message of the service's shape (SPEC 2 and 5b: every field, v2's included), so a
     delivery carries as many bytes as the service's; ``body`` holds the post's fields."""
@@ -45,12 +56,7 @@ def message_of(room: str, seq: int, body: dict[str, Any]) -> dict[str, Any]:
         **body,
         "client_msg_id": None,
         "created_at": datetime.now(UTC).isoformat(timespec="milliseconds"),
-        "reply_to_seq": None,
-        "mentions": [],
-        "edited_at": None,
-        "deleted": False,
-        "deleted_by": None,
-        "reactions": [],
+        **V2_FIELDS,
     }
 
 

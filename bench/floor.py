@@ -32,6 +32,7 @@ from fastapi import Depends, FastAPI
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from bench.baseline import V2_FIELDS
 from bench.common import SECRET
 from daarion_city.core.clock import iso, utcnow
 from daarion_city.core.metrics import Metrics
@@ -53,12 +54,7 @@ def message(n: int, room: str, who: Principal, body: MessageCreate) -> dict[str,
         "body": body.body,
         "client_msg_id": body.client_msg_id,
         "created_at": iso(utcnow()),
-        "reply_to_seq": None,
-        "mentions": [],
-        "edited_at": None,
-        "deleted": False,
-        "deleted_by": None,
-        "reactions": [],
+        **V2_FIELDS,
     }
 
 

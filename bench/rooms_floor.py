@@ -23,34 +23,9 @@ from typing import Any
 from tests.cluster import Instance
 
 from bench.common import REDIS, SECRET, UNLIMITED, scratch
-from bench.suite import OUT, ROOMS, fanout_step, passed, start_baseline, start_floor
+from bench.suite import OUT, ROOMS, climb, start_baseline, start_floor
 
 SUBSCRIBERS = 1000
-
-
-async def ladder(
-    targets: dict[str, tuple[str, str, int]], rates: list[int], seconds: float
-) -> dict[str, Any]:
-    """Each rate on every target in turn (the machine drifts); a target leaves at its first
-    step that fails twice in a row. The best passing step of each."""
-    best: dict[str, Any] = dict.fromkeys(targets)
-    climbing = set(targets)
-    for rate in rates:
-        for target, (ws, http, pid) in targets.items():
-            if target not in climbing:
-                continue
-            kind = "baseline" if target == "baseline" else "service"  # the paths it serves
-            args = (kind, ws, http, pid, rate, SUBSCRIBERS, seconds, "rooms", target)
-            line = await asyncio.to_thread(fanout_step, *args)
-            if not passed(line):
-                line = await asyncio.to_thread(fanout_step, *args)
-            if passed(line):
-                best[target] = line
-            else:
-                climbing.discard(target)
-        if not climbing:
-            break
-    return best
 
 
 async def main() -> None:
@@ -63,8 +38,8 @@ async def main() -> None:
     baseline, bws, bpub = await asyncio.to_thread(start_baseline)
     floor, fport = await asyncio.to_thread(start_floor, "rooms")
     targets = {
-        "baseline": (f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", baseline.pid),
-        "floor": (f"ws://127.0.0.1:{fport}", f"http://127.0.0.1:{fport}", floor.pid),
+        "baseline": ("baseline", f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", baseline.pid),
+        "floor": ("service", f"ws://127.0.0.1:{fport}", f"http://127.0.0.1:{fport}", floor.pid),
     }
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(baseline.terminate)
@@ -86,8 +61,8 @@ async def main() -> None:
             await asyncio.to_thread(service.start)
             stack.callback(service.stop)
             pid = service.proc.pid if service.proc else 0
-            targets["service"] = (f"ws://127.0.0.1:{service.port}", service.base_url, pid)
-        best = await ladder(targets, rates, args.seconds)
+            targets["service"] = ("service", service.ws_url(""), service.base_url, pid)
+        best = await climb(targets, "rooms", rates, SUBSCRIBERS, args.seconds)
     base = best["baseline"]
     summary: dict[str, Any] = {"rooms": ROOMS, "best": best}
     for name, line in best.items():

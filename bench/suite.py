@@ -336,27 +336,41 @@ async def fanout_pair(
     bpid, bws, bpub = baseline
     sws, shttp, spid = service
     targets = {
-        "baseline": (f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", bpid),
-        "service": (sws, shttp, spid),
+        "baseline": ("baseline", f"ws://127.0.0.1:{bws}", f"http://127.0.0.1:{bpub}", bpid),
+        "service": ("service", sws, shttp, spid),
     }
+    best = await climb(targets, scenario, rates, subs, seconds)
+    summary[scenario] = best
+
+
+async def climb(
+    targets: dict[str, tuple[str, str, str, int]],
+    scenario: str,
+    rates: list[int],
+    subs: int,
+    seconds: float,
+) -> dict[str, dict[str, Any] | None]:
+    """Each rate on every target in turn (name -> the paths it serves, ``baseline`` or
+    ``service``, its ws and http bases and pid); a target leaves the ladder at its first step
+    that fails twice in a row. The best passing step of each."""
     best: dict[str, dict[str, Any] | None] = dict.fromkeys(targets)
     climbing = set(targets)
     for rate in rates:
-        for target, (ws, http, pid) in targets.items():
-            if target not in climbing:
+        for name, (kind, ws, http, pid) in targets.items():
+            if name not in climbing:
                 continue
-            step = (target, ws, http, pid, rate, subs, seconds, scenario)
+            step = (kind, ws, http, pid, rate, subs, seconds, scenario, name)
             line = await asyncio.to_thread(fanout_step, *step)
             if not passed(line):  # a failure counts once it repeats
                 line = await asyncio.to_thread(fanout_step, *step)
                 line["second_try"] = True
             if passed(line):
-                best[target] = line
+                best[name] = line
             else:
-                climbing.discard(target)
+                climbing.discard(name)
         if not climbing:
             break
-    summary[scenario] = best
+    return best
 
 
 def start_floor(kind: str) -> tuple[subprocess.Popen[bytes], int]:
