@@ -107,6 +107,18 @@ async def test_hits_at_once_are_each_counted(limiter: Limiter) -> None:
     assert sum(r is None for r in mixed[1::2]) == 2  # burst 2
 
 
+async def test_a_verdict_is_the_hits_answer_as_a_future(limiter: Limiter) -> None:
+    """``verdict`` (a post asks its limit while it waits for its commit) answers as ``hit``."""
+    first = limiter.limiter.verdict("msg:u6", rate=0.01, burst=2)
+    second = limiter.limiter.verdict("msg:u6", rate=0.01, burst=2)
+    third = limiter.limiter.verdict("msg:u6", rate=0.01, burst=2)
+    assert await first is None
+    assert await second is None
+    with pytest.raises(RateLimited) as info:
+        await third
+    assert 90 < info.value.retry_after <= 100
+
+
 # --- Redis only -------------------------------------------------------------------------------
 
 
@@ -141,6 +153,23 @@ async def test_redis_buckets_are_shared_by_every_instance(redis_prefix: str) -> 
         await b.close()
         await a_client.aclose()
         await b_client.aclose()
+
+
+async def test_the_redis_buckets_live_in_the_clients_database(redis_prefix: str) -> None:
+    """A limiter on a client of another database keeps its buckets there."""
+    client = aioredis.Redis.from_url(REDIS_URL.rsplit("/", 1)[0] + "/3")
+    limiter = RedisRateLimiter(client, prefix=redis_prefix)
+    key = f"{redis_prefix}ratelimit:msg:db3"
+    try:
+        await limiter.hit("msg:db3", rate=0.01, burst=3)
+        assert await client.exists(key) == 1
+        other = aioredis.Redis.from_url(REDIS_URL)
+        assert await other.exists(key) == 0 or REDIS_URL.endswith("/3")
+        await other.aclose()
+    finally:
+        await client.delete(key)
+        await limiter.close()
+        await client.aclose()
 
 
 async def test_a_redis_bucket_expires_once_it_has_refilled(redis_prefix: str) -> None:

@@ -160,12 +160,17 @@ class Batcher(Generic[T, R]):
         self._running = False
 
     async def submit(self, item: T) -> R:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item``: the future of its result (``submit`` without a coroutine, for a
+        caller that only needs the answer later)."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if not self._running:
             self._running = True
             self._tasks.spawn(self._drain(), name=self._name)
-        return await future
+        return future
 
     async def _drain(self) -> None:
         taken: list[tuple[T, asyncio.Future[R]]] = []

@@ -1,8 +1,9 @@
 """Redis pub/sub fan-out for several instances.
 
-One subscriber connection per process (``pubsub/wire.py``: read with hiredis, every message a
-read completes handled in one go), read by one owned task, and one publisher connection, used by
-one pipeline at a time (its commands packed by hand, its replies read with hiredis). Redis
+One subscriber connection per process (``core/resp.py``: read with hiredis, every message a
+read completes handled in one go), read by one owned task, and one publisher connection
+(``core/resp.RespClient``), used by one pipeline at a time (its commands packed by hand, its
+replies read with hiredis). Redis
 pub/sub is at-most-once: while the connection is down, publishes are lost for this subscriber.
 When the reader reconnects it re-subscribes every channel and then runs the reconnect
 listeners, which heal from the database (room hubs read every message after the last ``seq``
@@ -29,16 +30,15 @@ import logging
 import os
 from typing import Any
 
-import hiredis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from daarion_city.core.redisutil import blocking_client
+from daarion_city.core.resp import RespClient, RespConnection, publish_command, refused
 from daarion_city.core.tasks import Batcher, TaskSet
 from daarion_city.pubsub.base import Handler, ReconnectListener
-from daarion_city.pubsub.wire import RespConnection, publish_command
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +67,7 @@ class RedisPubSub:
         self._joinable: set[str] = set()
         self._listeners: list[ReconnectListener] = []
         self._sub: RespConnection | None = None
-        self._pub: RespConnection | None = None  # the publisher's connection, opened on use
-        self._pub_used = 0.0
+        self._pub = RespClient(url, timeout=timeout)  # the publisher's connection
         self._reader: asyncio.Task[None] | None = None
         self.connected = False
         self._tasks = TaskSet("redis-pubsub")
@@ -85,8 +84,7 @@ class RedisPubSub:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
         self._close_subscriber()
-        if self._pub is not None:
-            self._pub.close()
+        self._pub.close()
         await self.client.aclose()
 
     async def ping(self) -> bool:
@@ -126,30 +124,9 @@ class RedisPubSub:
                     joined[channel] = parts = [origin, data]
                     out.append((channel, parts))
         commands = [publish_command((prefix + ch).encode(), b"".join(p)) for ch, p in out]
-        now = asyncio.get_running_loop().time()
-        if self._pub is not None and now - self._pub_used > KEEPALIVE:
-            # Idle for long: a new connection rather than one a middlebox may have dropped
-            # (redis-py's pool checks such a connection with a PING first).
-            self._pub.close()
-            self._pub = None
-        self._pub_used = now
-        try:
-            async with asyncio.timeout(self.timeout):
-                if self._pub is None:
-                    self._pub = await RespConnection.open(self.url, within=self.timeout)
-                replies = await self._pub.pipeline(commands)
-        except BaseException as exc:
-            pub, self._pub = self._pub, None  # its replies may be out of step now: a new one
-            if pub is not None:
-                pub.close()
-            if isinstance(exc, TimeoutError):
-                raise RedisTimeoutError("redis did not answer a publish in time") from exc
-            if isinstance(exc, OSError):
-                raise RedisConnectionError(f"publishing failed: {exc!r}") from exc
-            raise
-        for reply in replies:
-            if isinstance(reply, hiredis.ReplyError):
-                raise RedisError(f"redis refused a publish: {reply}")
+        for reply in await self._pub.pipeline(commands):
+            if (error := refused(reply)) is not None:
+                raise error
         return [None] * len(calls)
 
     def _deliver(self, channel: str, data: bytes) -> None:

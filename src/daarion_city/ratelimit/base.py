@@ -22,6 +22,7 @@ instance). Guarantees every limiter keeps:
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +51,13 @@ def take(
 class RateLimiter(Protocol):
     async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
         """Take ``cost`` tokens for ``key`` or raise :class:`RateLimited`."""
+        ...
+
+    def verdict(
+        self, key: str, *, rate: float, burst: int, cost: float = 1.0
+    ) -> asyncio.Future[None]:
+        """``hit`` as a future, with no task of its own (a post's limit is asked while the post
+        waits for its commit): done with None, or with :class:`RateLimited`."""
         ...
 
     async def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from daarion_city.core.clock import Clock, system_clock
 from daarion_city.core.errors import RateLimited
 from daarion_city.ratelimit.base import Bucket, take
@@ -17,6 +19,16 @@ class MemoryRateLimiter:
 
     async def hit(self, key: str, *, rate: float, burst: int, cost: float = 1.0) -> None:
         self.check(key, rate=rate, burst=burst, cost=cost)
+
+    def verdict(
+        self, key: str, *, rate: float, burst: int, cost: float = 1.0
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if (wait := self.wait(key, rate=rate, burst=burst, cost=cost)) > 0:
+            future.set_exception(RateLimited(wait))
+        else:
+            future.set_result(None)
+        return future
 
     async def close(self) -> None:
         return None  # nothing runs in the background

@@ -131,7 +131,7 @@ class GroupCommit:
                 await self._writer.check_reply(room_id, reply_to_seq)
             # The rate limit's round trip runs while the post waits for its commit; the commit
             # takes only the posts it allowed and answers the others 429.
-            allowed = asyncio.ensure_future(self._hit(user))
+            allowed = self._hit(user)
             future = asyncio.get_running_loop().create_future()
             item = Pending(user, body, client_msg_id, reply_to_seq, mentions, future, allowed)
             self._enqueue(room_id, item)
@@ -149,13 +149,14 @@ class GroupCommit:
     ) -> ChangeResult:
         """A timeline change (rooms/timeline.py), committed in its turn among the room's posts,
         answered, then announced; ``limited`` takes from the user's message bucket."""
-        allowed = asyncio.ensure_future(self._hit(user)) if limited else None
+        allowed = self._hit(user) if limited else None
         item = QueuedChange(run, asyncio.get_running_loop().create_future(), allowed)
         self._enqueue(room_id, item)
         return await asyncio.shield(item.future)
 
-    async def _hit(self, user: Principal) -> None:
-        await self.limiter.hit(
+    def _hit(self, user: Principal) -> asyncio.Future[None]:
+        """The user's message bucket asked, without a task: the future of its verdict."""
+        return self.limiter.verdict(
             f"msg:{user.user_id}",
             rate=self.settings.city_message_rate,
             burst=self.settings.city_message_burst,
