@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -76,6 +77,33 @@ class Database:
         async with _translate_errors(), self.engine.connect() as conn:
             await conn.execution_options(isolation_level="AUTOCOMMIT")
             yield conn
+
+    @asynccontextmanager
+    async def driver(self) -> AsyncIterator[Any]:
+        """The driver's own connection (asyncpg), from the pool, outside any transaction (each
+        statement commits on its own): for the one statement of the hot path (the rooms' group
+        commit), without SQLAlchemy's adapter around it (its execution cost a post as much as
+        asyncpg's, bench/RESULTS.md issue 26). Errors as the rest of the city sees them: a
+        refused row is ``IntegrityError``, a database that cannot serve is ``Unavailable`` (and
+        a connection that failed leaves the pool). PostgreSQL only."""
+        assert not self.is_sqlite
+        async with _translate_errors(), self.engine.connect() as conn:
+            fairy = await conn.get_raw_connection()
+            try:
+                yield fairy.driver_connection
+            except asyncpg.IntegrityConstraintViolationError as exc:
+                raise IntegrityError(str(exc.query or ""), None, exc) from exc
+            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
+                fairy.invalidate(exc)
+                raise Unavailable("the database connection was lost") from exc
+            except TimeoutError:  # the statement was cancelled: its connection is not reused
+                fairy.invalidate()
+                raise
+            except asyncpg.PostgresError as exc:
+                state = exc.sqlstate or ""
+                if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
+                    raise Unavailable("the database is unavailable") from exc
+                raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:

@@ -153,10 +153,11 @@ async def _commit_sqlite(db: Database, outbox: bool, batches: list[RoomBatch]) -
 
 
 async def _commit_pg(db: Database, sql: str, batches: list[RoomBatch]) -> list[list[int] | None]:
-    """Store the batches of one or more rooms (each room once) in one statement on an
-    autocommit connection: all of them, or with ``IntegrityError`` (a retry of a stored
-    message) or any other error none. Sets each row's ``seq``; returns each batch's event
-    positions, or None for a room that does not exist (nothing of it stored)."""
+    """Store the batches of one or more rooms (each room once) in one statement on the driver's
+    connection (``Database.driver``: no transaction around it): all of them, or with
+    ``IntegrityError`` (a retry of a stored message) or any other error none. Sets each row's
+    ``seq``; returns each batch's event positions, or None for a room that does not exist
+    (nothing of it stored)."""
     rows = [
         (room_id, row, event)
         for room_id, rs, es in batches
@@ -177,11 +178,11 @@ async def _commit_pg(db: Database, sql: str, batches: list[RoomBatch]) -> list[l
         [row["reply_to_seq"] for _, row, _ in rows],
         [orjson.dumps(row["mentions"]).decode() for _, row, _ in rows],
     )
-    async with db.autocommit() as conn:
-        out = (await conn.exec_driver_sql(sql, params)).one()
-    base_of = dict(zip(out.room_ids or [], out.bases or [], strict=True))
-    ordinal_of = dict(zip(out.room_ids or [], out.ordinal_bases or [], strict=True))
-    position_of = dict(zip(out.ids or [], out.positions or [], strict=True))
+    async with db.driver() as conn:
+        out = await conn.fetchrow(sql, *params)
+    base_of = dict(zip(out["room_ids"] or [], out["bases"] or [], strict=True))
+    ordinal_of = dict(zip(out["room_ids"] or [], out["ordinal_bases"] or [], strict=True))
+    position_of = dict(zip(out["ids"] or [], out["positions"] or [], strict=True))
     answers: list[list[int] | None] = []
     for room_id, rs, es in batches:
         if room_id not in base_of:
