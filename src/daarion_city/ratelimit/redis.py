@@ -67,10 +67,11 @@ class RedisRateLimiter:
         *,
         prefix: str = "",
         fallback: MemoryRateLimiter | None = None,
-        timeout: float = 2.0,
     ) -> None:
         self._prefix = prefix
-        self._client = RespClient(options_of(redis), timeout=timeout)
+        # The client's own bound on a reply (``socket_timeout``) bounds a script call too.
+        options = options_of(redis)
+        self._client = RespClient(options, timeout=options.get("socket_timeout") or 2.0)
         self._fallback = fallback or MemoryRateLimiter()
         self._down_logged = False
         self._tasks = TaskSet("ratelimit")

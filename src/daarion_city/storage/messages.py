@@ -153,11 +153,10 @@ async def _commit_sqlite(db: Database, outbox: bool, batches: list[RoomBatch]) -
 
 
 async def _commit_pg(db: Database, sql: str, batches: list[RoomBatch]) -> list[list[int] | None]:
-    """Store the batches of one or more rooms (each room once) in one statement on the driver's
-    connection (``Database.driver``: no transaction around it): all of them, or with
-    ``IntegrityError`` (a retry of a stored message) or any other error none. Sets each row's
-    ``seq``; returns each batch's event positions, or None for a room that does not exist
-    (nothing of it stored)."""
+    """Store the batches of one or more rooms (each room once) in one statement on asyncpg's
+    connection (``Database.driver``): all of them, or with ``IntegrityError`` (a retry of a
+    stored message) or any other error none. Sets each row's ``seq``; returns each batch's
+    event positions, or None for a room that does not exist (nothing of it stored)."""
     rows = [
         (room_id, row, event)
         for room_id, rs, es in batches
