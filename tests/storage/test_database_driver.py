@@ -3,6 +3,8 @@ rest of the city's statements do (PostgreSQL only: SQLite has no such path)."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy.exc import IntegrityError
 
@@ -63,3 +65,25 @@ async def test_a_database_that_cannot_serve_is_unavailable(db: Database) -> None
 
     with pytest.raises(Unavailable):
         await cancelled_by_the_server()
+
+
+async def test_a_connection_ended_in_mid_statement_is_never_reused(db: Database) -> None:
+    """A shutdown's end of a connection while its statement runs (what a PostgreSQL stopped
+    under load does): ``Unavailable``, and no later statement meets that connection."""
+    pids: list[int] = []
+
+    async def in_mid_statement() -> None:
+        async with db.driver() as conn:
+            pids.append(conn.get_server_pid())
+            running = asyncio.ensure_future(conn.fetchval("SELECT pg_sleep(5)"))
+            await asyncio.sleep(0.2)
+            async with db.read() as other:
+                await other.exec_driver_sql(f"SELECT pg_terminate_backend({pids[0]})")
+            await running
+
+    with pytest.raises(Unavailable):
+        await in_mid_statement()
+    for _ in range(25):
+        async with db.driver() as conn:
+            assert conn.get_server_pid() != pids[0]
+            assert await conn.fetchval("SELECT 1") == 1

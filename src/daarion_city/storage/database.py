@@ -93,16 +93,18 @@ class Database:
                 yield fairy.driver_connection
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise IntegrityError(str(exc.query or ""), None, exc) from exc
-            except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError) as exc:
-                fairy.invalidate(exc)
-                raise Unavailable("the database connection was lost") from exc
-            except TimeoutError:  # the statement was cancelled: its connection is not reused
-                fairy.invalidate()
-                raise
-            except asyncpg.PostgresError as exc:
+            except asyncpg.PostgresError as exc:  # the server's answer: the connection holds
                 state = exc.sqlstate or ""
                 if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
+                    fairy.invalidate(exc)  # a shutdown or a lost connection ends it too
                     raise Unavailable("the database is unavailable") from exc
+                raise
+            except BaseException as exc:
+                # The connection lost, a timeout or a cancel in mid-statement, the driver's own
+                # state out of step: whatever it is, this connection is not handed out again.
+                fairy.invalidate(exc if isinstance(exc, Exception) else None)
+                if isinstance(exc, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError)):
+                    raise Unavailable("the database connection was lost") from exc
                 raise
 
     @asynccontextmanager
