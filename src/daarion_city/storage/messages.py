@@ -140,8 +140,8 @@ BatchCommit = Callable[[list[RoomBatch]], Awaitable[Sequence[list[int] | None]]]
 def batch_commit(db: Database, *, outbox: bool = False) -> BatchCommit:
     """This database's commit of the rooms' batches ready together, chosen once from its dialect
     (as mautrix's ``async_db`` picks its implementation by the URL's scheme): one statement on
-    an autocommit connection on PostgreSQL, one transaction on SQLite (it holds the database's
-    one writer lock)."""
+    asyncpg's own connection on PostgreSQL (``Database.driver``), one transaction on SQLite
+    (it holds the database's one writer lock)."""
     if db.is_sqlite:
         return functools.partial(_commit_sqlite, db, outbox)
     return functools.partial(_commit_pg, db, _BATCHES_PG[outbox])
