@@ -94,8 +94,7 @@ class Database:
             except asyncpg.IntegrityConstraintViolationError as exc:
                 raise IntegrityError(str(exc.query or ""), None, exc) from exc
             except asyncpg.PostgresError as exc:  # the server's answer: the connection holds
-                state = exc.sqlstate or ""
-                if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
+                if _cannot_serve(exc.sqlstate or ""):
                     fairy.invalidate(exc)  # a shutdown or a lost connection ends it too
                     raise Unavailable("the database is unavailable") from exc
                 raise
@@ -139,6 +138,10 @@ _UNAVAILABLE_CLASSES = frozenset({"08", "53", "57"})
 _UNAVAILABLE_STATES = frozenset({"25006"})
 
 
+def _cannot_serve(state: str) -> bool:
+    return state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES
+
+
 def _sqlstate(exc: DBAPIError) -> str:
     state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
     return state if isinstance(state, str) else ""
@@ -159,8 +162,7 @@ async def _translate_errors() -> AsyncIterator[None]:
         # asyncpg's server errors reach us as plain DBAPIError: without this, a PostgreSQL that
         # is restarting ("not yet accepting connections", 57P03, answered to every connect
         # during crash recovery) or shutting down was a 500 and killed room sockets.
-        state = _sqlstate(exc)
-        if state[:2] in _UNAVAILABLE_CLASSES or state in _UNAVAILABLE_STATES:
+        if _cannot_serve(_sqlstate(exc)):
             raise Unavailable("the database is unavailable") from exc
         raise
 
